@@ -1,0 +1,411 @@
+//! The agent runtime: runs tasks as supervised processes in sandboxes, reports their
+//! status to the master, and recovers what it was running after a crash or restart.
+//!
+//! Layout of an agent's directory:
+//!
+//! ```text
+//! <agent dir>/agent_id                   stable id, created on first start
+//! <agent dir>/sandboxes/<task id>/       one per task (a validated TaskId: path-safe)
+//!     task.json        the launch, written (fsync) before the supervisor starts
+//!     supervisor.json  supervisor pid + start time, written by the supervisor
+//!     stdout, stderr   the task's output
+//!     exit.json        how the task ended, written by the supervisor
+//!     acked            present once the master acknowledged the terminal status
+//! ```
+//!
+//! The supervisor ([`supervisor`]) outlives the agent; the agent follows each supervisor
+//! through a pidfd, so it needs no polling and works for adopted processes that are not
+//! its children.
+
+pub mod process;
+pub mod protocol;
+pub mod supervisor;
+
+use crate::domain::agent::Containerizer;
+use crate::domain::{AgentId, AgentInfo, PortRange, Resources, TaskId, TaskState, Timestamp};
+use process::{is_same_process, reap, write_atomic, PidFd};
+use protocol::{FromAgent, LaunchTask, TaskCommand, TaskStatus, ToAgent, PROTOCOL_VERSION};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use supervisor::{ExitRecord, SupervisorRecord, EXIT_FILE, SUPERVISOR_FILE};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
+
+/// How to start an agent.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub dir: PathBuf,
+    /// The `dromos` binary, re-executed as `dromos supervise` for each task.
+    pub supervisor_exe: PathBuf,
+    pub hostname: String,
+    pub resources: Resources,
+    pub ports: Vec<PortRange>,
+}
+
+/// Channel on which agents report to the master.
+pub type MasterInbox = mpsc::UnboundedSender<(AgentId, FromAgent)>;
+
+enum Internal {
+    Started { task_id: TaskId, pidfd: Arc<PidFd> },
+    Exited { task_id: TaskId, state: TaskState, message: Option<String> },
+}
+
+struct Tracked {
+    sandbox: PathBuf,
+    state: TaskState,
+    pidfd: Option<Arc<PidFd>>,
+    kill_requested: bool,
+    /// Set once the task ended; resent until acknowledged.
+    terminal: Option<TaskStatus>,
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_datetime(chrono::Utc::now())
+}
+
+pub fn sandboxes_dir(agent_dir: &Path) -> PathBuf {
+    agent_dir.join("sandboxes")
+}
+
+/// The sandbox of `task` under `agent_dir`. TaskIds are validated to be path-safe.
+pub fn sandbox_of(agent_dir: &Path, task: &TaskId) -> PathBuf {
+    sandboxes_dir(agent_dir).join(task.as_str())
+}
+
+/// Reads the agent id, creating one on first start.
+fn load_or_create_id(dir: &Path) -> std::io::Result<AgentId> {
+    let path = dir.join("agent_id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => Ok(AgentId(s.trim().to_string())),
+        _ => {
+            let id = AgentId(format!("agent-{}", uuid::Uuid::new_v4()));
+            write_atomic(&path, id.0.as_bytes())?;
+            Ok(id)
+        }
+    }
+}
+
+/// Maps the supervisor's exit record to a terminal task state and message.
+pub fn exit_state(rec: &ExitRecord) -> (TaskState, String) {
+    if let Some(e) = &rec.error {
+        return (TaskState::Failed, e.clone());
+    }
+    let how = match (rec.exit_code, rec.signal) {
+        (Some(c), _) => format!("Command exited with status {c}"),
+        (None, Some(s)) => format!("Command terminated with signal {s}"),
+        (None, None) => "Command ended".to_string(),
+    };
+    let state = if rec.killed {
+        TaskState::Killed
+    } else if rec.exit_code == Some(0) {
+        TaskState::Finished
+    } else {
+        TaskState::Failed
+    };
+    (state, how)
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+    std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+/// Starts the agent runtime on the current tokio runtime. Returns its id and the
+/// sender for master commands. The agent registers with the master straight away,
+/// reporting every task it recovered from its directory.
+pub fn start(cfg: AgentConfig, master: MasterInbox) -> std::io::Result<(AgentId, mpsc::UnboundedSender<ToAgent>)> {
+    std::fs::create_dir_all(sandboxes_dir(&cfg.dir))?;
+    let id = load_or_create_id(&cfg.dir)?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (itx, irx) = mpsc::unbounded_channel();
+    let mut agent = Agent { id: id.clone(), cfg, master, internal: itx, tasks: HashMap::new() };
+    agent.recover();
+    agent.register();
+    tokio::spawn(agent.run(rx, irx));
+    Ok((id, tx))
+}
+
+struct Agent {
+    id: AgentId,
+    cfg: AgentConfig,
+    master: MasterInbox,
+    internal: mpsc::UnboundedSender<Internal>,
+    tasks: HashMap<TaskId, Tracked>,
+}
+
+impl Agent {
+    fn info(&self) -> AgentInfo {
+        AgentInfo {
+            id: self.id.clone(),
+            hostname: self.cfg.hostname.clone(),
+            resources: self.cfg.resources,
+            ports: self.cfg.ports.clone(),
+            containerizers: vec![Containerizer::Process],
+        }
+    }
+
+    fn send(&self, msg: FromAgent) {
+        // The master going away means the process is shutting down; nothing to do.
+        let _ = self.master.send((self.id.clone(), msg));
+    }
+
+    fn report(&self, task_id: &TaskId, state: TaskState, message: Option<String>) {
+        self.send(FromAgent::Status(TaskStatus { task_id: task_id.clone(), state, message, timestamp: now() }));
+    }
+
+    /// Rebuilds the task table from the sandboxes: adopt live supervisors, collect the
+    /// endings of the others.
+    fn recover(&mut self) {
+        let Ok(entries) = std::fs::read_dir(sandboxes_dir(&self.cfg.dir)) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let sandbox = entry.path();
+            let Some(task_id) = entry.file_name().to_str().and_then(|n| n.parse::<TaskId>().ok()) else {
+                continue;
+            };
+            if !sandbox.join("task.json").exists() || sandbox.join("acked").exists() {
+                continue;
+            }
+            let sup: Option<SupervisorRecord> = read_json(&sandbox.join(SUPERVISOR_FILE));
+            let exit: Option<ExitRecord> = read_json(&sandbox.join(EXIT_FILE));
+            let mut tracked = Tracked {
+                sandbox: sandbox.clone(),
+                state: TaskState::Running,
+                pidfd: None,
+                kill_requested: false,
+                terminal: None,
+            };
+            match (sup, exit) {
+                (_, Some(rec)) => {
+                    let (state, msg) = exit_state(&rec);
+                    tracked.state = state;
+                    tracked.terminal =
+                        Some(TaskStatus { task_id: task_id.clone(), state, message: Some(msg), timestamp: now() });
+                }
+                (Some(s), None) if is_same_process(s.pid, s.start_time) => match PidFd::open(s.pid) {
+                    // Re-check after opening: the pidfd now pins exactly this process.
+                    Ok(fd) if is_same_process(s.pid, s.start_time) => {
+                        let fd = Arc::new(fd);
+                        tracked.pidfd = Some(fd.clone());
+                        self.watch(task_id.clone(), s.pid, fd, sandbox.clone());
+                    }
+                    _ => tracked.terminal = Some(lost(&task_id, "supervisor vanished during recovery")),
+                },
+                (Some(s), None) => {
+                    // The supervisor died without recording an ending (killed by hand):
+                    // make sure the task's process group does not linger.
+                    process::signal_group(s.task_pid, libc::SIGKILL);
+                    tracked.terminal = Some(TaskStatus {
+                        task_id: task_id.clone(),
+                        state: TaskState::Failed,
+                        message: Some("task supervisor died".into()),
+                        timestamp: now(),
+                    });
+                }
+                (None, None) => {
+                    tracked.terminal = Some(lost(&task_id, "task never started (agent stopped during launch)"))
+                }
+            }
+            if let Some(t) = &tracked.terminal {
+                tracked.state = t.state;
+            }
+            self.tasks.insert(task_id, tracked);
+        }
+    }
+
+    fn register(&self) {
+        let tasks = self
+            .tasks
+            .iter()
+            .map(|(id, t)| match &t.terminal {
+                Some(s) => s.clone(),
+                None => TaskStatus { task_id: id.clone(), state: t.state, message: None, timestamp: now() },
+            })
+            .collect();
+        self.send(FromAgent::Register { protocol: PROTOCOL_VERSION, info: self.info(), tasks });
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<ToAgent>, mut irx: mpsc::UnboundedReceiver<Internal>) {
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.handle(cmd),
+                    None => return,
+                },
+                Some(ev) = irx.recv() => self.internal_event(ev),
+            }
+        }
+    }
+
+    fn handle(&mut self, cmd: ToAgent) {
+        match cmd {
+            ToAgent::Launch(l) => self.launch(l),
+            ToAgent::Kill { task_id } => match self.tasks.get_mut(&task_id) {
+                None => self.report(&task_id, TaskState::Lost, Some("task is unknown to the agent".into())),
+                Some(t) => {
+                    if let Some(s) = t.terminal.clone() {
+                        self.send(FromAgent::Status(s));
+                    } else {
+                        t.kill_requested = true;
+                        if let Some(fd) = &t.pidfd {
+                            if let Err(e) = fd.signal(libc::SIGTERM) {
+                                tracing::warn!(task = %task_id, "kill failed: {e}");
+                            }
+                        }
+                    }
+                }
+            },
+            ToAgent::Ack { task_id, state } => {
+                if let Some(t) = self.tasks.get(&task_id) {
+                    if t.terminal.as_ref().is_some_and(|s| s.state == state) {
+                        let _ = std::fs::write(t.sandbox.join("acked"), b"");
+                        self.tasks.remove(&task_id);
+                    }
+                }
+            }
+        }
+    }
+
+    fn internal_event(&mut self, ev: Internal) {
+        match ev {
+            Internal::Started { task_id, pidfd } => {
+                if let Some(t) = self.tasks.get_mut(&task_id) {
+                    if t.terminal.is_none() {
+                        t.state = TaskState::Running;
+                        if t.kill_requested {
+                            let _ = pidfd.signal(libc::SIGTERM);
+                        }
+                        t.pidfd = Some(pidfd);
+                        self.report(&task_id, TaskState::Running, None);
+                    }
+                }
+            }
+            Internal::Exited { task_id, state, message } => {
+                if let Some(t) = self.tasks.get_mut(&task_id) {
+                    let status = TaskStatus { task_id: task_id.clone(), state, message, timestamp: now() };
+                    t.state = state;
+                    t.pidfd = None;
+                    t.terminal = Some(status.clone());
+                    self.send(FromAgent::Status(status));
+                }
+            }
+        }
+    }
+
+    fn launch(&mut self, l: LaunchTask) {
+        if self.tasks.contains_key(&l.task_id) {
+            return; // a repeated launch is a no-op: the task already exists here
+        }
+        let sandbox = sandbox_of(&self.cfg.dir, &l.task_id);
+        self.tasks.insert(
+            l.task_id.clone(),
+            Tracked {
+                sandbox: sandbox.clone(),
+                state: TaskState::Staging,
+                pidfd: None,
+                kill_requested: false,
+                terminal: None,
+            },
+        );
+        self.report(&l.task_id, TaskState::Starting, None);
+        let exe = self.cfg.supervisor_exe.clone();
+        let internal = self.internal.clone();
+        tokio::spawn(async move {
+            let task_id = l.task_id.clone();
+            let sb = sandbox.clone();
+            let started = tokio::task::spawn_blocking(move || spawn_supervisor(&exe, &sb, &l)).await;
+            match started {
+                Ok(Ok((pid, fd, running))) => {
+                    let fd = Arc::new(fd);
+                    if running {
+                        let _ = internal.send(Internal::Started { task_id: task_id.clone(), pidfd: fd.clone() });
+                    }
+                    watch_exit(internal, task_id, pid, fd, sandbox).await;
+                }
+                Ok(Err(e)) => {
+                    let _ = internal.send(Internal::Exited {
+                        task_id,
+                        state: TaskState::Failed,
+                        message: Some(format!("launch failed: {e}")),
+                    });
+                }
+                Err(e) => {
+                    let _ = internal.send(Internal::Exited {
+                        task_id,
+                        state: TaskState::Failed,
+                        message: Some(format!("launch failed: {e}")),
+                    });
+                }
+            }
+        });
+    }
+
+    fn watch(&self, task_id: TaskId, pid: i32, fd: Arc<PidFd>, sandbox: PathBuf) {
+        tokio::spawn(watch_exit(self.internal.clone(), task_id, pid, fd, sandbox));
+    }
+}
+
+fn lost(task_id: &TaskId, why: &str) -> TaskStatus {
+    TaskStatus { task_id: task_id.clone(), state: TaskState::Lost, message: Some(why.into()), timestamp: now() }
+}
+
+/// Waits until the supervisor exits, then reports how the task ended.
+async fn watch_exit(
+    internal: mpsc::UnboundedSender<Internal>,
+    task_id: TaskId,
+    pid: i32,
+    fd: Arc<PidFd>,
+    sandbox: PathBuf,
+) {
+    // SAFETY: the pidfd is owned by `fd` (an Arc we keep alive here) and is neither closed
+    // nor replaced while the AsyncFd is registered.
+    if let Ok(afd) = unsafe { AsyncFd::register_with_interest(fd.clone(), tokio::io::Interest::READABLE) } {
+        let _ = afd.readable().await;
+    }
+    reap(pid);
+    let (state, message) = match read_json::<ExitRecord>(&sandbox.join(EXIT_FILE)) {
+        Some(rec) => exit_state(&rec),
+        None => (TaskState::Failed, "task supervisor died".to_string()),
+    };
+    let _ = internal.send(Internal::Exited { task_id, state, message: Some(message) });
+}
+
+/// Writes the launch checkpoint and starts the supervisor; waits until it reports that
+/// the task process exists (true) or could not be started (false). Blocking: runs on
+/// the blocking pool.
+fn spawn_supervisor(exe: &Path, sandbox: &Path, l: &LaunchTask) -> std::io::Result<(i32, PidFd, bool)> {
+    std::fs::create_dir_all(sandbox)?;
+    write_atomic(&sandbox.join("task.json"), &serde_json::to_vec(l).map_err(std::io::Error::other)?)?;
+    let argv: Vec<String> = match &l.command {
+        TaskCommand::Shell(cmd) => vec!["/bin/sh".into(), "-c".into(), cmd.clone()],
+        TaskCommand::Argv(a) => a.clone(),
+    };
+    let mut cmd = Command::new(exe);
+    cmd.arg("supervise")
+        .arg("--sandbox")
+        .arg(sandbox)
+        .arg("--grace-ms")
+        .arg(l.kill_grace_ms.to_string())
+        .arg("--")
+        .args(&argv);
+    // The agent's own settings (above all DROMOS_AUTH_TOKEN) are not the task's business.
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("DROMOS_") {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd.envs(&l.env).env("MESOS_SANDBOX", sandbox).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut child = cmd.spawn()?;
+    let pid = child.id() as i32;
+    // Our child: its pid cannot be reused before we reap it, so this pidfd is exact.
+    let fd = PidFd::open(pid)?;
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        BufReader::new(out).read_line(&mut line)?;
+    }
+    // The std Child handle is dropped without waiting: the pidfd watcher reaps it.
+    Ok((pid, fd, line.starts_with("running ")))
+}

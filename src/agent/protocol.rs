@@ -1,0 +1,78 @@
+//! The master/agent protocol (version 1). Today the master talks to its embedded agent
+//! over in-process channels; the issue "Agents across machines" carries the same
+//! messages as JSON over the network, so they are plain serde types with a version.
+//!
+//! Delivery model (Mesos): commands are at-most-once and repaired by reconciliation on
+//! every (re-)registration; task status updates are at-least-once: the agent keeps a
+//! terminal update until the master acknowledges it, and the master handles repeats
+//! idempotently ([`crate::domain::TaskState::accepts`]).
+
+use crate::domain::{AgentInfo, PathId, TaskId, TaskState, Timestamp};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// What to run and how: everything an agent needs, resolved by the master.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LaunchTask {
+    pub task_id: TaskId,
+    pub app_id: PathId,
+    /// `Shell(cmd)` runs `/bin/sh -c cmd`; `Argv` runs the program directly.
+    pub command: TaskCommand,
+    /// The task's environment (Marathon's PORT0.., HOST, MARATHON_APP_ID, ...).
+    pub env: BTreeMap<String, String>,
+    pub ports: Vec<u16>,
+    /// SIGTERM -> SIGKILL delay when the task is killed.
+    pub kill_grace_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TaskCommand {
+    Shell(String),
+    Argv(Vec<String>),
+}
+
+/// Master -> agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum ToAgent {
+    Launch(LaunchTask),
+    /// Kill a task. Idempotent; a task the agent does not know is answered with
+    /// TASK_LOST, so the master learns it is not running here.
+    Kill {
+        task_id: TaskId,
+    },
+    /// The master has seen this terminal status; the agent may forget it.
+    Ack {
+        task_id: TaskId,
+        state: TaskState,
+    },
+}
+
+/// One task's state as the agent sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskStatus {
+    pub task_id: TaskId,
+    pub state: TaskState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub timestamp: Timestamp,
+}
+
+/// Agent -> master.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum FromAgent {
+    /// Sent on every (re-)connect: who the agent is and every task it knows, including
+    /// ended tasks whose terminal status was not yet acknowledged.
+    Register {
+        protocol: u32,
+        info: AgentInfo,
+        tasks: Vec<TaskStatus>,
+    },
+    Status(TaskStatus),
+}

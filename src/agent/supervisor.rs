@@ -1,0 +1,181 @@
+//! The task supervisor: `dromos supervise`, a hidden mode of the binary (what Mesos
+//! called the command executor). One runs per task. It
+//!
+//! 1. leaves the agent's session (`setsid`), so it outlives an agent crash or restart;
+//! 2. records itself in `supervisor.json` in the sandbox (pid + start time);
+//! 3. starts the task in its own process group with stdout/stderr in the sandbox;
+//! 4. on SIGTERM (a kill), sends SIGTERM to the task's group and SIGKILL after the grace
+//!    period; when the task ends, kills whatever is left of its group;
+//! 5. records how the task ended in `exit.json`, then exits.
+//!
+//! It uses blocking calls only (sigtimedwait), so a thousand idle supervisors cost no CPU.
+
+use super::process::{signal_group, start_time, write_atomic};
+use serde::{Deserialize, Serialize};
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const SUPERVISOR_FILE: &str = "supervisor.json";
+pub const EXIT_FILE: &str = "exit.json";
+
+/// Who supervises the task: written by the supervisor as soon as it has started the task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SupervisorRecord {
+    pub pid: i32,
+    pub start_time: u64,
+    pub task_pid: i32,
+}
+
+/// How the task ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExitRecord {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// The task ended after a kill request.
+    #[serde(default)]
+    pub killed: bool,
+    /// The task could not be started at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn signal_set() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise and fill a local sigset_t.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT, libc::SIGCHLD] {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+fn finish(sandbox: &Path, rec: &ExitRecord) -> ! {
+    let data = serde_json::to_vec(rec).unwrap_or_default();
+    let code = match write_atomic(&sandbox.join(EXIT_FILE), &data) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    };
+    std::process::exit(code)
+}
+
+/// Runs the supervisor; never returns. `argv` is the task's program and arguments.
+pub fn run(sandbox: PathBuf, grace: Duration, argv: Vec<String>) -> ! {
+    // SAFETY: setsid has no memory effects; it fails harmlessly if we already lead a group.
+    unsafe {
+        libc::setsid();
+    }
+    let set = signal_set();
+    // SAFETY: blocks the signals we then wait for synchronously with sigtimedwait; the
+    // child's mask is reset by std's spawn.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    let open = |name: &str| OpenOptions::new().create(true).append(true).open(sandbox.join(name));
+    let (out, err) = match (open("stdout"), open("stderr")) {
+        (Ok(o), Ok(e)) => (o, e),
+        (Err(e), _) | (_, Err(e)) => finish(
+            &sandbox,
+            &ExitRecord {
+                exit_code: None,
+                signal: None,
+                killed: false,
+                error: Some(format!("cannot open sandbox logs: {e}")),
+            },
+        ),
+    };
+    let Some((program, args)) = argv.split_first() else {
+        finish(
+            &sandbox,
+            &ExitRecord { exit_code: None, signal: None, killed: false, error: Some("empty command".into()) },
+        );
+    };
+    let child = Command::new(program)
+        .args(args)
+        .current_dir(&sandbox)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn();
+    let task_pid = match child {
+        Ok(c) => c.id() as i32,
+        Err(e) => {
+            let _ = writeln!(std::io::stdout(), "error {e}");
+            finish(
+                &sandbox,
+                &ExitRecord {
+                    exit_code: None,
+                    signal: None,
+                    killed: false,
+                    error: Some(format!("failed to start '{program}': {e}")),
+                },
+            );
+        }
+    };
+    let me = std::process::id() as i32;
+    let record = SupervisorRecord { pid: me, start_time: start_time(me).unwrap_or(0), task_pid };
+    let _ = write_atomic(&sandbox.join(SUPERVISOR_FILE), &serde_json::to_vec(&record).unwrap_or_default());
+    // Tell the agent the task runs, then let go of the pipe: the agent may be gone later.
+    let _ = writeln!(std::io::stdout(), "running {task_pid}");
+    let _ = std::io::stdout().flush();
+    if let Ok(null) = fs::File::open("/dev/null") {
+        // SAFETY: dup2 onto fd 1 replaces our stdout with /dev/null; both fds are valid.
+        unsafe {
+            libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 1);
+        }
+    }
+
+    let mut killed = false;
+    let mut kill_deadline: Option<Instant> = None;
+    loop {
+        let wait =
+            kill_deadline.map(|d| d.saturating_duration_since(Instant::now())).unwrap_or(Duration::from_secs(3600));
+        let ts =
+            libc::timespec { tv_sec: wait.as_secs() as libc::time_t, tv_nsec: wait.subsec_nanos() as libc::c_long };
+        // SAFETY: sigtimedwait on our blocked set; no siginfo requested.
+        let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
+        match sig {
+            libc::SIGCHLD => {
+                let mut status = 0;
+                // SAFETY: non-blocking wait for our one child.
+                let r = unsafe { libc::waitpid(task_pid, &mut status, libc::WNOHANG) };
+                if r == task_pid {
+                    // Whatever the task left behind in its group goes with it.
+                    signal_group(task_pid, libc::SIGKILL);
+                    let rec = if libc::WIFEXITED(status) {
+                        ExitRecord { exit_code: Some(libc::WEXITSTATUS(status)), signal: None, killed, error: None }
+                    } else {
+                        ExitRecord { exit_code: None, signal: Some(libc::WTERMSIG(status)), killed, error: None }
+                    };
+                    finish(&sandbox, &rec);
+                }
+            }
+            s if s > 0 => {
+                if !killed {
+                    killed = true;
+                    signal_group(task_pid, libc::SIGTERM);
+                    kill_deadline = Some(Instant::now() + grace);
+                }
+            }
+            _ => {
+                // Timeout (EAGAIN) or EINTR: escalate if the grace period is over.
+                if let Some(d) = kill_deadline {
+                    if Instant::now() >= d {
+                        signal_group(task_pid, libc::SIGKILL);
+                        kill_deadline = None;
+                    }
+                }
+            }
+        }
+    }
+}

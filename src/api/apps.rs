@@ -1,0 +1,548 @@
+//! `/v2/apps`: list, create, read, update (PUT/PATCH, partial or full, rollback),
+//! delete, restart, versions, and an app's tasks and task logs.
+//!
+//! App ids contain slashes, so everything below `/v2/apps/` arrives in one catch-all and
+//! is split by [`AppRoute::parse`]: the reserved last segments (`restart`, `tasks`,
+//! `versions`) cannot be app ids, which keeps this unambiguous.
+
+use super::dto::app::{app_json, merge_update, parse_app, rollback_version, Embed};
+use super::dto::task::{task_json, tasks_text};
+use super::error::{ApiError, ApiResult};
+use super::extract::{JsonBody, Params};
+use super::{wants_text, AppState};
+use crate::domain::deployment::ActionKind;
+use crate::domain::task::Goal;
+use crate::domain::{AppVersion, Deployment, PathId, Task, TaskId, Timestamp};
+use crate::master::{assign_service_ports, version_changes, MasterError};
+use crate::store::Change;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+/// How often a concurrent change to the same app is retried before answering 409.
+const WRITE_RETRIES: usize = 5;
+
+enum AppRoute {
+    App(PathId),
+    GroupApps(PathId),
+    Restart(PathId),
+    Tasks(PathId),
+    Task(PathId, String),
+    TaskLogs(PathId, String),
+    Versions(PathId),
+    Version(PathId, String),
+}
+
+impl AppRoute {
+    fn parse(rest: &str) -> ApiResult<AppRoute> {
+        let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+        let app = |n: usize| -> Option<PathId> {
+            if segs.len() <= n {
+                return None;
+            }
+            PathId::parse_app(&segs[..segs.len() - n].join("/")).ok()
+        };
+        let last = |i: usize| segs.len().checked_sub(i + 1).map(|j| segs[j]);
+        let route = match (last(0), last(1), last(2)) {
+            (Some("*"), _, _) => {
+                let g = PathId::parse_relative(&segs[..segs.len() - 1].join("/"), &PathId::root())
+                    .map_err(|e| invalid_id(&e))?;
+                return Ok(AppRoute::GroupApps(g));
+            }
+            (Some("restart"), _, _) => app(1).map(AppRoute::Restart),
+            (Some("tasks"), _, _) => app(1).map(AppRoute::Tasks),
+            (Some("logs"), Some(t), Some("tasks")) => app(3).map(|a| AppRoute::TaskLogs(a, t.to_string())),
+            (Some(t), Some("tasks"), _) => app(2).map(|a| AppRoute::Task(a, t.to_string())),
+            (Some("versions"), _, _) => app(1).map(AppRoute::Versions),
+            (Some(v), Some("versions"), _) => app(2).map(|a| AppRoute::Version(a, v.to_string())),
+            _ => None,
+        };
+        match route {
+            Some(r) => Ok(r),
+            None => PathId::parse_app(rest).map(AppRoute::App).map_err(|e| invalid_id(&e)),
+        }
+    }
+}
+
+fn invalid_id(e: &crate::domain::IdError) -> ApiError {
+    ApiError::Invalid(vec![crate::domain::Violation::new("/id", e.to_string())])
+}
+
+fn not_allowed() -> ApiError {
+    ApiError::BadRequest("this method is not supported on this path".into())
+}
+
+/// Marathon's answer to every change: `{deploymentId, version}` and the header.
+fn deployment_result(status: StatusCode, d: &Deployment) -> Response {
+    let mut resp = (status, Json(json!({"deploymentId": d.id, "version": d.version}))).into_response();
+    if let Ok(v) = HeaderValue::from_str(&d.id) {
+        resp.headers_mut().insert("marathon-deployment-id", v);
+    }
+    resp
+}
+
+// ---------------------------------------------------------------- list and create
+
+/// Label selector (reference 1.3): `key`, `key==v`, `key!=v`, `key in (a,b)`,
+/// `key notin (a,b)`, comma-separated, all must hold.
+fn label_matches(selector: &str, labels: &BTreeMap<String, String>) -> bool {
+    let mut parts = Vec::new();
+    let mut depth = 0;
+    let mut cur = String::new();
+    for c in selector.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(std::mem::take(&mut cur));
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    parts.push(cur);
+    parts.iter().map(|p| p.trim()).filter(|p| !p.is_empty()).all(|p| {
+        let set = |s: &str| -> Vec<String> {
+            s.trim().trim_start_matches('(').trim_end_matches(')').split(',').map(|x| x.trim().to_string()).collect()
+        };
+        if let Some((k, v)) = p.split_once("==") {
+            labels.get(k.trim()).is_some_and(|x| x == v.trim())
+        } else if let Some((k, v)) = p.split_once("!=") {
+            labels.get(k.trim()).is_none_or(|x| x != v.trim())
+        } else if let Some((k, v)) = p.split_once(" notin ") {
+            labels.get(k.trim()).is_none_or(|x| !set(v).contains(x))
+        } else if let Some((k, v)) = p.split_once(" in ") {
+            labels.get(k.trim()).is_some_and(|x| set(v).contains(x))
+        } else {
+            labels.contains_key(p)
+        }
+    })
+}
+
+pub async fn list(State(st): State<AppState>, params: Params) -> ApiResult<Json<Value>> {
+    let embed = Embed::parse(params.all("embed"), false);
+    let id_filter = params.get("id").map(str::to_lowercase);
+    let cmd_filter = params.get("cmd").map(str::to_lowercase);
+    let label = params.get("label");
+    let state = st.master.read().await;
+    let apps: Vec<Value> = state
+        .apps
+        .values()
+        .filter(|r| id_filter.as_ref().is_none_or(|f| r.current.spec.id.to_string().contains(f.as_str())))
+        .filter(|r| {
+            cmd_filter
+                .as_ref()
+                .is_none_or(|f| r.current.spec.cmd.as_deref().unwrap_or("").to_lowercase().contains(f.as_str()))
+        })
+        .filter(|r| label.is_none_or(|l| label_matches(l, &r.current.spec.labels)))
+        .map(|r| app_json(r, &state, embed))
+        .collect();
+    Ok(Json(json!({ "apps": apps })))
+}
+
+pub async fn create(State(st): State<AppState>, JsonBody(body): JsonBody) -> ApiResult<Response> {
+    let spec = parse_app(body, None)?;
+    let id = spec.id.clone();
+    let dep = st
+        .master
+        .write(move |state, now| {
+            if state.apps.contains_key(&spec.id) {
+                return Err(MasterError::AppExists(spec.id));
+            }
+            let mut spec = spec;
+            assign_service_ports(state, &mut spec)?;
+            Ok(version_changes(state, AppVersion::next(None, spec, now), ActionKind::StartApplication))
+        })
+        .await?;
+    st.master.wake();
+    let state = st.master.read().await;
+    let body = match state.apps.get(&id) {
+        Some(rec) => app_json(rec, &state, Embed::default()),
+        None => json!({"id": id}),
+    };
+    let mut resp = (StatusCode::CREATED, Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/v2/apps{id}")) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&dep.id) {
+        resp.headers_mut().insert("marathon-deployment-id", v);
+    }
+    Ok(resp)
+}
+
+// ---------------------------------------------------------------- the catch-all
+
+pub async fn get_route(
+    State(st): State<AppState>,
+    Path(rest): Path<String>,
+    params: Params,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    match AppRoute::parse(&rest)? {
+        AppRoute::App(id) => {
+            let state = st.master.read().await;
+            let rec = state.apps.get(&id).ok_or(MasterError::AppNotFound(id))?;
+            Ok(Json(json!({"app": app_json(rec, &state, Embed::parse(params.all("embed"), true))})).into_response())
+        }
+        AppRoute::GroupApps(group) => {
+            let state = st.master.read().await;
+            let embed = Embed::parse(params.all("embed"), false);
+            let apps: Vec<Value> = state
+                .apps
+                .values()
+                .filter(|r| r.current.spec.id.is_within(&group))
+                .map(|r| app_json(r, &state, embed))
+                .collect();
+            Ok(Json(json!({"*": apps})).into_response())
+        }
+        AppRoute::Tasks(id) => app_tasks(&st, id, &headers).await,
+        AppRoute::TaskLogs(id, task) => task_logs(&st, id, &task, &params).await,
+        AppRoute::Versions(id) => {
+            let state = st.master.read().await;
+            let rec = state.apps.get(&id).ok_or(MasterError::AppNotFound(id))?;
+            let mut vs = rec.versions.clone();
+            vs.reverse();
+            Ok(Json(json!({"versions": vs})).into_response())
+        }
+        AppRoute::Version(id, v) => {
+            let ts = Timestamp::parse(&v).ok_or_else(|| MasterError::VersionNotFound(id.clone(), v.clone()))?;
+            let found = st.master.store().app_version(&id, ts).await.map_err(MasterError::from)?;
+            let av = found.ok_or(MasterError::VersionNotFound(id, v))?;
+            let mut out = serde_json::to_value(&av.spec).unwrap_or_default();
+            out["version"] = json!(av.version);
+            out["versionInfo"] = json!(av.version_info);
+            Ok(Json(out).into_response())
+        }
+        AppRoute::Restart(_) | AppRoute::Task(..) => Err(not_allowed()),
+    }
+}
+
+pub async fn put_route(
+    State(st): State<AppState>,
+    Path(rest): Path<String>,
+    params: Params,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    match AppRoute::parse(&rest)? {
+        AppRoute::App(id) => {
+            let partial = params.flag("partialUpdate", true)?;
+            update(&st, id, body, partial, false).await
+        }
+        _ => Err(not_allowed()),
+    }
+}
+
+pub async fn patch_route(
+    State(st): State<AppState>,
+    Path(rest): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    match AppRoute::parse(&rest)? {
+        AppRoute::App(id) => update(&st, id, body, true, true).await,
+        _ => Err(not_allowed()),
+    }
+}
+
+pub async fn delete_route(State(st): State<AppState>, Path(rest): Path<String>, params: Params) -> ApiResult<Response> {
+    match AppRoute::parse(&rest)? {
+        AppRoute::App(id) => delete_app(&st, id).await,
+        AppRoute::Tasks(id) => {
+            let host = params.get("host").map(str::to_string);
+            let ids: Vec<TaskId> = {
+                let state = st.master.read().await;
+                if !state.apps.contains_key(&id) {
+                    return Err(MasterError::AppNotFound(id).into());
+                }
+                state
+                    .tasks_of(&id)
+                    .filter(|t| t.is_active())
+                    .filter(|t| host.as_deref().is_none_or(|h| h == "*" || h == t.host))
+                    .map(|t| t.id.clone())
+                    .collect()
+            };
+            kill_tasks(&st, ids, &params, false).await
+        }
+        AppRoute::Task(id, task) => {
+            let task_id: TaskId =
+                task.parse().map_err(|_| ApiError::NotFound(format!("Task '{task}' does not exist")))?;
+            if !task_id.as_str().starts_with(&format!("{}.", id.safe_id())) {
+                return Err(ApiError::NotFound(format!("Task '{task}' does not exist")));
+            }
+            kill_tasks(&st, vec![task_id], &params, true).await
+        }
+        _ => Err(not_allowed()),
+    }
+}
+
+pub async fn post_route(State(st): State<AppState>, Path(rest): Path<String>) -> ApiResult<Response> {
+    match AppRoute::parse(&rest)? {
+        AppRoute::Restart(id) => {
+            let dep = st
+                .master
+                .write(move |state, now| {
+                    let rec = state.apps.get(&id).ok_or(MasterError::AppNotFound(id))?;
+                    Ok(version_changes(state, AppVersion::restarted(&rec.current, now), ActionKind::RestartApplication))
+                })
+                .await?;
+            st.master.wake();
+            Ok(deployment_result(StatusCode::OK, &dep))
+        }
+        _ => Err(not_allowed()),
+    }
+}
+
+// ---------------------------------------------------------------- changes
+
+/// PUT (create or update, partial by default, or rollback) and PATCH (partial update of
+/// an existing app).
+async fn update(st: &AppState, id: PathId, body: Value, partial: bool, must_exist: bool) -> ApiResult<Response> {
+    let rollback = match rollback_version(&body) {
+        Some(v) => {
+            let ts = Timestamp::parse(v).ok_or_else(|| MasterError::VersionNotFound(id.clone(), v.to_string()))?;
+            let found = st.master.store().app_version(&id, ts).await.map_err(MasterError::from)?;
+            Some(found.ok_or_else(|| MasterError::VersionNotFound(id.clone(), v.to_string()))?.spec)
+        }
+        None => None,
+    };
+    for _ in 0..WRITE_RETRIES {
+        let (base, spec) = {
+            let state = st.master.read().await;
+            let cur = state.apps.get(&id);
+            if cur.is_none() && (must_exist || rollback.is_some()) {
+                return Err(MasterError::AppNotFound(id).into());
+            }
+            let spec = match (&rollback, cur) {
+                (Some(old), _) => old.clone(),
+                (None, Some(rec)) if partial => parse_app(merge_update(&rec.current.spec, body.clone())?, Some(&id))?,
+                (None, _) => parse_app(body.clone(), Some(&id))?,
+            };
+            (cur.map(|r| r.current.version), spec)
+        };
+        let result = st
+            .master
+            .write(move |state, now| {
+                let cur = state.apps.get(&spec.id);
+                if cur.map(|r| r.current.version) != base {
+                    return Err(MasterError::Retry);
+                }
+                let mut spec = spec;
+                assign_service_ports(state, &mut spec)?;
+                let action = match cur {
+                    None => ActionKind::StartApplication,
+                    Some(r) if r.current.spec.is_upgrade(&spec) => ActionKind::RestartApplication,
+                    Some(_) => ActionKind::ScaleApplication,
+                };
+                let next = AppVersion::next(cur.map(|r| &r.current), spec, now);
+                let (changes, dep) = version_changes(state, next, action);
+                Ok((changes, (dep, cur.is_none())))
+            })
+            .await;
+        match result {
+            Err(MasterError::Retry) => continue,
+            Err(e) => return Err(e.into()),
+            Ok((dep, created)) => {
+                st.master.wake();
+                return Ok(deployment_result(if created { StatusCode::CREATED } else { StatusCode::OK }, &dep));
+            }
+        }
+    }
+    Err(MasterError::Retry.into())
+}
+
+async fn delete_app(st: &AppState, id: PathId) -> ApiResult<Response> {
+    let dep = st
+        .master
+        .write(move |state, now| {
+            if !state.apps.contains_key(&id) {
+                return Err(MasterError::AppNotFound(id));
+            }
+            let mut changes: Vec<Change> =
+                state.deployments_of(&id).map(|d| Change::DeleteDeployment(d.id.clone())).collect();
+            changes.push(Change::DeleteApp(id.clone()));
+            for t in state.tasks_of(&id).filter(|t| t.is_active()) {
+                let mut t = t.clone();
+                t.goal = Goal::Stopped;
+                changes.push(Change::PutTask(Box::new(t)));
+            }
+            let dep = Deployment::single(uuid::Uuid::new_v4().to_string(), now, ActionKind::StopApplication, id);
+            changes.push(Change::PutDeployment(Box::new(dep.clone())));
+            Ok((changes, dep))
+        })
+        .await?;
+    st.master.wake();
+    Ok(deployment_result(StatusCode::OK, &dep))
+}
+
+/// Kills tasks. With `scale=true` the app's instance count drops by the number killed
+/// (a new version and deployment); otherwise they are replaced. `wipe` forgets the
+/// instances (no resident state yet, so it behaves like a plain kill).
+pub async fn kill_tasks(st: &AppState, ids: Vec<TaskId>, params: &Params, single: bool) -> ApiResult<Response> {
+    let scale = params.flag("scale", false)?;
+    let wipe = params.flag("wipe", false)?;
+    if scale && wipe {
+        return Err(ApiError::BadRequest("scale and wipe cannot be used together".into()));
+    }
+    let (killed, deps) = st
+        .master
+        .write(move |state, now| {
+            let mut changes = Vec::new();
+            let mut killed: Vec<(Task, Vec<u16>)> = Vec::new();
+            let mut per_app: BTreeMap<PathId, u32> = BTreeMap::new();
+            for id in &ids {
+                match state.tasks.get(id) {
+                    Some(t) if t.is_active() => {
+                        let mut stopped = t.clone();
+                        stopped.goal = Goal::Stopped;
+                        changes.push(Change::PutTask(Box::new(stopped)));
+                        if t.goal == Goal::Running {
+                            *per_app.entry(t.app_id.clone()).or_default() += 1;
+                        }
+                        let sp = state.apps.get(&t.app_id).map(|r| r.current.spec.service_ports()).unwrap_or_default();
+                        killed.push((t.clone(), sp));
+                    }
+                    _ if single => return Err(MasterError::TaskNotFound(id.to_string())),
+                    _ => {}
+                }
+            }
+            let mut deps = Vec::new();
+            if scale {
+                for (app, n) in per_app {
+                    if let Some(rec) = state.apps.get(&app) {
+                        let mut spec = rec.current.spec.clone();
+                        spec.instances = spec.instances.saturating_sub(n);
+                        let (cs, dep) = version_changes(
+                            state,
+                            AppVersion::next(Some(&rec.current), spec, now),
+                            ActionKind::ScaleApplication,
+                        );
+                        changes.extend(cs);
+                        deps.push(dep);
+                    }
+                }
+            }
+            Ok((changes, (killed, deps)))
+        })
+        .await?;
+    st.master.wake();
+    if scale {
+        return Ok(match deps.first() {
+            Some(d) => deployment_result(StatusCode::OK, d),
+            None => Json(json!({"deploymentId": null, "version": null})).into_response(),
+        });
+    }
+    let tasks: Vec<Value> = killed.iter().map(|(t, sp)| task_json(t, sp)).collect();
+    if single {
+        if let Some(t) = tasks.into_iter().next() {
+            return Ok(Json(json!({ "task": t })).into_response());
+        }
+        return Err(ApiError::NotFound("Task does not exist".into()));
+    }
+    Ok(Json(json!({ "tasks": tasks })).into_response())
+}
+
+// ---------------------------------------------------------------- reads
+
+async fn app_tasks(st: &AppState, id: PathId, headers: &HeaderMap) -> ApiResult<Response> {
+    let state = st.master.read().await;
+    let apps: Vec<&crate::master::state::AppRecord> = if id.segments().last().map(String::as_str) == Some("*") {
+        vec![]
+    } else {
+        vec![state.apps.get(&id).ok_or_else(|| MasterError::AppNotFound(id.clone()))?]
+    };
+    if wants_text(headers) {
+        let text = tasks_text(apps.iter().map(|r| (&r.current.spec, state.tasks_of(&r.current.spec.id).collect())));
+        return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response());
+    }
+    let tasks: Vec<Value> = apps
+        .iter()
+        .flat_map(|r| {
+            let sp = r.current.spec.service_ports();
+            state
+                .tasks_of(&r.current.spec.id)
+                .filter(|t| t.is_active())
+                .map(move |t| task_json(t, &sp))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    Ok(Json(json!({ "tasks": tasks })).into_response())
+}
+
+/// Largest log chunk returned by one request.
+const MAX_LOG_CHUNK: u64 = 1024 * 1024;
+
+/// `GET /v2/apps/{id}/tasks/{taskId}/logs?stream=stdout|stderr&offset=&length=`: a byte
+/// range of the task's output. `offset` may be negative (from the end); the total size
+/// is in `X-Dromos-Log-Size`, so a client can follow the log by asking from there.
+async fn task_logs(st: &AppState, id: PathId, task: &str, params: &Params) -> ApiResult<Response> {
+    use std::io::{Read, Seek, SeekFrom};
+    let task_id: TaskId = task.parse().map_err(|_| ApiError::NotFound(format!("Task '{task}' does not exist")))?;
+    if !task_id.as_str().starts_with(&format!("{}.", id.safe_id())) {
+        return Err(ApiError::NotFound(format!("Task '{task}' does not exist")));
+    }
+    let stream = match params.get("stream").unwrap_or("stdout") {
+        s @ ("stdout" | "stderr") => s,
+        other => return Err(ApiError::BadRequest(format!("stream must be stdout or stderr, not '{other}'"))),
+    };
+    let parse = |k: &str| -> ApiResult<Option<i64>> {
+        params
+            .get(k)
+            .map(|v| v.parse::<i64>().map_err(|_| ApiError::BadRequest(format!("{k} must be an integer"))))
+            .transpose()
+    };
+    let offset = parse("offset")?.unwrap_or(0);
+    let length = parse("length")?.unwrap_or(64 * 1024).clamp(0, MAX_LOG_CHUNK as i64) as u64;
+    let path = crate::agent::sandbox_of(&st.agent_dir, &task_id).join(stream);
+    let read = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, u64, Vec<u8>)> {
+        let mut f = std::fs::File::open(&path)?;
+        let size = f.metadata()?.len();
+        let start = if offset < 0 { size.saturating_sub(offset.unsigned_abs()) } else { (offset as u64).min(size) };
+        f.seek(SeekFrom::Start(start))?;
+        let mut buf = Vec::new();
+        f.take(length).read_to_end(&mut buf)?;
+        Ok((size, start, buf))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let (size, start, buf) = read.map_err(|_| ApiError::NotFound(format!("No {stream} log for task '{task}'")))?;
+    let mut resp = ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], buf).into_response();
+    for (k, v) in [("x-dromos-log-size", size), ("x-dromos-log-offset", start)] {
+        if let Ok(v) = HeaderValue::from_str(&v.to_string()) {
+            resp.headers_mut().insert(k, v);
+        }
+    }
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_selectors() {
+        let l: BTreeMap<String, String> =
+            [("env".to_string(), "prod".to_string()), ("tier".to_string(), "web".to_string())].into();
+        assert!(label_matches("env", &l));
+        assert!(label_matches("env==prod,tier!=db", &l));
+        assert!(!label_matches("env==dev", &l));
+        assert!(label_matches("env in (dev, prod)", &l));
+        assert!(label_matches("tier notin (db,cache)", &l));
+        assert!(!label_matches("missing", &l));
+    }
+
+    #[test]
+    fn routes_split_on_reserved_words() {
+        assert!(matches!(AppRoute::parse("shop/web").unwrap(), AppRoute::App(id) if id.to_string() == "/shop/web"));
+        assert!(matches!(AppRoute::parse("shop/web/restart").unwrap(), AppRoute::Restart(_)));
+        assert!(
+            matches!(AppRoute::parse("web/tasks/web.instance-x._app.1").unwrap(), AppRoute::Task(_, t) if t == "web.instance-x._app.1")
+        );
+        assert!(matches!(AppRoute::parse("web/tasks/t.1/logs").unwrap(), AppRoute::TaskLogs(..)));
+        assert!(matches!(AppRoute::parse("web/versions/2020-01-01T00:00:00.000Z").unwrap(), AppRoute::Version(..)));
+        assert!(matches!(AppRoute::parse("shop/*").unwrap(), AppRoute::GroupApps(g) if g.to_string() == "/shop"));
+        assert!(AppRoute::parse("../etc").is_err());
+    }
+}

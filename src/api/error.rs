@@ -1,0 +1,112 @@
+//! The API error table: every error the API returns, its HTTP status, and Marathon's
+//! body shape `{"message": ..., "details": [{"path": ..., "errors": [...]}]}`.
+
+use crate::domain::Violation;
+use crate::master::MasterError;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use std::collections::BTreeMap;
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// The body is not JSON at all.
+    MalformedJson {
+        message: String,
+        line: usize,
+        column: usize,
+    },
+    /// JSON of the wrong shape (a string where a number belongs...).
+    WrongShape {
+        path: String,
+        message: String,
+    },
+    /// Well-formed but invalid (Marathon's 422).
+    Invalid(Vec<Violation>),
+    BadRequest(String),
+    Unauthorized,
+    NotFound(String),
+    Conflict(String),
+    NotAcceptable(String),
+    PayloadTooLarge(usize),
+    Unavailable(String),
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::MalformedJson { .. } | ApiError::WrongShape { .. } | ApiError::BadRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn body(&self) -> serde_json::Value {
+        match self {
+            ApiError::MalformedJson { message, line, column } => json!({
+                "message": "Invalid JSON",
+                "details": [{"path": "/", "errors": [format!("{message} at line {line} column {column}")]}],
+            }),
+            ApiError::WrongShape { path, message } => json!({
+                "message": "Invalid JSON",
+                "details": [{"path": path, "errors": [message]}],
+            }),
+            ApiError::Invalid(v) => {
+                let mut by_path: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+                for x in v {
+                    by_path.entry(&x.path).or_default().push(&x.message);
+                }
+                let details: Vec<_> = by_path.into_iter().map(|(p, e)| json!({"path": p, "errors": e})).collect();
+                json!({"message": "Object is not valid", "details": details})
+            }
+            ApiError::Unauthorized => {
+                json!({"message": "Unauthorized: send 'Authorization: Bearer <token>' (or HTTP Basic with the token as password)"})
+            }
+            ApiError::PayloadTooLarge(limit) => {
+                json!({"message": format!("Request body is larger than the limit of {limit} bytes")})
+            }
+            ApiError::BadRequest(m)
+            | ApiError::NotFound(m)
+            | ApiError::Conflict(m)
+            | ApiError::NotAcceptable(m)
+            | ApiError::Unavailable(m)
+            | ApiError::Internal(m) => json!({"message": m}),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(m) = &self {
+            tracing::error!("internal error: {m}");
+        }
+        (self.status(), Json(self.body())).into_response()
+    }
+}
+
+impl From<MasterError> for ApiError {
+    fn from(e: MasterError) -> Self {
+        match e {
+            MasterError::AppNotFound(_) | MasterError::TaskNotFound(_) | MasterError::VersionNotFound(..) => {
+                ApiError::NotFound(e.to_string())
+            }
+            MasterError::AppExists(_) => ApiError::Conflict(e.to_string()),
+            MasterError::Invalid(v) => ApiError::Invalid(v),
+            MasterError::Retry => ApiError::Conflict(e.to_string()),
+            MasterError::ShuttingDown => ApiError::Unavailable(e.to_string()),
+            MasterError::Store(s) => ApiError::Internal(s.to_string()),
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,73 @@
+//! Our own extractors, so that bad input is answered in our error format: a JSON body
+//! with a size cap (413) and syntax errors with line and column (400), and repeatable
+//! query parameters (`embed=a&embed=b`).
+
+use super::error::ApiError;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use serde_json::Value;
+
+/// Largest accepted request body.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// A JSON document from the request body, not yet typed: handlers first normalise or
+/// merge it, then convert it (see `dto`).
+pub struct JsonBody(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::to_bytes(req.into_body(), BODY_LIMIT)
+            .await
+            .map_err(|_| ApiError::PayloadTooLarge(BODY_LIMIT))?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+pub fn parse_json(bytes: &Bytes) -> Result<Value, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson {
+        message: match e.classify() {
+            serde_json::error::Category::Eof => "unexpected end of input".into(),
+            serde_json::error::Category::Syntax => "syntax error".into(),
+            serde_json::error::Category::Data => "invalid data".into(),
+            serde_json::error::Category::Io => "could not read body".into(),
+        },
+        line: e.line(),
+        column: e.column(),
+    })
+}
+
+/// All query parameters in order, repeats kept.
+#[derive(Debug, Default, Clone)]
+pub struct Params(pub Vec<(String, String)>);
+
+impl Params {
+    pub fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0.iter().filter(move |(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// A boolean flag: absent -> `default`; `true`/`false` (any case) or 400.
+    pub fn flag(&self, key: &str, default: bool) -> Result<bool, ApiError> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) if v.eq_ignore_ascii_case("true") || v.is_empty() => Ok(true),
+            Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+            Some(v) => Err(ApiError::BadRequest(format!("query parameter '{key}' must be true or false, not '{v}'"))),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let q = parts.uri.query().unwrap_or("");
+        Ok(Params(form_urlencoded::parse(q.as_bytes()).into_owned().collect()))
+    }
+}

@@ -1,0 +1,168 @@
+//! The HTTP API (axum): Marathon's `/v2` surface, `/ping` and `/metrics`.
+//!
+//! `router(state)` builds the routes; serving is `server`'s job. Middleware adds
+//! authentication (bearer token or Basic with the token as password), Marathon's
+//! response headers, and answers unknown routes in our error format.
+
+pub mod apps;
+pub mod dto;
+pub mod error;
+pub mod extract;
+pub mod system;
+pub mod tasks;
+
+use crate::master::Master;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use error::ApiError;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Shared by all handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub master: Arc<Master>,
+    /// Bearer token every request must carry, if configured.
+    pub token: Option<Arc<str>>,
+    /// `host:port` this instance answers on (reported as the leader).
+    pub leader: Arc<str>,
+    /// The embedded agent's directory (task sandboxes, for logs).
+    pub agent_dir: Arc<PathBuf>,
+    pub store_backend: &'static str,
+}
+
+/// Every public route, as documented in api-spec/openapi.yaml. A test keeps this list,
+/// the spec and the router equal.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/ping"),
+    ("GET", "/metrics"),
+    ("GET", "/v2/info"),
+    ("GET", "/v2/leader"),
+    ("GET", "/v2/apps"),
+    ("POST", "/v2/apps"),
+    ("GET", "/v2/apps/{appId}"),
+    ("PUT", "/v2/apps/{appId}"),
+    ("PATCH", "/v2/apps/{appId}"),
+    ("DELETE", "/v2/apps/{appId}"),
+    ("GET", "/v2/apps/{groupId}/*"),
+    ("POST", "/v2/apps/{appId}/restart"),
+    ("GET", "/v2/apps/{appId}/tasks"),
+    ("DELETE", "/v2/apps/{appId}/tasks"),
+    ("DELETE", "/v2/apps/{appId}/tasks/{taskId}"),
+    ("GET", "/v2/apps/{appId}/tasks/{taskId}/logs"),
+    ("GET", "/v2/apps/{appId}/versions"),
+    ("GET", "/v2/apps/{appId}/versions/{version}"),
+    ("GET", "/v2/tasks"),
+    ("POST", "/v2/tasks/delete"),
+];
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/ping", get(system::ping))
+        .route("/metrics", get(system::metrics))
+        .route("/v2/info", get(system::info))
+        .route("/v2/leader", get(system::leader))
+        .route("/v2/apps", get(apps::list).post(apps::create))
+        .route(
+            "/v2/apps/{*rest}",
+            get(apps::get_route)
+                .put(apps::put_route)
+                .patch(apps::patch_route)
+                .delete(apps::delete_route)
+                .post(apps::post_route),
+        )
+        .route("/v2/tasks", get(tasks::list))
+        .route("/v2/tasks/delete", post(tasks::delete_many))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(state.clone(), marathon_headers))
+        .with_state(state)
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::NotFound(format!("No route for {} {}", req.method(), req.uri().path()))
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    let body =
+        serde_json::json!({"message": format!("Method {} is not allowed on {}", req.method(), req.uri().path())});
+    (axum::http::StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timing.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Does the `Authorization` header carry `token`?
+pub fn authorized(header: Option<&HeaderValue>, token: &str) -> bool {
+    use base64::Engine;
+    let Some(h) = header.and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    if let Some(b) = h.strip_prefix("Bearer ") {
+        return same(b.trim().as_bytes(), token.as_bytes());
+    }
+    if let Some(b) = h.strip_prefix("Basic ") {
+        if let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(b.trim()) {
+            // user:password, with the token as the password (older Marathon clients).
+            if let Some(i) = decoded.iter().position(|c| *c == b':') {
+                return same(&decoded[i + 1..], token.as_bytes());
+            }
+        }
+    }
+    false
+}
+
+async fn authenticate(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &st.token {
+        // /ping stays open: load balancers and supervisors probe it without credentials.
+        if req.uri().path() != "/ping" && !authorized(req.headers().get(header::AUTHORIZATION), token) {
+            let mut resp = ApiError::Unauthorized.into_response();
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"dromos\""));
+            return resp;
+        }
+    }
+    next.run(req).await
+}
+
+async fn marathon_headers(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store, must-revalidate"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    h.insert(header::EXPIRES, HeaderValue::from_static("0"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    if let Ok(v) = HeaderValue::from_str(&format!("http://{}", st.leader)) {
+        h.insert("x-marathon-leader", v);
+    }
+    resp
+}
+
+/// Marathon's content negotiation for task lists: JSON unless the client accepts
+/// text/plain and not JSON.
+pub fn wants_text(headers: &axum::http::HeaderMap) -> bool {
+    let accept = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()).unwrap_or("");
+    accept.contains("text/plain") && !accept.contains("application/json") && !accept.contains("*/*")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_and_basic() {
+        let ok = HeaderValue::from_static("Bearer s3cret");
+        assert!(authorized(Some(&ok), "s3cret"));
+        assert!(!authorized(Some(&HeaderValue::from_static("Bearer s3cre")), "s3cret"));
+        // "marathon:s3cret"
+        assert!(authorized(Some(&HeaderValue::from_static("Basic bWFyYXRob246czNjcmV0")), "s3cret"));
+        assert!(!authorized(Some(&HeaderValue::from_static("Basic bWFyYXRob246d3Jvbmc=")), "s3cret"));
+        assert!(!authorized(None, "s3cret"));
+    }
+}

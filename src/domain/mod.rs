@@ -1,0 +1,37 @@
+//! Pure domain types and their invariants: ids, app definitions, tasks, agents and
+//! resources, deployments, timestamps.
+//!
+//! Nothing here does I/O or knows about tokio, sqlx or axum (DESIGN.md's dependency rule):
+//! the scheduler core computes over these types, the master persists them, the API converts
+//! its wire types into them. Validation that needs no outside state lives here, so every
+//! entry point (REST, store reload, agent protocol) gets the same rules.
+
+pub mod agent;
+pub mod app;
+pub mod deployment;
+pub mod ids;
+pub mod resources;
+pub mod task;
+pub mod time;
+
+pub use agent::{AgentId, AgentInfo};
+pub use app::{AppSpec, AppVersion, VersionInfo};
+pub use deployment::{Deployment, DeploymentAction};
+pub use ids::{IdError, InstanceId, PathId, TaskId};
+pub use resources::{PortRange, Resources};
+pub use task::{Task, TaskState};
+pub use time::Timestamp;
+
+/// One validation failure: a JSON pointer into the offending document and what is wrong there.
+/// The API renders a list of these as Marathon's `details: [{path, errors}]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub path: String,
+    pub message: String,
+}
+
+impl Violation {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Violation { path: path.into(), message: message.into() }
+    }
+}

@@ -1,0 +1,112 @@
+//! The master's in-memory view of the store. Only the write path changes it, and only
+//! with changes it has committed, so readers never see anything that is not durable.
+
+use crate::domain::task::TaskFailure;
+use crate::domain::{AgentId, AgentInfo, AppVersion, Deployment, PathId, Task, TaskId, Timestamp};
+use crate::store::{Change, Snapshot};
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Debug, Clone)]
+pub struct AppRecord {
+    pub current: AppVersion,
+    /// Stored versions, oldest first (the definitions stay in the store).
+    pub versions: Vec<Timestamp>,
+    pub last_failure: Option<TaskFailure>,
+}
+
+#[derive(Debug, Default)]
+pub struct State {
+    pub apps: BTreeMap<PathId, AppRecord>,
+    pub tasks: BTreeMap<TaskId, Task>,
+    pub tasks_by_app: BTreeMap<PathId, BTreeSet<TaskId>>,
+    pub deployments: BTreeMap<String, Deployment>,
+    pub agents: BTreeMap<AgentId, AgentInfo>,
+}
+
+impl State {
+    pub fn from_snapshot(s: Snapshot) -> State {
+        let mut st = State::default();
+        let mut versions: BTreeMap<PathId, Vec<Timestamp>> = s.versions.into_iter().collect();
+        for (app, failure) in s.apps {
+            let id = app.spec.id.clone();
+            let vs = versions.remove(&id).unwrap_or_else(|| vec![app.version]);
+            st.apps.insert(id, AppRecord { current: app, versions: vs, last_failure: failure });
+        }
+        for t in s.tasks {
+            st.insert_task(t);
+        }
+        st.deployments = s.deployments.into_iter().map(|d| (d.id.clone(), d)).collect();
+        st.agents = s.agents.into_iter().map(|a| (a.id.clone(), a)).collect();
+        st
+    }
+
+    fn insert_task(&mut self, t: Task) {
+        self.tasks_by_app.entry(t.app_id.clone()).or_default().insert(t.id.clone());
+        self.tasks.insert(t.id.clone(), t);
+    }
+
+    /// Applies one committed change.
+    pub fn apply(&mut self, c: &Change) {
+        match c {
+            Change::PutApp(v) => {
+                let id = v.spec.id.clone();
+                match self.apps.get_mut(&id) {
+                    Some(rec) => {
+                        if rec.versions.last() != Some(&v.version) {
+                            rec.versions.push(v.version);
+                        }
+                        rec.current = (**v).clone();
+                    }
+                    None => {
+                        self.apps.insert(
+                            id,
+                            AppRecord { current: (**v).clone(), versions: vec![v.version], last_failure: None },
+                        );
+                    }
+                }
+            }
+            Change::DeleteApp(id) => {
+                self.apps.remove(id);
+            }
+            Change::PruneVersions(id, keep_from) => {
+                if let Some(rec) = self.apps.get_mut(id) {
+                    rec.versions.retain(|v| v >= keep_from);
+                }
+            }
+            Change::SetLastFailure(f) => {
+                if let Some(rec) = self.apps.get_mut(&f.app_id) {
+                    rec.last_failure = Some((**f).clone());
+                }
+            }
+            Change::PutTask(t) => self.insert_task((**t).clone()),
+            Change::DeleteTask(id) => {
+                if let Some(t) = self.tasks.remove(id) {
+                    if let Some(set) = self.tasks_by_app.get_mut(&t.app_id) {
+                        set.remove(id);
+                        if set.is_empty() {
+                            self.tasks_by_app.remove(&t.app_id);
+                        }
+                    }
+                }
+            }
+            Change::PutDeployment(d) => {
+                self.deployments.insert(d.id.clone(), (**d).clone());
+            }
+            Change::DeleteDeployment(id) => {
+                self.deployments.remove(id);
+            }
+            Change::PutAgent(a) => {
+                self.agents.insert(a.id.clone(), (**a).clone());
+            }
+        }
+    }
+
+    pub fn tasks_of<'a>(&'a self, app: &PathId) -> impl Iterator<Item = &'a Task> + 'a {
+        self.tasks_by_app.get(app).into_iter().flatten().filter_map(|id| self.tasks.get(id))
+    }
+
+    /// Deployments that involve `app`.
+    pub fn deployments_of<'a>(&'a self, app: &'a PathId) -> impl Iterator<Item = &'a Deployment> + 'a {
+        self.deployments.values().filter(move |d| d.affected_apps.contains(app))
+    }
+}

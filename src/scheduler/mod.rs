@@ -1,0 +1,17 @@
+//! The functional core: pure, synchronous decisions over a snapshot and an injected `now`.
+//!
+//! - [`reconcile`]: desired vs actual per app -> how many to launch, which tasks to kill.
+//! - [`placement`]: fits launch requests into agents' free resources and host ports.
+//! - [`backoff`]: Marathon's launch backoff after failed tasks.
+//!
+//! The master (imperative shell) gathers a snapshot, calls these, re-checks the result
+//! against current state and commits it. Nothing here does I/O, reads the clock or
+//! draws random numbers, so everything is unit-tested and benchmarked directly.
+
+pub mod backoff;
+pub mod placement;
+pub mod reconcile;
+
+pub use backoff::Backoff;
+pub use placement::{place, AgentCapacity, LaunchRequest, PlacementResult, PortPool};
+pub use reconcile::{reconcile_app, AppPlan};

@@ -1,0 +1,241 @@
+//! Reconciliation of one app: compare the wanted instance count and config with the
+//! tasks that exist, and decide how many to launch and which to kill.
+//!
+//! Upgrades use Marathon's default strategy (minimumHealthCapacity 1, maximumOverCapacity
+//! 1): new-config tasks are started first and one old task is killed for each new one
+//! that runs, so capacity never drops below `instances`. Configurable rolling-upgrade math
+//! arrives with the deployments issue.
+
+use super::backoff::Backoff;
+use crate::domain::app::KillSelection;
+use crate::domain::task::Goal;
+use crate::domain::{AppVersion, Task, TaskId, TaskState, Timestamp};
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AppPlan {
+    /// New tasks to start (placement decides where).
+    pub launch: u32,
+    /// Tasks to stop for good (goal Stopped).
+    pub kill: Vec<TaskId>,
+    /// Set when missing tasks wait for launch backoff.
+    pub delayed_until: Option<Timestamp>,
+}
+
+/// Order of preference for killing: tasks that are not yet useful go first
+/// (Marathon: unreachable < staging < starting < running).
+fn kill_rank(t: &Task) -> u8 {
+    match t.state {
+        TaskState::Unreachable | TaskState::Unknown => 0,
+        TaskState::Staging => 1,
+        TaskState::Starting => 2,
+        _ => 3,
+    }
+}
+
+/// Picks `n` tasks to kill from `tasks` by state, then `killSelection` (by stage time).
+fn pick_victims(mut tasks: Vec<&Task>, n: usize, sel: KillSelection) -> impl Iterator<Item = &Task> {
+    tasks.sort_by(|a, b| {
+        kill_rank(a).cmp(&kill_rank(b)).then_with(|| match sel {
+            KillSelection::YoungestFirst => b.staged_at.cmp(&a.staged_at),
+            KillSelection::OldestFirst => a.staged_at.cmp(&b.staged_at),
+        })
+    });
+    tasks.into_iter().take(n)
+}
+
+/// Decides launches and kills for one app. `tasks` are all known tasks of the app.
+pub fn reconcile_app(app: &AppVersion, tasks: &[&Task], backoff: Option<&Backoff>, now: Timestamp) -> AppPlan {
+    let spec = &app.spec;
+    let wanted = spec.instances as usize;
+    let config = app.version_info.last_config_change_at;
+    let live: Vec<&Task> = tasks.iter().copied().filter(|t| t.is_active() && t.goal == Goal::Running).collect();
+    let (current, old): (Vec<&Task>, Vec<&Task>) = live.into_iter().partition(|t| t.config_version == config);
+
+    let mut plan = AppPlan::default();
+    let surplus = current.len().saturating_sub(wanted);
+    plan.kill.extend(pick_victims(current.clone(), surplus, spec.kill_selection).map(|t| t.id.clone()));
+    let kept_current: Vec<&Task> = current.iter().copied().filter(|t| !plan.kill.contains(&t.id)).collect();
+
+    let missing = wanted.saturating_sub(kept_current.len()) as u32;
+    if missing > 0 {
+        match backoff.and_then(|b| b.blocks_until(config, now)) {
+            Some(until) => plan.delayed_until = Some(until),
+            None => plan.launch = missing,
+        }
+    }
+
+    // Old-config tasks go as new ones take over: keep running capacity at `wanted`.
+    let running_new = kept_current.iter().filter(|t| t.state == TaskState::Running).count();
+    let excess_old = (old.len() + running_new).saturating_sub(wanted);
+    plan.kill.extend(pick_victims(old, excess_old, KillSelection::OldestFirst).map(|t| t.id.clone()));
+    plan
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::domain::{AgentId, AppSpec, InstanceId};
+
+    /// A minimal valid spec with Marathon's defaults (as the API would store it).
+    pub(crate) fn spec(id: &str, instances: u32) -> AppSpec {
+        let v = serde_json::json!({
+            "id": id, "cmd": "sleep 1000", "instances": instances, "cpus": 1.0, "mem": 128.0, "disk": 0.0, "gpus": 0,
+            "networks": [{"mode": "host"}], "portDefinitions": [{"port": 10000, "protocol": "tcp", "name": "default"}],
+            "upgradeStrategy": {"minimumHealthCapacity": 1.0, "maximumOverCapacity": 1.0},
+            "backoffSeconds": 1, "backoffFactor": 1.15, "maxLaunchDelaySeconds": 300
+        });
+        serde_json::from_value(v).expect("valid test spec")
+    }
+
+    pub(crate) fn version(s: AppSpec, config_ms: i64) -> AppVersion {
+        let t = Timestamp::from_millis(config_ms);
+        AppVersion {
+            spec: s,
+            version: t,
+            version_info: crate::domain::VersionInfo { last_scaling_at: t, last_config_change_at: t },
+        }
+    }
+
+    pub(crate) fn task(app: &AppVersion, n: u32, state: TaskState, config_ms: i64) -> Task {
+        let inst = InstanceId::new(&app.spec.id, &format!("u{n}"));
+        Task {
+            id: inst.task_id(1),
+            app_id: app.spec.id.clone(),
+            agent_id: AgentId("a".into()),
+            host: "h".into(),
+            state,
+            goal: Goal::Running,
+            ports: vec![],
+            version: Timestamp::from_millis(config_ms),
+            config_version: Timestamp::from_millis(config_ms),
+            staged_at: Timestamp::from_millis(n as i64),
+            started_at: None,
+            message: None,
+        }
+    }
+
+    fn refs(v: &[Task]) -> Vec<&Task> {
+        v.iter().collect()
+    }
+
+    #[test]
+    fn launches_missing_instances() {
+        let app = version(spec("/a", 3), 0);
+        let tasks = vec![task(&app, 1, TaskState::Running, 0)];
+        let p = reconcile_app(&app, &refs(&tasks), None, Timestamp::from_millis(10));
+        assert_eq!(p.launch, 2);
+        assert!(p.kill.is_empty());
+    }
+
+    #[test]
+    fn ignores_terminal_and_stopping_tasks() {
+        let app = version(spec("/a", 2), 0);
+        let mut stopping = task(&app, 2, TaskState::Running, 0);
+        stopping.goal = Goal::Stopped;
+        let tasks = vec![task(&app, 1, TaskState::Failed, 0), stopping];
+        assert_eq!(reconcile_app(&app, &refs(&tasks), None, Timestamp::from_millis(10)).launch, 2);
+    }
+
+    #[test]
+    fn scales_down_youngest_and_least_useful_first() {
+        let app = version(spec("/a", 2), 0);
+        let tasks = vec![
+            task(&app, 1, TaskState::Running, 0),
+            task(&app, 2, TaskState::Running, 0),
+            task(&app, 3, TaskState::Running, 0),
+            task(&app, 4, TaskState::Staging, 0),
+        ];
+        let p = reconcile_app(&app, &refs(&tasks), None, Timestamp::from_millis(10));
+        assert_eq!(p.kill, vec![tasks[3].id.clone(), tasks[2].id.clone()]);
+        let mut oldest = app.clone();
+        oldest.spec.kill_selection = KillSelection::OldestFirst;
+        let p = reconcile_app(&oldest, &refs(&tasks), None, Timestamp::from_millis(10));
+        assert_eq!(p.kill, vec![tasks[3].id.clone(), tasks[0].id.clone()]);
+    }
+
+    #[test]
+    fn backoff_delays_launches() {
+        let app = version(spec("/a", 1), 0);
+        let b = Backoff::after_failure(None, &app.spec, Timestamp::from_millis(0), Timestamp::from_millis(1_000));
+        let p = reconcile_app(&app, &[], Some(&b), Timestamp::from_millis(1_500));
+        assert_eq!((p.launch, p.delayed_until), (0, Some(Timestamp::from_millis(2_000))));
+        let p = reconcile_app(&app, &[], Some(&b), Timestamp::from_millis(2_000));
+        assert_eq!(p.launch, 1);
+    }
+
+    #[test]
+    fn upgrade_starts_new_before_killing_old() {
+        let app = version(spec("/a", 2), 100);
+        let old = vec![task(&app, 1, TaskState::Running, 0), task(&app, 2, TaskState::Running, 0)];
+        let p = reconcile_app(&app, &refs(&old), None, Timestamp::from_millis(200));
+        assert_eq!((p.launch, p.kill.len()), (2, 0));
+
+        let mut all = old.clone();
+        all.push(task(&app, 3, TaskState::Running, 100));
+        all.push(task(&app, 4, TaskState::Staging, 100));
+        let p = reconcile_app(&app, &refs(&all), None, Timestamp::from_millis(200));
+        assert_eq!(p.launch, 0);
+        assert_eq!(p.kill, vec![old[0].id.clone()], "one new task runs: one old task goes");
+
+        all[3].state = TaskState::Running;
+        let p = reconcile_app(&app, &refs(&all), None, Timestamp::from_millis(200));
+        assert_eq!(p.kill.len(), 2);
+    }
+
+    #[test]
+    fn scale_to_zero_kills_everything() {
+        let app = version(spec("/a", 0), 100);
+        let tasks = vec![task(&app, 1, TaskState::Running, 100), task(&app, 2, TaskState::Running, 0)];
+        let p = reconcile_app(&app, &refs(&tasks), None, Timestamp::from_millis(200));
+        assert_eq!(p.kill.len(), 2);
+        assert_eq!(p.launch, 0);
+    }
+}
+
+/// Whether one deployment action has been carried out: the app runs exactly the wanted
+/// number of current-config tasks and nothing else (or, for a stop, nothing at all).
+pub fn action_done(action: crate::domain::deployment::ActionKind, app: Option<&AppVersion>, tasks: &[&Task]) -> bool {
+    use crate::domain::deployment::ActionKind;
+    let active: Vec<&&Task> = tasks.iter().filter(|t| t.is_active()).collect();
+    match (action, app) {
+        (ActionKind::StopApplication, _) | (_, None) => active.is_empty(),
+        (_, Some(app)) => {
+            let config = app.version_info.last_config_change_at;
+            let ok = active
+                .iter()
+                .filter(|t| t.goal == Goal::Running && t.config_version == config && t.state == TaskState::Running)
+                .count();
+            ok == app.spec.instances as usize && active.len() == ok
+        }
+    }
+}
+
+#[cfg(test)]
+mod done_tests {
+    use super::tests::{spec, task, version};
+    use super::*;
+    use crate::domain::deployment::ActionKind;
+
+    #[test]
+    fn scale_is_done_when_exactly_the_wanted_tasks_run() {
+        let app = version(spec("/a", 2), 0);
+        let mut ts = vec![task(&app, 1, TaskState::Running, 0), task(&app, 2, TaskState::Staging, 0)];
+        assert!(!action_done(ActionKind::ScaleApplication, Some(&app), &ts.iter().collect::<Vec<_>>()));
+        ts[1].state = TaskState::Running;
+        assert!(action_done(ActionKind::ScaleApplication, Some(&app), &ts.iter().collect::<Vec<_>>()));
+        ts.push(task(&app, 3, TaskState::Running, -5));
+        assert!(
+            !action_done(ActionKind::RestartApplication, Some(&app), &ts.iter().collect::<Vec<_>>()),
+            "old task still there"
+        );
+    }
+
+    #[test]
+    fn stop_is_done_when_nothing_runs() {
+        let app = version(spec("/a", 1), 0);
+        let ts = [task(&app, 1, TaskState::Killed, 0)];
+        assert!(action_done(ActionKind::StopApplication, None, &ts.iter().collect::<Vec<_>>()));
+        let ts = [task(&app, 1, TaskState::Running, 0)];
+        assert!(!action_done(ActionKind::StopApplication, None, &ts.iter().collect::<Vec<_>>()));
+    }
+}

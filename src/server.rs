@@ -1,0 +1,81 @@
+//! Wiring for `dromos serve`: open the store, start the master and the embedded agent,
+//! bind the API, and run until SIGINT/SIGTERM. Tasks keep running when dromos stops;
+//! the next start adopts them.
+
+use crate::agent::{self, AgentConfig};
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::master::Master;
+use crate::store::Store;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Holds an exclusive lock on the data dir: two dromos on one data dir would adopt and
+/// kill each other's tasks.
+fn lock_data_dir(dir: &Path) -> boxed::Result<File> {
+    let f = File::create(dir.join("dromos.lock"))?;
+    // SAFETY: flock on an fd we own; no memory involved.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(format!("another dromos is already running on data dir {}", dir.display()).into());
+    }
+    Ok(f)
+}
+
+/// A boxed error for the top level, where every failure ends the process with a message.
+pub mod boxed {
+    pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+}
+
+pub async fn run(mut config: Config) -> boxed::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    // Supervisors run with their sandbox as working directory: paths must be absolute.
+    config.data_dir = std::fs::canonicalize(&config.data_dir)?;
+    let _lock = lock_data_dir(&config.data_dir)?;
+    let store = Store::open(&config.store, &config.data_dir).await?;
+    tracing::info!(backend = store.backend_name(), "store open");
+    let backend = store.backend_name();
+    let master = Master::start(store).await?;
+
+    let (inbox_tx, inbox_rx) = tokio::sync::mpsc::unbounded_channel();
+    let agent_dir = config.data_dir.join("agent");
+    let agent_cfg = AgentConfig {
+        dir: agent_dir.clone(),
+        supervisor_exe: std::env::current_exe()?,
+        hostname: config.hostname.clone(),
+        resources: config.agent_resources,
+        ports: config.agent_ports.clone(),
+    };
+    let (agent_id, agent_tx) = agent::start(agent_cfg, inbox_tx)?;
+    master.attach_agent(agent_id, agent_tx);
+    master.run(inbox_rx);
+
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let state = AppState {
+        master,
+        token: config.auth_token.as_deref().map(Arc::from),
+        leader: Arc::from(addr.to_string()),
+        agent_dir: Arc::new(agent_dir),
+        store_backend: backend,
+    };
+    // Tests and scripts read this line to learn the port when listening on port 0.
+    println!("dromos listening on http://{addr}");
+    axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!("stopped; running tasks keep running and are adopted on the next start");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,386 @@
+//! The store: the only module that speaks SQL.
+//!
+//! One set of queries, built with sea-query and rendered for SQLite (the embedded
+//! default) or PostgreSQL (shared state for several masters). Writes arrive as a batch
+//! of [`Change`]s and are committed in one transaction: the master's write path groups
+//! many API writes, placements and status updates into each batch, because the commit
+//! (fsync) is what costs. A change is acknowledged only after its batch committed.
+//!
+//! SQLite runs in WAL mode with `synchronous=FULL`, a busy timeout, and `BEGIN
+//! IMMEDIATE` for write transactions, so a read-then-write never fails half way.
+
+use crate::domain::task::TaskFailure;
+use crate::domain::{AgentInfo, AppVersion, Deployment, PathId, Task, TaskId, Timestamp};
+use sea_query::{Alias, Expr, InsertStatement, OnConflict, Order, PostgresQueryBuilder, Query, SqliteQueryBuilder};
+use sea_query_binder::SqlxBinder;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::Row;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+use thiserror::Error;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Rows per multi-row INSERT: stays under SQLite's bind-parameter limit.
+const INSERT_CHUNK: usize = 500;
+
+/// How many versions of an app are kept (Marathon's `--zk_max_versions` default).
+pub const MAX_VERSIONS: usize = 50;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored {what} '{key}' is unreadable: {source}")]
+    Corrupt { what: &'static str, key: String, source: serde_json::Error },
+    #[error("unsupported store URL '{0}': use a file path, sqlite://PATH or postgres://...")]
+    BadUrl(String),
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// One durable change. The master's write path produces these; `apply` commits a batch.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Make `version` the app's current definition and add it to its history.
+    PutApp(Box<AppVersion>),
+    /// Remove an app with all its versions.
+    DeleteApp(PathId),
+    /// Drop versions older than the given one (history is capped at [`MAX_VERSIONS`]).
+    PruneVersions(PathId, Timestamp),
+    SetLastFailure(Box<TaskFailure>),
+    PutTask(Box<Task>),
+    DeleteTask(TaskId),
+    PutDeployment(Box<Deployment>),
+    DeleteDeployment(String),
+    PutAgent(Box<AgentInfo>),
+}
+
+/// Everything the master needs in memory after a start or a failover.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub apps: Vec<(AppVersion, Option<TaskFailure>)>,
+    /// Version timestamps per app, oldest first.
+    pub versions: Vec<(PathId, Vec<Timestamp>)>,
+    pub tasks: Vec<Task>,
+    pub deployments: Vec<Deployment>,
+    pub agents: Vec<AgentInfo>,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+}
+
+fn t(name: &str) -> Alias {
+    Alias::new(name)
+}
+
+/// A statement of the one query set, rendered per backend at execution time.
+enum Stmt {
+    Insert(InsertStatement),
+    Delete(sea_query::DeleteStatement),
+    Update(sea_query::UpdateStatement),
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    // Serialising our own plain data types (strings, numbers, maps) cannot fail.
+    serde_json::to_string(v).expect("domain types serialise to JSON")
+}
+
+fn upsert(
+    table: &str,
+    key: &[&str],
+    cols: &[&str],
+    rows: impl Iterator<Item = Vec<sea_query::SimpleExpr>>,
+) -> Option<InsertStatement> {
+    let mut q = Query::insert();
+    q.into_table(t(table)).columns(cols.iter().map(|c| t(c)));
+    let mut any = false;
+    for r in rows {
+        q.values_panic(r);
+        any = true;
+    }
+    let update: Vec<Alias> = cols.iter().filter(|c| !key.contains(c)).map(|c| t(c)).collect();
+    q.on_conflict(OnConflict::columns(key.iter().map(|c| t(c))).update_columns(update).to_owned());
+    any.then_some(q)
+}
+
+/// Turns a batch of changes into statements. Consecutive task writes (the bulk of any
+/// busy batch) become multi-row upserts.
+fn statements(changes: &[Change]) -> Vec<Stmt> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < changes.len() {
+        if let Change::PutTask(_) = &changes[i] {
+            let start = i;
+            while i < changes.len() && matches!(changes[i], Change::PutTask(_)) && i - start < INSERT_CHUNK {
+                i += 1;
+            }
+            let rows = changes[start..i].iter().filter_map(|c| match c {
+                Change::PutTask(task) => Some(vec![
+                    task.id.as_str().into(),
+                    task.app_id.to_string().into(),
+                    task.agent_id.0.clone().into(),
+                    task.state.name().into(),
+                    json(task).into(),
+                ]),
+                _ => None,
+            });
+            out.extend(
+                upsert("tasks", &["id"], &["id", "app_id", "agent_id", "state", "data"], rows).map(Stmt::Insert),
+            );
+            continue;
+        }
+        match &changes[i] {
+            Change::PutApp(v) => {
+                let id = v.spec.id.to_string();
+                let row = vec![id.clone().into(), v.version.to_string().into(), json(v).into()];
+                out.extend(upsert("apps", &["id"], &["id", "version", "data"], std::iter::once(row)).map(Stmt::Insert));
+                let row = vec![id.into(), v.version.to_string().into(), json(v).into()];
+                out.extend(
+                    upsert(
+                        "app_versions",
+                        &["app_id", "version"],
+                        &["app_id", "version", "data"],
+                        std::iter::once(row),
+                    )
+                    .map(Stmt::Insert),
+                );
+            }
+            Change::DeleteApp(id) => {
+                out.push(Stmt::Delete(
+                    Query::delete().from_table(t("apps")).and_where(Expr::col(t("id")).eq(id.to_string())).to_owned(),
+                ));
+                out.push(Stmt::Delete(
+                    Query::delete()
+                        .from_table(t("app_versions"))
+                        .and_where(Expr::col(t("app_id")).eq(id.to_string()))
+                        .to_owned(),
+                ));
+            }
+            Change::PruneVersions(id, keep_from) => out.push(Stmt::Delete(
+                Query::delete()
+                    .from_table(t("app_versions"))
+                    .and_where(Expr::col(t("app_id")).eq(id.to_string()))
+                    .and_where(Expr::col(t("version")).lt(keep_from.to_string()))
+                    .to_owned(),
+            )),
+            Change::SetLastFailure(f) => out.push(Stmt::Update(
+                Query::update()
+                    .table(t("apps"))
+                    .value(t("last_failure"), json(f))
+                    .and_where(Expr::col(t("id")).eq(f.app_id.to_string()))
+                    .to_owned(),
+            )),
+            Change::DeleteTask(id) => out.push(Stmt::Delete(
+                Query::delete().from_table(t("tasks")).and_where(Expr::col(t("id")).eq(id.as_str())).to_owned(),
+            )),
+            Change::PutDeployment(d) => {
+                let row = vec![d.id.clone().into(), json(d).into()];
+                out.extend(upsert("deployments", &["id"], &["id", "data"], std::iter::once(row)).map(Stmt::Insert));
+            }
+            Change::DeleteDeployment(id) => out.push(Stmt::Delete(
+                Query::delete().from_table(t("deployments")).and_where(Expr::col(t("id")).eq(id.as_str())).to_owned(),
+            )),
+            Change::PutAgent(a) => {
+                let row = vec![a.id.0.clone().into(), json(a).into()];
+                out.extend(upsert("agents", &["id"], &["id", "data"], std::iter::once(row)).map(Stmt::Insert));
+            }
+            Change::PutTask(_) => unreachable!("handled above"),
+        }
+        i += 1;
+    }
+    out
+}
+
+fn parse<T: serde::de::DeserializeOwned>(what: &'static str, key: &str, data: &str) -> Result<T> {
+    serde_json::from_str(data).map_err(|source| StoreError::Corrupt { what, key: key.to_string(), source })
+}
+
+/// Runs `$body` once for whichever backend is configured, with `$builder` bound to its
+/// sea-query builder (a constructor closure): the statements are the same, only their
+/// rendering differs.
+macro_rules! with_backend {
+    ($self:expr, |$pool:ident, $builder:ident| $body:expr) => {
+        match &$self.backend {
+            Backend::Sqlite($pool) => {
+                let $builder = || SqliteQueryBuilder;
+                $body
+            }
+            Backend::Postgres($pool) => {
+                let $builder = || PostgresQueryBuilder;
+                $body
+            }
+        }
+    };
+}
+
+macro_rules! fetch_rows {
+    ($pool:expr, $builder:expr, $select:expr) => {{
+        let (sql, values) = $select.build_sqlx($builder());
+        sqlx::query_with(&sql, values).fetch_all($pool).await?
+    }};
+}
+
+impl Store {
+    /// Opens (creating if needed) the store and applies pending migrations.
+    /// `url` is `postgres://...`, `sqlite://PATH`, or empty for `<data_dir>/dromos.db`.
+    pub async fn open(url: &str, data_dir: &Path) -> Result<Store> {
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool =
+                PgPoolOptions::new().max_connections(8).acquire_timeout(Duration::from_secs(10)).connect(url).await?;
+            POSTGRES_MIGRATIONS.run(&pool).await?;
+            Backend::Postgres(pool)
+        } else {
+            let path = match url {
+                "" => data_dir.join("dromos.db"),
+                u if u.starts_with("sqlite://") => u.trim_start_matches("sqlite://").into(),
+                u if u.contains("://") => return Err(StoreError::BadUrl(u.to_string())),
+                u => u.into(),
+            };
+            let opts = SqliteConnectOptions::from_str("sqlite://")?
+                .filename(&path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(10));
+            let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+            SQLITE_MIGRATIONS.run(&pool).await?;
+            Backend::Sqlite(pool)
+        };
+        Ok(Store { backend })
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Commits a batch of changes in one transaction. Returns only once it is durable.
+    pub async fn apply(&self, changes: &[Change]) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let stmts = statements(changes);
+        with_backend!(self, |pool, builder| {
+            let mut tx = match &self.backend {
+                Backend::Sqlite(_) => pool.begin_with("BEGIN IMMEDIATE").await?,
+                Backend::Postgres(_) => pool.begin().await?,
+            };
+            for s in &stmts {
+                let (sql, values) = match s {
+                    Stmt::Insert(q) => q.build_sqlx(builder()),
+                    Stmt::Delete(q) => q.build_sqlx(builder()),
+                    Stmt::Update(q) => q.build_sqlx(builder()),
+                };
+                sqlx::query_with(&sql, values).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Reads the whole state (start-up and failover).
+    pub async fn load(&self) -> Result<Snapshot> {
+        let mut snap = Snapshot::default();
+        let apps = Query::select().columns([t("id"), t("data"), t("last_failure")]).from(t("apps")).to_owned();
+        let versions = Query::select()
+            .columns([t("app_id"), t("version")])
+            .from(t("app_versions"))
+            .order_by(t("app_id"), Order::Asc)
+            .order_by(t("version"), Order::Asc)
+            .to_owned();
+        let tasks = Query::select().columns([t("id"), t("data")]).from(t("tasks")).to_owned();
+        let deps = Query::select().columns([t("id"), t("data")]).from(t("deployments")).to_owned();
+        let agents = Query::select().columns([t("id"), t("data")]).from(t("agents")).to_owned();
+        with_backend!(self, |pool, builder| {
+            for r in fetch_rows!(pool, builder, apps) {
+                let id: String = r.try_get(0)?;
+                let app: AppVersion = parse("app", &id, &r.try_get::<String, _>(1)?)?;
+                let failure = match r.try_get::<Option<String>, _>(2)? {
+                    Some(f) => Some(parse("last task failure", &id, &f)?),
+                    None => None,
+                };
+                snap.apps.push((app, failure));
+            }
+            for r in fetch_rows!(pool, builder, versions) {
+                let id: String = r.try_get(0)?;
+                let v: String = r.try_get(1)?;
+                let app = PathId::parse_app(&id).map_err(|e| StoreError::Corrupt {
+                    what: "app id",
+                    key: id.clone(),
+                    source: serde::de::Error::custom(e),
+                })?;
+                let ts = Timestamp::parse(&v).ok_or_else(|| StoreError::Corrupt {
+                    what: "app version",
+                    key: id.clone(),
+                    source: serde::de::Error::custom("bad timestamp"),
+                })?;
+                match snap.versions.last_mut() {
+                    Some((last, list)) if *last == app => list.push(ts),
+                    _ => snap.versions.push((app, vec![ts])),
+                }
+            }
+            for r in fetch_rows!(pool, builder, tasks) {
+                let id: String = r.try_get(0)?;
+                snap.tasks.push(parse("task", &id, &r.try_get::<String, _>(1)?)?);
+            }
+            for r in fetch_rows!(pool, builder, deps) {
+                let id: String = r.try_get(0)?;
+                snap.deployments.push(parse("deployment", &id, &r.try_get::<String, _>(1)?)?);
+            }
+            for r in fetch_rows!(pool, builder, agents) {
+                let id: String = r.try_get(0)?;
+                snap.agents.push(parse("agent", &id, &r.try_get::<String, _>(1)?)?);
+            }
+        });
+        Ok(snap)
+    }
+
+    /// One stored version of an app.
+    pub async fn app_version(&self, app: &PathId, version: Timestamp) -> Result<Option<AppVersion>> {
+        let q = Query::select()
+            .column(t("data"))
+            .from(t("app_versions"))
+            .and_where(Expr::col(t("app_id")).eq(app.to_string()))
+            .and_where(Expr::col(t("version")).eq(version.to_string()))
+            .to_owned();
+        with_backend!(self, |pool, builder| {
+            let rows = fetch_rows!(pool, builder, q);
+            match rows.first() {
+                Some(r) => Ok(Some(parse("app version", &app.to_string(), &r.try_get::<String, _>(0)?)?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// Number of task rows (used by tests and benchmarks to check what is on disk).
+    pub async fn count_tasks(&self) -> Result<i64> {
+        let q = Query::select().expr(Expr::col(t("id")).count()).from(t("tasks")).to_owned();
+        with_backend!(self, |pool, builder| {
+            let rows = fetch_rows!(pool, builder, q);
+            Ok(rows.first().map(|r| r.try_get::<i64, _>(0)).transpose()?.unwrap_or(0))
+        })
+    }
+
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Sqlite(p) => p.close().await,
+            Backend::Postgres(p) => p.close().await,
+        }
+    }
+}
