@@ -1,0 +1,28 @@
+# dromos: the two commands a user needs are `make run` and `make test`.
+
+CARGO ?= cargo
+
+.PHONY: run test deps bench lint build
+
+## Run dromos with the embedded SQLite store on 127.0.0.1:8080 (data in ./dromos-data).
+run:
+	$(CARGO) run --release -- serve
+
+## Install what the tests need (idempotent), then run every test: unit, integration
+## (real processes, real SQLite and PostgreSQL), the OpenAPI/router check.
+test: deps
+	$(CARGO) test --all-targets
+
+deps:
+	bash scripts/install-deps.sh
+
+## Benchmarks (never timed tests): placement core, group commit, local agent launch, memory.
+bench:
+	$(CARGO) bench --bench core
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+build:
+	$(CARGO) build --release

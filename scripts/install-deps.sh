@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs from Debian's packages, only if missing.
+# Idempotent; starts nothing system-wide (tests start their own servers).
+set -euo pipefail
+
+need=()
+# PostgreSQL server binaries (initdb, pg_ctl) for the store tests on PostgreSQL.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v runuser >/dev/null 2>&1 || need+=(util-linux)
+command -v pkill >/dev/null 2>&1 || need+=(procps)
+
+if [ ${#need[@]} -eq 0 ]; then
+    exit 0
+fi
+echo "installing: ${need[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO=sudo
+else
+    SUDO=
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"

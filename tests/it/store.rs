@@ -1,0 +1,130 @@
+//! The store's suite, run against both backends: embedded SQLite and a real PostgreSQL.
+
+use crate::support::dromos::Dromos;
+use crate::support::postgres::Postgres;
+use crate::support::wait_for;
+use dromos::domain::task::Goal;
+use dromos::domain::*;
+use dromos::store::{Change, Store};
+use serde_json::json;
+use std::time::Duration;
+
+fn app(id: &str, version_ms: i64, instances: u32) -> AppVersion {
+    let body = json!({"id": id, "cmd": "sleep 1", "instances": instances});
+    let spec = dromos::api::dto::app::parse_app(body, None).expect("valid app");
+    AppVersion::next(None, spec, Timestamp::from_millis(version_ms))
+}
+
+fn task(app: &AppVersion, n: usize) -> Task {
+    Task {
+        id: InstanceId::new(&app.spec.id, &format!("00000000-0000-0000-0000-{n:012}")).task_id(1),
+        app_id: app.spec.id.clone(),
+        agent_id: AgentId("agent-1".into()),
+        host: "h1".into(),
+        state: TaskState::Running,
+        goal: Goal::Running,
+        ports: vec![31000 + (n % 1000) as u16],
+        version: app.version,
+        config_version: app.version_info.last_config_change_at,
+        staged_at: Timestamp::from_millis(n as i64),
+        started_at: Some(Timestamp::from_millis(n as i64 + 1)),
+        message: None,
+    }
+}
+
+async fn exercise(url: &str, dir: &std::path::Path) {
+    let store = Store::open(url, dir).await.expect("open store");
+    let a1 = app("/shop/web", 1_000, 3);
+    let mut a2 = a1.clone();
+    a2.spec.instances = 5;
+    let a2 = AppVersion::next(Some(&a1), a2.spec, Timestamp::from_millis(2_000));
+    let b = app("/db", 1_500, 1);
+
+    // One batch: versions, 2,000 tasks (multi-row upserts), a deployment, an agent.
+    let mut batch = vec![
+        Change::PutApp(Box::new(a1.clone())),
+        Change::PutApp(Box::new(a2.clone())),
+        Change::PutApp(Box::new(b.clone())),
+    ];
+    batch.extend((0..2000).map(|i| Change::PutTask(Box::new(task(&a2, i)))));
+    let dep = Deployment::single(
+        "d-1".into(),
+        a2.version,
+        dromos::domain::deployment::ActionKind::ScaleApplication,
+        a2.spec.id.clone(),
+    );
+    batch.push(Change::PutDeployment(Box::new(dep.clone())));
+    let agent = AgentInfo {
+        id: AgentId("agent-1".into()),
+        hostname: "h1".into(),
+        resources: Resources::new(2.0, 1024.0, 100.0, 0.0),
+        ports: vec![PortRange::new(31000, 32000)],
+        containerizers: vec![dromos::domain::agent::Containerizer::Process],
+    };
+    batch.push(Change::PutAgent(Box::new(agent.clone())));
+    store.apply(&batch).await.expect("commit batch");
+    assert_eq!(store.count_tasks().await.unwrap(), 2000);
+
+    // Updates and deletes in a second batch.
+    let mut t0 = task(&a2, 0);
+    t0.state = TaskState::Killing;
+    store
+        .apply(&[
+            Change::PutTask(Box::new(t0.clone())),
+            Change::DeleteTask(task(&a2, 1).id),
+            Change::DeleteApp(b.spec.id.clone()),
+            Change::DeleteDeployment("d-1".into()),
+        ])
+        .await
+        .unwrap();
+    store.close().await;
+
+    // Reopen (migrations are idempotent) and read everything back.
+    let store = Store::open(url, dir).await.expect("reopen store");
+    let snap = store.load().await.unwrap();
+    assert_eq!(snap.apps.len(), 1);
+    assert_eq!(snap.apps[0].0, a2, "current version round-trips exactly");
+    assert_eq!(snap.versions, vec![(a1.spec.id.clone(), vec![a1.version, a2.version])]);
+    assert_eq!(snap.tasks.len(), 1999);
+    assert_eq!(snap.tasks.iter().find(|t| t.id == t0.id), Some(&t0));
+    assert!(snap.deployments.is_empty());
+    assert_eq!(snap.agents, vec![agent]);
+    assert_eq!(store.app_version(&a1.spec.id, a1.version).await.unwrap(), Some(a1.clone()));
+    assert_eq!(store.app_version(&a1.spec.id, Timestamp::from_millis(7)).await.unwrap(), None);
+
+    // Version pruning.
+    store.apply(&[Change::PruneVersions(a1.spec.id.clone(), a2.version)]).await.unwrap();
+    assert_eq!(store.load().await.unwrap().versions[0].1, vec![a2.version]);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn store_round_trips_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    exercise("", dir.path()).await;
+    assert!(dir.path().join("dromos.db").exists());
+}
+
+#[tokio::test]
+async fn store_round_trips_on_postgres() {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    exercise(&pg.url, dir.path()).await;
+}
+
+#[test]
+fn dromos_serves_from_postgres_and_survives_a_crash() {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Dromos::start(dir.path(), &["--store", &pg.url]);
+    let body = json!({"id": "/pg/app", "cmd": "exec sleep 1000", "instances": 2, "cpus": 0.01, "mem": 4});
+    assert_eq!(d.call("POST", "/v2/apps", Some(&body)).status, 201);
+    wait_for("2 running", Duration::from_secs(30), || (d.app("/pg/app")["tasksRunning"] == 2).then_some(()));
+    let live = d.live_sandboxes();
+    d.restart();
+    assert_eq!(d.app("/pg/app")["instances"], 2);
+    wait_for("2 running after restart", Duration::from_secs(30), || {
+        (d.app("/pg/app")["tasksRunning"] == 2).then_some(())
+    });
+    assert_eq!(d.live_sandboxes(), live, "adopted, not relaunched");
+}

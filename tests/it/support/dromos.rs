@@ -1,0 +1,144 @@
+//! A real `dromos serve` process on port 0 with its own data dir and host port range.
+
+use super::http::{request, Resp};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+/// Each instance gets its own block of 100 host ports, so parallel tests never hand out
+/// the same port.
+static NEXT_PORT_BLOCK: AtomicU16 = AtomicU16::new(0);
+
+pub struct Dromos {
+    child: Option<Child>,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub ports: String,
+    extra: Vec<String>,
+    token: Option<String>,
+}
+
+pub fn exe() -> &'static str {
+    env!("CARGO_BIN_EXE_dromos")
+}
+
+impl Dromos {
+    /// Starts dromos in `data_dir` with extra flags.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Dromos {
+        let block = NEXT_PORT_BLOCK.fetch_add(1, Ordering::SeqCst);
+        let base = 40000 + (block % 200) * 100;
+        let mut d = Dromos {
+            child: None,
+            url: String::new(),
+            data_dir: data_dir.to_path_buf(),
+            ports: format!("{base}-{}", base + 99),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            token: None,
+        };
+        d.spawn();
+        d
+    }
+
+    pub fn with_token(mut self, token: &str) -> Dromos {
+        self.token = Some(token.to_string());
+        self
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(exe())
+            .args(["serve", "--listen", "127.0.0.1:0", "--agent-ports", &self.ports, "--hostname", "127.0.0.1"])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(&self.extra)
+            .env("DROMOS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start dromos");
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(out).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).expect("dromos did not report its address");
+        let url = line
+            .trim()
+            .strip_prefix("dromos listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+        self.url = url.to_string();
+        self.child = Some(child);
+    }
+
+    /// `kill -9`, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same data dir (after `kill9`).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Resp {
+        let bytes = body.map(|b| serde_json::to_vec(b).unwrap());
+        self.raw(method, path, &[], bytes.as_deref())
+    }
+
+    pub fn raw(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Resp {
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let mut h: Vec<(&str, &str)> = headers.to_vec();
+        if let Some(a) = &auth {
+            h.push(("Authorization", a));
+        }
+        request(method, &format!("{}{}", self.url, path), &h, body)
+    }
+
+    pub fn get(&self, path: &str) -> Value {
+        let r = self.call("GET", path, None);
+        assert_eq!(r.status, 200, "GET {path}: {}", r.text);
+        r.json()
+    }
+
+    pub fn app(&self, id: &str) -> Value {
+        self.get(&format!("/v2/apps{id}"))["app"].clone()
+    }
+
+    /// Sandboxes of tasks whose supervisor is alive: (task id, supervisor pid, task pid).
+    pub fn live_sandboxes(&self) -> Vec<(String, i32, i32)> {
+        let dir = self.data_dir.join("agent").join("sandboxes");
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let Ok(s) = std::fs::read(e.path().join("supervisor.json")) else { continue };
+            let Ok(v) = serde_json::from_slice::<Value>(&s) else { continue };
+            let (pid, task) = (v["pid"].as_i64().unwrap_or(0) as i32, v["taskPid"].as_i64().unwrap_or(0) as i32);
+            if super::alive(pid) {
+                out.push((e.file_name().to_string_lossy().to_string(), pid, task));
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+impl Drop for Dromos {
+    fn drop(&mut self) {
+        self.kill9();
+        // Tasks outlive dromos by design: stop the ones this test started.
+        for (_, sup, task) in self.live_sandboxes() {
+            // SAFETY: plain signals to processes this test started.
+            unsafe {
+                libc::kill(-task, libc::SIGKILL);
+                libc::kill(sup, libc::SIGKILL);
+            }
+        }
+    }
+}
