@@ -11,7 +11,7 @@ run:
 ## Install what the tests need (idempotent), then run every test: unit, integration
 ## (real processes, real SQLite and PostgreSQL), the OpenAPI/router check.
 test: deps
-	$(CARGO) test --all-targets
+	$(CARGO) test --lib --bins --tests
 
 deps:
 	bash scripts/install-deps.sh
