@@ -43,7 +43,11 @@ fn bench_placement() {
         assert_eq!(r.placed.len(), 100_000);
         best = best.min(secs);
     }
-    println!("placement: 100000 tasks on 10000 agents in {:.1} ms = {:.0} placements/s (best of 5, one core)", best * 1e3, 100_000.0 / best);
+    println!(
+        "placement: 100000 tasks on 10000 agents in {:.1} ms = {:.0} placements/s (best of 5, one core)",
+        best * 1e3,
+        100_000.0 / best
+    );
 }
 
 fn bench_persistence(rt: &tokio::runtime::Runtime) {
@@ -75,7 +79,11 @@ fn bench_persistence(rt: &tokio::runtime::Runtime) {
         store.apply(&tasks).await.expect("commit");
         let secs = t.elapsed().as_secs_f64();
         assert_eq!(store.count_tasks().await.expect("count"), 100_000);
-        println!("persistence: 100000 task records in one SQLite group commit: {:.0} ms ({:.0} rows/s)", secs * 1e3, 100_000.0 / secs);
+        println!(
+            "persistence: 100000 task records in one SQLite group commit: {:.0} ms ({:.0} rows/s)",
+            secs * 1e3,
+            100_000.0 / secs
+        );
         // Many small transactions for comparison: what the group commit saves.
         let t = Instant::now();
         for c in tasks.iter().take(500) {
@@ -112,7 +120,17 @@ fn rss_mib(pid: u32) -> f64 {
 fn bench_local_agent() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(env!("CARGO_BIN_EXE_dromos"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--agent-cpus", "64", "--agent-mem", "1000000", "--hostname", "127.0.0.1"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--agent-cpus",
+            "64",
+            "--agent-mem",
+            "1000000",
+            "--hostname",
+            "127.0.0.1",
+        ])
         .arg("--data-dir")
         .arg(dir.path())
         .env("DROMOS_LOG", "warn")
@@ -134,7 +152,10 @@ fn bench_local_agent() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let secs = t.elapsed().as_secs_f64();
-    println!("local agent: 1000 x `sleep 3600` from POST to all TASK_RUNNING in {secs:.2} s ({:.0} tasks/s)", 1000.0 / secs);
+    println!(
+        "local agent: 1000 x `sleep 3600` from POST to all TASK_RUNNING in {secs:.2} s ({:.0} tasks/s)",
+        1000.0 / secs
+    );
     std::thread::sleep(Duration::from_secs(2));
     println!("memory: dromos serve with 1000 running tasks: {:.1} MiB RSS", rss_mib(child.id()));
     let t = Instant::now();

@@ -45,6 +45,9 @@ pub struct AgentConfig {
     pub ports: Vec<PortRange>,
 }
 
+/// How long recovery waits for a just-started supervisor to record itself.
+const RECORD_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Channel on which agents report to the master.
 pub type MasterInbox = mpsc::UnboundedSender<(AgentId, FromAgent)>;
 
@@ -161,14 +164,20 @@ impl Agent {
         let Ok(entries) = std::fs::read_dir(sandboxes_dir(&self.cfg.dir)) else {
             return;
         };
-        for entry in entries.flatten() {
-            let sandbox = entry.path();
-            let Some(task_id) = entry.file_name().to_str().and_then(|n| n.parse::<TaskId>().ok()) else {
-                continue;
-            };
-            if !sandbox.join("task.json").exists() || sandbox.join("acked").exists() {
-                continue;
-            }
+        let sandboxes: Vec<(TaskId, PathBuf)> = entries
+            .flatten()
+            .filter_map(|e| Some((e.file_name().to_str()?.parse::<TaskId>().ok()?, e.path())))
+            .filter(|(_, sb)| sb.join("task.json").exists() && !sb.join("acked").exists())
+            .collect();
+        // A crash can fall between a supervisor's start and its first record: give such
+        // supervisors a moment to write it, so they are adopted rather than duplicated.
+        let deadline = std::time::Instant::now() + RECORD_GRACE;
+        while sandboxes.iter().any(|(_, sb)| !sb.join(SUPERVISOR_FILE).exists() && !sb.join(EXIT_FILE).exists())
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        for (task_id, sandbox) in sandboxes {
             let sup: Option<SupervisorRecord> = read_json(&sandbox.join(SUPERVISOR_FILE));
             let exit: Option<ExitRecord> = read_json(&sandbox.join(EXIT_FILE));
             let mut tracked = Tracked {

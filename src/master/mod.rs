@@ -201,14 +201,8 @@ impl Master {
         let m = self.clone();
         tokio::spawn(async move {
             let mut batch = Vec::new();
-            while let Some(first) = inbox.recv().await {
-                batch.push(first);
-                while batch.len() < MAX_BATCH {
-                    match inbox.try_recv() {
-                        Ok(msg) => batch.push(msg),
-                        Err(_) => break,
-                    }
-                }
+            // Waits for one message, then takes whatever else is queued: one write per burst.
+            while inbox.recv_many(&mut batch, MAX_BATCH).await > 0 {
                 if let Err(e) = m.on_agent_messages(std::mem::take(&mut batch)).await {
                     tracing::error!("handling agent messages failed: {e}");
                 }
@@ -545,14 +539,7 @@ fn plan_tick(
 /// The writer task: runs queued plans in batches, one transaction per batch.
 async fn writer(master: Arc<Master>, mut rx: mpsc::Receiver<WriteJob>) {
     let mut jobs = Vec::new();
-    while let Some(first) = rx.recv().await {
-        jobs.push(first);
-        while jobs.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
-            }
-        }
+    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let mut state = master.state.write().await;
         let now = now();
         let mut changes = Vec::new();
