@@ -45,6 +45,9 @@ pub struct AgentConfig {
     pub ports: Vec<PortRange>,
 }
 
+/// How long the sandbox (logs) of an ended, acknowledged task is kept.
+pub const SANDBOX_RETENTION: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// How long recovery waits for a just-started supervisor to record itself.
 const RECORD_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -89,6 +92,20 @@ fn load_or_create_id(dir: &Path) -> std::io::Result<AgentId> {
             Ok(id)
         }
     }
+}
+
+/// Removes the sandboxes of tasks whose end was acknowledged more than `keep` ago, so
+/// crash-looping apps cannot fill the disk. Returns how many were removed.
+pub fn gc_sandboxes(agent_dir: &Path, keep: std::time::Duration) -> usize {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(sandboxes_dir(agent_dir)).into_iter().flatten().flatten() {
+        let acked_at = std::fs::metadata(entry.path().join("acked")).and_then(|m| m.modified());
+        let expired = acked_at.ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age > keep);
+        if expired && std::fs::remove_dir_all(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// Maps the supervisor's exit record to a terminal task state and message.
@@ -238,8 +255,14 @@ impl Agent {
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<ToAgent>, mut irx: mpsc::UnboundedReceiver<Internal>) {
+        // The first tick fires at once: old sandboxes go at start, then hourly.
+        let mut gc = tokio::time::interval(std::time::Duration::from_secs(3600));
         loop {
             tokio::select! {
+                _ = gc.tick() => {
+                    let dir = self.cfg.dir.clone();
+                    tokio::task::spawn_blocking(move || gc_sandboxes(&dir, SANDBOX_RETENTION));
+                }
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => self.handle(cmd),
                     None => return,
@@ -417,4 +440,33 @@ fn spawn_supervisor(exe: &Path, sandbox: &Path, l: &LaunchTask) -> std::io::Resu
     }
     // The std Child handle is dropped without waiting: the pidfd watcher reaps it.
     Ok((pid, fd, line.starts_with("running ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn gc_removes_only_long_acknowledged_sandboxes() {
+        let dir = tempfile::tempdir().unwrap();
+        let sb = sandboxes_dir(dir.path());
+        for name in ["old.x", "fresh.x", "running.x"] {
+            std::fs::create_dir_all(sb.join(name)).unwrap();
+            std::fs::write(sb.join(name).join("stdout"), b"log").unwrap();
+        }
+        for name in ["old.x", "fresh.x"] {
+            std::fs::write(sb.join(name).join("acked"), b"").unwrap();
+        }
+        let two_days_ago = SystemTime::now() - Duration::from_secs(48 * 3600);
+        std::fs::File::options()
+            .write(true)
+            .open(sb.join("old.x").join("acked"))
+            .unwrap()
+            .set_modified(two_days_ago)
+            .unwrap();
+        assert_eq!(gc_sandboxes(dir.path(), SANDBOX_RETENTION), 1);
+        assert!(!sb.join("old.x").exists());
+        assert!(sb.join("fresh.x").exists() && sb.join("running.x").exists());
+    }
 }
