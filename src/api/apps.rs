@@ -10,11 +10,8 @@ use super::dto::task::{task_json, tasks_text};
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, Params};
 use super::{wants_text, AppState};
-use crate::domain::deployment::ActionKind;
-use crate::domain::task::Goal;
-use crate::domain::{AppVersion, Deployment, PathId, Task, TaskId, Timestamp};
-use crate::master::{assign_service_ports, version_changes, MasterError};
-use crate::store::Change;
+use crate::domain::{Deployment, PathId, TaskId, Timestamp};
+use crate::master::{plans, MasterError};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -147,17 +144,7 @@ pub async fn list(State(st): State<AppState>, params: Params) -> ApiResult<Json<
 pub async fn create(State(st): State<AppState>, JsonBody(body): JsonBody) -> ApiResult<Response> {
     let spec = parse_app(body, None)?;
     let id = spec.id.clone();
-    let dep = st
-        .master
-        .write(move |state, now| {
-            if state.apps.contains_key(&spec.id) {
-                return Err(MasterError::AppExists(spec.id));
-            }
-            let mut spec = spec;
-            assign_service_ports(state, &mut spec)?;
-            Ok(version_changes(state, AppVersion::next(None, spec, now), ActionKind::StartApplication))
-        })
-        .await?;
+    let dep = st.master.write(move |state, now| plans::create_app(state, now, spec)).await?;
     st.master.wake();
     let state = st.master.read().await;
     let body = match state.apps.get(&id) {
@@ -281,13 +268,7 @@ pub async fn delete_route(State(st): State<AppState>, Path(rest): Path<String>, 
 pub async fn post_route(State(st): State<AppState>, Path(rest): Path<String>) -> ApiResult<Response> {
     match AppRoute::parse(&rest)? {
         AppRoute::Restart(id) => {
-            let dep = st
-                .master
-                .write(move |state, now| {
-                    let rec = state.apps.get(&id).ok_or(MasterError::AppNotFound(id))?;
-                    Ok(version_changes(state, AppVersion::restarted(&rec.current, now), ActionKind::RestartApplication))
-                })
-                .await?;
+            let dep = st.master.write(move |state, now| plans::restart_app(state, now, id)).await?;
             st.master.wake();
             Ok(deployment_result(StatusCode::OK, &dep))
         }
@@ -322,25 +303,7 @@ async fn update(st: &AppState, id: PathId, body: Value, partial: bool, must_exis
             };
             (cur.map(|r| r.current.version), spec)
         };
-        let result = st
-            .master
-            .write(move |state, now| {
-                let cur = state.apps.get(&spec.id);
-                if cur.map(|r| r.current.version) != base {
-                    return Err(MasterError::Retry);
-                }
-                let mut spec = spec;
-                assign_service_ports(state, &mut spec)?;
-                let action = match cur {
-                    None => ActionKind::StartApplication,
-                    Some(r) if r.current.spec.is_upgrade(&spec) => ActionKind::RestartApplication,
-                    Some(_) => ActionKind::ScaleApplication,
-                };
-                let next = AppVersion::next(cur.map(|r| &r.current), spec, now);
-                let (changes, dep) = version_changes(state, next, action);
-                Ok((changes, (dep, cur.is_none())))
-            })
-            .await;
+        let result = st.master.write(move |state, now| plans::put_app(state, now, spec, base)).await;
         match result {
             Err(MasterError::Retry) => continue,
             Err(e) => return Err(e.into()),
@@ -354,25 +317,7 @@ async fn update(st: &AppState, id: PathId, body: Value, partial: bool, must_exis
 }
 
 async fn delete_app(st: &AppState, id: PathId) -> ApiResult<Response> {
-    let dep = st
-        .master
-        .write(move |state, now| {
-            if !state.apps.contains_key(&id) {
-                return Err(MasterError::AppNotFound(id));
-            }
-            let mut changes: Vec<Change> =
-                state.deployments_of(&id).map(|d| Change::DeleteDeployment(d.id.clone())).collect();
-            changes.push(Change::DeleteApp(id.clone()));
-            for t in state.tasks_of(&id).filter(|t| t.is_active()) {
-                let mut t = t.clone();
-                t.goal = Goal::Stopped;
-                changes.push(Change::PutTask(Box::new(t)));
-            }
-            let dep = Deployment::single(uuid::Uuid::new_v4().to_string(), now, ActionKind::StopApplication, id);
-            changes.push(Change::PutDeployment(Box::new(dep.clone())));
-            Ok((changes, dep))
-        })
-        .await?;
+    let dep = st.master.write(move |state, now| plans::delete_app(state, now, id)).await?;
     st.master.wake();
     Ok(deployment_result(StatusCode::OK, &dep))
 }
@@ -386,47 +331,7 @@ pub async fn kill_tasks(st: &AppState, ids: Vec<TaskId>, params: &Params, single
     if scale && wipe {
         return Err(ApiError::BadRequest("scale and wipe cannot be used together".into()));
     }
-    let (killed, deps) = st
-        .master
-        .write(move |state, now| {
-            let mut changes = Vec::new();
-            let mut killed: Vec<(Task, Vec<u16>)> = Vec::new();
-            let mut per_app: BTreeMap<PathId, u32> = BTreeMap::new();
-            for id in &ids {
-                match state.tasks.get(id) {
-                    Some(t) if t.is_active() => {
-                        let mut stopped = t.clone();
-                        stopped.goal = Goal::Stopped;
-                        changes.push(Change::PutTask(Box::new(stopped)));
-                        if t.goal == Goal::Running {
-                            *per_app.entry(t.app_id.clone()).or_default() += 1;
-                        }
-                        let sp = state.apps.get(&t.app_id).map(|r| r.current.spec.service_ports()).unwrap_or_default();
-                        killed.push((t.clone(), sp));
-                    }
-                    _ if single => return Err(MasterError::TaskNotFound(id.to_string())),
-                    _ => {}
-                }
-            }
-            let mut deps = Vec::new();
-            if scale {
-                for (app, n) in per_app {
-                    if let Some(rec) = state.apps.get(&app) {
-                        let mut spec = rec.current.spec.clone();
-                        spec.instances = spec.instances.saturating_sub(n);
-                        let (cs, dep) = version_changes(
-                            state,
-                            AppVersion::next(Some(&rec.current), spec, now),
-                            ActionKind::ScaleApplication,
-                        );
-                        changes.extend(cs);
-                        deps.push(dep);
-                    }
-                }
-            }
-            Ok((changes, (killed, deps)))
-        })
-        .await?;
+    let (killed, deps) = st.master.write(move |state, now| plans::kill_tasks(state, now, &ids, scale, single)).await?;
     st.master.wake();
     if scale {
         return Ok(match deps.first() {

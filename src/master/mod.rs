@@ -12,17 +12,15 @@
 //! - Agent messages (registration, status updates) become plans too; terminal statuses
 //!   are acknowledged to the agent after they are committed.
 
+pub mod plans;
 pub mod state;
 
 use crate::agent::protocol::{FromAgent, LaunchTask, TaskCommand, TaskStatus, ToAgent};
-use crate::domain::deployment::ActionKind;
 use crate::domain::task::{task_environment, Goal, TaskFailure};
-use crate::domain::{
-    AgentId, AppVersion, Deployment, InstanceId, PathId, Task, TaskId, TaskState, Timestamp, Violation,
-};
+use crate::domain::{AgentId, InstanceId, PathId, Task, TaskId, TaskState, Timestamp, Violation};
 use crate::scheduler::placement::Rejection;
 use crate::scheduler::{place, reconcile_app, AgentCapacity, Backoff, LaunchRequest, PortPool};
-use crate::store::{Change, Store, StoreError, MAX_VERSIONS};
+use crate::store::{Change, Store, StoreError};
 use state::State;
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
@@ -578,61 +576,4 @@ async fn writer(master: Arc<Master>, mut rx: mpsc::Receiver<WriteJob>) {
             }
         }
     }
-}
-
-/// Changes that make `next` the current version of its app: the version itself, a
-/// deployment for it, and pruning of history beyond [`MAX_VERSIONS`].
-pub fn version_changes(state: &State, next: AppVersion, action: ActionKind) -> (Vec<Change>, Deployment) {
-    let id = next.spec.id.clone();
-    let deployment = Deployment::single(new_uuid(), next.version, action, id.clone());
-    let mut changes = Vec::new();
-    // A newer change to the same app supersedes its running deployments.
-    for d in state.deployments_of(&id) {
-        changes.push(Change::DeleteDeployment(d.id.clone()));
-    }
-    if let Some(rec) = state.apps.get(&id) {
-        if rec.versions.len() >= MAX_VERSIONS {
-            let keep_from = rec.versions[rec.versions.len() + 1 - MAX_VERSIONS];
-            changes.push(Change::PruneVersions(id.clone(), keep_from));
-        }
-    }
-    changes.push(Change::PutApp(Box::new(next)));
-    changes.push(Change::PutDeployment(Box::new(deployment.clone())));
-    (changes, deployment)
-}
-
-/// Assigns cluster-unique service ports to port definitions / mappings that ask for
-/// one (port 0), avoiding the ports of every other app.
-pub fn assign_service_ports(state: &State, spec: &mut crate::domain::AppSpec) -> Result<(), MasterError> {
-    let mut used: std::collections::BTreeSet<u16> = state
-        .apps
-        .values()
-        .filter(|r| r.current.spec.id != spec.id)
-        .flat_map(|r| r.current.spec.service_ports())
-        .collect();
-    used.extend(spec.service_ports().into_iter().filter(|p| *p != 0));
-    let mut next = SERVICE_PORTS.0;
-    let mut take = || -> Option<u16> {
-        while next <= SERVICE_PORTS.1 {
-            let p = next;
-            next += 1;
-            if !used.contains(&p) {
-                used.insert(p);
-                return Some(p);
-            }
-        }
-        None
-    };
-    let exhausted =
-        || MasterError::Invalid(vec![Violation::new("/portDefinitions", "no free service port left in 10000-20000")]);
-    if spec.is_host_networking() {
-        for pd in spec.port_definitions.iter_mut().filter(|p| p.port == 0) {
-            pd.port = take().ok_or_else(exhausted)? as i64;
-        }
-    } else if let Some(pms) = spec.container.as_mut().and_then(|c| c.port_mappings.as_mut()) {
-        for pm in pms.iter_mut().filter(|p| p.service_port == 0) {
-            pm.service_port = take().ok_or_else(exhausted)? as i64;
-        }
-    }
-    Ok(())
 }
