@@ -19,11 +19,34 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
-        let bytes = axum::body::to_bytes(req.into_body(), BODY_LIMIT)
-            .await
-            .map_err(|_| ApiError::PayloadTooLarge(BODY_LIMIT))?;
+        let bytes = read_capped(req.into_body()).await?;
         parse_json(&bytes).map(JsonBody)
     }
+}
+
+/// Oversized bodies are read on (and dropped) up to this size before the 413 goes out,
+/// so that a client still sending gets to read the answer instead of a reset connection.
+const DRAIN_LIMIT: usize = 16 * BODY_LIMIT;
+
+/// Reads the body up to [`BODY_LIMIT`]; beyond it answers 413 (after draining).
+async fn read_capped(mut body: axum::body::Body) -> Result<Bytes, ApiError> {
+    use axum::body::HttpBody;
+    let mut buf = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
+        let Ok(frame) = frame else { break };
+        let Ok(data) = frame.into_data() else { continue };
+        seen += data.len();
+        if seen <= BODY_LIMIT {
+            buf.extend_from_slice(&data);
+        } else if seen > DRAIN_LIMIT {
+            break;
+        }
+    }
+    if seen > BODY_LIMIT {
+        return Err(ApiError::PayloadTooLarge(BODY_LIMIT));
+    }
+    Ok(Bytes::from(buf))
 }
 
 pub fn parse_json(bytes: &Bytes) -> Result<Value, ApiError> {

@@ -29,7 +29,8 @@ impl Dromos {
     /// Starts dromos in `data_dir` with extra flags.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Dromos {
         let block = NEXT_PORT_BLOCK.fetch_add(1, Ordering::SeqCst);
-        let base = 40000 + (block % 200) * 100;
+        // Below the kernel's ephemeral range (32768+), so no outgoing socket holds them.
+        let base = 21000 + (block % 100) * 100;
         let mut d = Dromos {
             child: None,
             url: String::new(),
