@@ -9,7 +9,7 @@
 use dromos::domain::agent::Containerizer;
 use dromos::domain::task::Goal;
 use dromos::domain::*;
-use dromos::scheduler::{place, AgentCapacity, LaunchRequest, PortPool};
+use dromos::scheduler::{place, AgentCapacity, Fairness, LaunchRequest, RolePolicy};
 use dromos::store::{Change, Store};
 use serde_json::json;
 use std::io::{BufRead, BufReader};
@@ -18,12 +18,17 @@ use std::time::{Duration, Instant};
 
 fn bench_placement() {
     let agents: Vec<AgentCapacity> = (0..10_000)
-        .map(|i| AgentCapacity {
-            id: AgentId(format!("agent-{i}")),
-            hostname: format!("node{i}"),
-            free: Resources::new(16.0, 65536.0, 100_000.0, 0.0),
-            ports: PortPool::new(&[PortRange::new(31000, 32000)]),
-            containerizers: vec![Containerizer::Process],
+        .map(|i| {
+            AgentCapacity::new(&AgentInfo {
+                id: AgentId(format!("agent-{i}")),
+                hostname: format!("node{i}"),
+                resources: AgentResources::unreserved(
+                    Resources::new(16.0, 65536.0, 100_000.0, 0.0),
+                    vec![PortRange::new(31000, 32000)],
+                ),
+                attributes: Default::default(),
+                containerizers: vec![Containerizer::Process],
+            })
         })
         .collect();
     let specs: Vec<AppSpec> = (0..100)
@@ -38,7 +43,9 @@ fn bench_placement() {
         let mut a = agents.clone();
         let mut cursor = 0;
         let t = Instant::now();
-        let r = place(&mut a, &requests, &mut cursor);
+        let policy = RolePolicy::default();
+        let mut fairness = Fairness::new(Resources::default(), Default::default(), &policy);
+        let r = place(&mut a, &requests, &mut cursor, &mut fairness);
         let secs = t.elapsed().as_secs_f64();
         assert_eq!(r.placed.len(), 100_000);
         best = best.min(secs);
@@ -72,6 +79,7 @@ fn bench_persistence(rt: &tokio::runtime::Runtime) {
                     staged_at: Timestamp::from_millis(n as i64),
                     started_at: None,
                     message: None,
+                    unreachable_since: None,
                 }))
             })
             .collect();

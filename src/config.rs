@@ -1,11 +1,16 @@
 //! Configuration: one struct, filled from command-line flags, then `DROMOS_*`
 //! environment variables, then an optional TOML file (`--config`), then defaults.
 
-use crate::domain::{PortRange, Resources};
+use crate::domain::resources::{parse_attributes, parse_quota, parse_resources, ParseError, Value};
+use crate::domain::{AgentResources, PortRange, Resources, UNRESERVED};
+use crate::master::{Liveness, MasterConfig, RemovalLimit};
+use crate::scheduler::RolePolicy;
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -25,6 +30,10 @@ pub enum ConfigError {
     InsecureBind(SocketAddr),
     #[error("invalid port range '{0}': use BEGIN-END, e.g. 31000-32000")]
     PortRange(String),
+    #[error(transparent)]
+    Resources(#[from] ParseError),
+    #[error("invalid {0} '{1}': {2}")]
+    Setting(&'static str, String, &'static str),
 }
 
 #[derive(Debug, Parser)]
@@ -37,7 +46,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the master, an embedded agent and the API (embedded SQLite by default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Run an agent on this host that connects to a master and runs its tasks.
+    Agent(AgentArgs),
     /// Internal: supervise one task (started by the agent).
     #[command(hide = true)]
     Supervise(SuperviseArgs),
@@ -91,6 +102,61 @@ pub struct ServeArgs {
     /// Disk (MB) the embedded agent offers [default: free space of the data dir].
     #[arg(long, env = "DROMOS_AGENT_DISK")]
     pub agent_disk: Option<f64>,
+    /// The embedded agent's resources in Mesos syntax, e.g. 'cpus:4;mem:8192;cpus(batch):2'
+    /// (names given here replace the detected values and the flags above).
+    #[arg(long, env = "DROMOS_AGENT_RESOURCES")]
+    pub agent_resources: Option<String>,
+    /// The embedded agent's attributes, e.g. 'rack:r1,zone:a'.
+    #[arg(long, env = "DROMOS_AGENT_ATTRIBUTES")]
+    pub agent_attributes: Option<String>,
+    /// Run without the embedded agent (tasks only run on `dromos agent` hosts).
+    #[arg(long, env = "DROMOS_NO_AGENT")]
+    pub no_agent: bool,
+    /// How often the master pings agents [default: 15s].
+    #[arg(long, env = "DROMOS_AGENT_PING_INTERVAL")]
+    pub agent_ping_interval: Option<String>,
+    /// Missed pings after which an agent is unreachable [default: 5].
+    #[arg(long, env = "DROMOS_AGENT_PING_TIMEOUTS")]
+    pub agent_ping_timeouts: Option<u32>,
+    /// At most this many agents marked unreachable per window: 'N/DURATION',
+    /// 'P%/DURATION' (of registered agents, at least 1) or 'off' [default: 10%/1m].
+    #[arg(long, env = "DROMOS_AGENT_REMOVAL_RATE_LIMIT")]
+    pub agent_removal_rate_limit: Option<String>,
+    /// How often every agent re-registers for a full reconciliation [default: 10m].
+    #[arg(long, env = "DROMOS_RECONCILE_INTERVAL")]
+    pub reconcile_interval: Option<String>,
+    /// A role's weight for fair sharing, ROLE=WEIGHT (repeatable) [default: 1].
+    #[arg(long = "role-weight", env = "DROMOS_ROLE_WEIGHTS", value_delimiter = ' ')]
+    pub role_weights: Vec<String>,
+    /// A role's quota, ROLE=RESOURCES, e.g. 'batch=cpus:10;mem:4096' (repeatable).
+    #[arg(long = "role-quota", env = "DROMOS_ROLE_QUOTAS", value_delimiter = ' ')]
+    pub role_quotas: Vec<String>,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct AgentArgs {
+    /// The master's URL (several, comma-separated, are tried in turn).
+    #[arg(long, env = "DROMOS_MASTER")]
+    pub master: String,
+    /// File holding the cluster token.
+    #[arg(long, env = "DROMOS_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+    /// The cluster token itself (prefer the file).
+    #[arg(long, env = "DROMOS_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+    /// The agent's directory: its id, task sandboxes and checkpoints [default: ./dromos-agent].
+    #[arg(long, env = "DROMOS_WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Hostname reported to the master (HOST of tasks) [default: this machine's].
+    #[arg(long, env = "DROMOS_HOSTNAME")]
+    pub hostname: Option<String>,
+    /// Resources in Mesos syntax, e.g. 'cpus:8;mem:16384;ports:[31000-32000];cpus(batch):2'
+    /// (names not given are detected; ports default to 31000-32000).
+    #[arg(long, env = "DROMOS_RESOURCES")]
+    pub resources: Option<String>,
+    /// Attributes for placement constraints, e.g. 'rack:r1,zone:a'.
+    #[arg(long, env = "DROMOS_ATTRIBUTES")]
+    pub attributes: Option<String>,
 }
 
 /// The same settings as a file (kebab-case keys, e.g. `data-dir = "/var/lib/dromos"`).
@@ -107,6 +173,15 @@ struct FileConfig {
     agent_cpus: Option<f64>,
     agent_mem: Option<f64>,
     agent_disk: Option<f64>,
+    agent_resources: Option<String>,
+    agent_attributes: Option<String>,
+    no_agent: Option<bool>,
+    agent_ping_interval: Option<String>,
+    agent_ping_timeouts: Option<u32>,
+    agent_removal_rate_limit: Option<String>,
+    reconcile_interval: Option<String>,
+    role_weights: Option<Vec<String>>,
+    role_quotas: Option<Vec<String>>,
 }
 
 /// The resolved configuration of `dromos serve`.
@@ -118,8 +193,141 @@ pub struct Config {
     pub auth_token: Option<String>,
     pub insecure: bool,
     pub hostname: String,
-    pub agent_resources: Resources,
-    pub agent_ports: Vec<PortRange>,
+    /// The embedded agent's resources and attributes; `None` without an embedded agent.
+    pub agent: Option<(AgentResources, BTreeMap<String, Value>)>,
+    pub master: MasterConfig,
+}
+
+/// The resolved configuration of `dromos agent`.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    pub masters: Vec<String>,
+    pub token: Option<String>,
+    pub work_dir: PathBuf,
+    pub hostname: String,
+    pub resources: AgentResources,
+    pub attributes: BTreeMap<String, Value>,
+}
+
+/// Parses `15s`, `200ms`, `1m`, `20mins`, `1h`.
+pub fn parse_duration(what: &'static str, s: &str) -> Result<Duration, ConfigError> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| ConfigError::Setting(what, s.into(), "use e.g. 200ms, 15s, 1m or 1h"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "s" | "sec" | "secs" => n,
+        "m" | "min" | "mins" => n * 60.0,
+        "h" | "hr" | "hrs" => n * 3600.0,
+        _ => return Err(ConfigError::Setting(what, s.into(), "use e.g. 200ms, 15s, 1m or 1h")),
+    };
+    if !(secs > 0.0 && secs.is_finite()) {
+        return Err(ConfigError::Setting(what, s.into(), "must be positive"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_removal_limit(s: &str) -> Result<RemovalLimit, ConfigError> {
+    const W: &str = "agent removal rate limit";
+    if s.trim() == "off" {
+        return Ok(RemovalLimit::Off);
+    }
+    let (n, window) = s.split_once('/').ok_or(ConfigError::Setting(W, s.into(), "use N/DURATION or P%/DURATION"))?;
+    let window = parse_duration(W, window)?;
+    let bad = || ConfigError::Setting(W, s.into(), "use N/DURATION or P%/DURATION");
+    match n.trim().strip_suffix('%') {
+        Some(p) => {
+            let percent: f64 = p.parse().map_err(|_| bad())?;
+            if !(percent > 0.0 && percent <= 100.0) {
+                return Err(bad());
+            }
+            Ok(RemovalLimit::Percent { percent, window })
+        }
+        None => Ok(RemovalLimit::Count { max: n.trim().parse().map_err(|_| bad())?, window }),
+    }
+}
+
+fn parse_role_policy(weights: &[String], quotas: &[String]) -> Result<RolePolicy, ConfigError> {
+    let mut p = RolePolicy::default();
+    for w in weights.iter().filter(|w| !w.trim().is_empty()) {
+        let bad = || ConfigError::Setting("role weight", w.clone(), "use ROLE=WEIGHT with a positive weight");
+        let (role, weight) = w.split_once('=').ok_or_else(bad)?;
+        let weight: f64 = weight.trim().parse().map_err(|_| bad())?;
+        if !(weight > 0.0 && weight.is_finite() && crate::domain::resources::valid_role(role.trim())) {
+            return Err(bad());
+        }
+        p.weights.insert(role.trim().to_string(), weight);
+    }
+    for q in quotas.iter().filter(|q| !q.trim().is_empty()) {
+        let bad = || ConfigError::Setting("role quota", q.clone(), "use ROLE=cpus:N;mem:N");
+        let (role, res) = q.split_once('=').ok_or_else(bad)?;
+        if !crate::domain::resources::valid_role(role.trim()) {
+            return Err(bad());
+        }
+        p.quotas.insert(role.trim().to_string(), parse_quota(res)?);
+    }
+    Ok(p)
+}
+
+/// An agent's resources: what `spec` names, the rest detected (cpus, mem, disk of
+/// `dir`, ports 31000-32000), all unreserved.
+pub fn agent_resources(spec: Option<&str>, dir: &Path, fallback: Resources) -> Result<AgentResources, ConfigError> {
+    let mut res = match spec {
+        Some(s) => parse_resources(s)?,
+        None => AgentResources::default(),
+    };
+    let named = |n: &str| {
+        spec.is_some_and(|s| s.split([';', ',']).any(|i| i.trim().split([':', '(']).next().map(str::trim) == Some(n)))
+    };
+    let star = res.pools.entry(UNRESERVED.to_string()).or_default();
+    if !named("cpus") {
+        star.scalars.cpus = fallback.cpus;
+    }
+    if !named("mem") {
+        star.scalars.mem = fallback.mem;
+    }
+    if !named("disk") {
+        star.scalars.disk = if fallback.disk > 0.0 { fallback.disk } else { free_disk_mb(dir) };
+    }
+    if !named("ports") {
+        star.ports = vec![PortRange::new(31000, 32000)];
+    }
+    Ok(res)
+}
+
+fn detected_cpus() -> f64 {
+    std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0)
+}
+
+impl AgentSettings {
+    pub fn resolve(a: AgentArgs) -> Result<AgentSettings, ConfigError> {
+        let token = match (a.auth_token, a.auth_token_file) {
+            (Some(t), _) => Some(t),
+            (None, Some(f)) => Some(std::fs::read_to_string(&f).map_err(|e| ConfigError::TokenFile(f, e))?),
+            (None, None) => None,
+        }
+        .map(|t| t.trim().to_string());
+        if token.as_deref() == Some("") {
+            return Err(ConfigError::EmptyToken);
+        }
+        let masters: Vec<String> =
+            a.master.split(',').map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect();
+        if masters.is_empty() {
+            return Err(ConfigError::Setting("--master", a.master, "give the master's URL, e.g. http://10.0.0.1:8080"));
+        }
+        let work_dir = a.work_dir.unwrap_or_else(|| PathBuf::from("dromos-agent"));
+        let fallback = Resources::new(detected_cpus(), detected_mem_mb(), 0.0, 0.0);
+        let dir = if work_dir.exists() { work_dir.as_path() } else { Path::new(".") };
+        Ok(AgentSettings {
+            masters,
+            token,
+            resources: agent_resources(a.resources.as_deref(), dir, fallback)?,
+            attributes: a.attributes.as_deref().map(parse_attributes).transpose()?.unwrap_or_default(),
+            hostname: a.hostname.unwrap_or_else(machine_hostname),
+            work_dir,
+        })
+    }
 }
 
 fn parse_ports(s: &str) -> Result<Vec<PortRange>, ConfigError> {
@@ -200,15 +408,47 @@ impl Config {
             return Err(ConfigError::InsecureBind(listen));
         }
         let agent_ports = parse_ports(&args.agent_ports.or(file.agent_ports).unwrap_or_else(|| "31000-32000".into()))?;
-        let cpus = args
-            .agent_cpus
-            .or(file.agent_cpus)
-            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0));
+        let cpus = args.agent_cpus.or(file.agent_cpus).unwrap_or_else(detected_cpus);
         let mem = args.agent_mem.or(file.agent_mem).unwrap_or_else(detected_mem_mb);
-        let disk = args
-            .agent_disk
-            .or(file.agent_disk)
-            .unwrap_or_else(|| free_disk_mb(if data_dir.exists() { &data_dir } else { Path::new(".") }));
+        let dir = if data_dir.exists() { data_dir.clone() } else { PathBuf::from(".") };
+        let disk = args.agent_disk.or(file.agent_disk).unwrap_or_else(|| free_disk_mb(&dir));
+        let spec = args.agent_resources.or(file.agent_resources);
+        let mut resources = agent_resources(spec.as_deref(), &dir, Resources::new(cpus, mem, disk, 0.0))?;
+        let ports_named = spec.as_deref().is_some_and(|s| s.contains("ports"));
+        if !ports_named {
+            resources.pools.entry(UNRESERVED.to_string()).or_default().ports = agent_ports;
+        }
+        let attributes =
+            args.agent_attributes.or(file.agent_attributes).as_deref().map(parse_attributes).transpose()?;
+        let defaults = Liveness::default();
+        let dur = |what, v: Option<String>, d: Duration| {
+            v.map(|v| parse_duration(what, &v)).transpose().map(|x| x.unwrap_or(d))
+        };
+        let liveness = Liveness {
+            ping_interval: dur(
+                "agent ping interval",
+                args.agent_ping_interval.or(file.agent_ping_interval),
+                defaults.ping_interval,
+            )?,
+            ping_timeouts: args
+                .agent_ping_timeouts
+                .or(file.agent_ping_timeouts)
+                .unwrap_or(defaults.ping_timeouts)
+                .max(1),
+            removal_limit: match args.agent_removal_rate_limit.or(file.agent_removal_rate_limit) {
+                Some(s) => parse_removal_limit(&s)?,
+                None => defaults.removal_limit,
+            },
+            reconcile_interval: dur(
+                "reconcile interval",
+                args.reconcile_interval.or(file.reconcile_interval),
+                defaults.reconcile_interval,
+            )?,
+        };
+        let weights =
+            if args.role_weights.is_empty() { file.role_weights.unwrap_or_default() } else { args.role_weights };
+        let quotas = if args.role_quotas.is_empty() { file.role_quotas.unwrap_or_default() } else { args.role_quotas };
+        let no_agent = args.no_agent || file.no_agent.unwrap_or(false);
         Ok(Config {
             listen,
             store: args.store.or(file.store).unwrap_or_default(),
@@ -216,8 +456,8 @@ impl Config {
             auth_token,
             insecure,
             hostname: args.hostname.or(file.hostname).unwrap_or_else(machine_hostname),
-            agent_resources: Resources::new(cpus, mem, disk, 0.0),
-            agent_ports,
+            agent: (!no_agent).then(|| (resources, attributes.unwrap_or_default())),
+            master: MasterConfig { liveness, roles: parse_role_policy(&weights, &quotas)? },
         })
     }
 }
@@ -261,12 +501,46 @@ mod tests {
         .unwrap();
         assert_eq!(c.listen.port(), 9999);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/y"), "flags win over the file");
-        assert_eq!(c.agent_ports, vec![PortRange::new(4000, 4010), PortRange::new(5000, 5000)]);
+        let (res, _) = c.agent.unwrap();
+        assert_eq!(res.pools["*"].ports, vec![PortRange::new(4000, 4010), PortRange::new(5000, 5000)]);
         std::fs::write(&f, "lisen = \"x\"\n").unwrap();
         assert!(matches!(
             Config::resolve(ServeArgs { config: Some(f), ..Default::default() }),
             Err(ConfigError::Parse(..))
         ));
+    }
+
+    #[test]
+    fn liveness_and_roles() {
+        let c = Config::resolve(ServeArgs {
+            agent_ping_interval: Some("200ms".into()),
+            agent_ping_timeouts: Some(3),
+            agent_removal_rate_limit: Some("2/30s".into()),
+            role_weights: vec!["batch=2".into()],
+            role_quotas: vec!["batch=cpus:4;mem:1024".into()],
+            agent_resources: Some("cpus:2;cpus(batch):1".into()),
+            agent_attributes: Some("rack:r1".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.master.liveness.budget(), Duration::from_millis(600));
+        assert_eq!(c.master.liveness.removal_limit, RemovalLimit::Count { max: 2, window: Duration::from_secs(30) });
+        assert_eq!(c.master.roles.weights["batch"], 2.0);
+        assert_eq!(c.master.roles.quotas["batch"].cpus, Some(4.0));
+        let (res, attrs) = c.agent.unwrap();
+        assert_eq!(res.pools["*"].scalars.cpus, 2.0);
+        assert_eq!(res.pools["batch"].scalars.cpus, 1.0);
+        assert!(res.pools["*"].scalars.mem > 0.0, "mem is detected when not named");
+        assert_eq!(attrs["rack"].to_string(), "r1");
+        for bad in ["x", "1/", "150%/1m", "-1/1m", "1/1y"] {
+            assert!(parse_removal_limit(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_removal_limit("10%/1m").unwrap(),
+            RemovalLimit::Percent { percent: 10.0, window: Duration::from_secs(60) }
+        );
+        assert!(parse_role_policy(&["batch=0".into()], &[]).is_err());
+        assert!(Config::resolve(ServeArgs { no_agent: true, ..Default::default() }).unwrap().agent.is_none());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The `dromos` binary: parse the command line, set up logging, run.
 
 use clap::Parser;
-use dromos::config::{Cli, Command, Config};
+use dromos::config::{AgentSettings, Cli, Command, Config};
 use std::time::Duration;
 
 fn main() {
@@ -11,30 +11,32 @@ fn main() {
             dromos::agent::supervisor::run(a.sandbox, Duration::from_millis(a.grace_ms), a.command)
         }
         Command::Serve(args) => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_env("DROMOS_LOG").unwrap_or_else(|_| "info".into()),
-                )
-                .with_writer(std::io::stderr)
-                .init();
-            let config = match Config::resolve(args) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("dromos: {e}");
-                    std::process::exit(2);
-                }
-            };
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("dromos: cannot start the runtime: {e}");
-                    std::process::exit(1);
-                }
-            };
-            if let Err(e) = rt.block_on(dromos::server::run(config)) {
-                eprintln!("dromos: {e}");
-                std::process::exit(1);
-            }
+            let config = Config::resolve(*args).unwrap_or_else(|e| exit(2, &e.to_string()));
+            run(dromos::server::run(config));
         }
+        Command::Agent(args) => {
+            let settings = AgentSettings::resolve(args).unwrap_or_else(|e| exit(2, &e.to_string()));
+            run(dromos::server::run_agent(settings));
+        }
+    }
+}
+
+fn exit(code: i32, msg: &str) -> ! {
+    eprintln!("dromos: {msg}");
+    std::process::exit(code)
+}
+
+/// Sets up logging and runs `main` on a multi-threaded runtime; exits 1 on error.
+fn run(main: impl std::future::Future<Output = dromos::server::boxed::Result<()>>) {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("DROMOS_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| exit(1, &format!("cannot start the runtime: {e}")));
+    if let Err(e) = rt.block_on(main) {
+        exit(1, &e.to_string());
     }
 }

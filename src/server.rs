@@ -1,10 +1,12 @@
-//! Wiring for `dromos serve`: open the store, start the master and the embedded agent,
-//! bind the API, and run until SIGINT/SIGTERM. Tasks keep running when dromos stops;
-//! the next start adopts them.
+//! Wiring for `dromos serve` (open the store, start the master and the embedded agent,
+//! bind the API) and `dromos agent` (start the agent runtime and its link to the
+//! master); both run until SIGINT/SIGTERM. Tasks keep running when dromos stops; the
+//! next start adopts them.
 
+use crate::agent::link::{self, LinkConfig};
 use crate::agent::{self, AgentConfig};
 use crate::api::{self, AppState};
-use crate::config::Config;
+use crate::config::{AgentSettings, Config};
 use crate::master::Master;
 use crate::store::Store;
 use std::fs::File;
@@ -37,20 +39,21 @@ pub async fn run(mut config: Config) -> boxed::Result<()> {
     let store = Store::open(&config.store, &config.data_dir).await?;
     tracing::info!(backend = store.backend_name(), "store open");
     let backend = store.backend_name();
-    let master = Master::start(store).await?;
+    let master = Master::start(store, config.master.clone()).await?;
 
-    let (inbox_tx, inbox_rx) = tokio::sync::mpsc::unbounded_channel();
     let agent_dir = config.data_dir.join("agent");
-    let agent_cfg = AgentConfig {
-        dir: agent_dir.clone(),
-        supervisor_exe: std::env::current_exe()?,
-        hostname: config.hostname.clone(),
-        resources: config.agent_resources,
-        ports: config.agent_ports.clone(),
-    };
-    let (agent_id, agent_tx) = agent::start(agent_cfg, inbox_tx)?;
-    master.attach_agent(agent_id, agent_tx);
-    master.run(inbox_rx);
+    if let Some((resources, attributes)) = config.agent.clone() {
+        let agent_cfg = AgentConfig {
+            dir: agent_dir.clone(),
+            supervisor_exe: std::env::current_exe()?,
+            hostname: config.hostname.clone(),
+            resources,
+            attributes,
+        };
+        let (agent_id, agent_tx) = agent::start(agent_cfg, master.inbox())?;
+        master.attach_local_agent(agent_id, agent_tx);
+    }
+    master.run();
 
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
@@ -65,6 +68,31 @@ pub async fn run(mut config: Config) -> boxed::Result<()> {
     println!("dromos listening on http://{addr}");
     axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown_signal()).await?;
     tracing::info!("stopped; running tasks keep running and are adopted on the next start");
+    Ok(())
+}
+
+/// `dromos agent`: runs tasks for a remote master.
+pub async fn run_agent(settings: AgentSettings) -> boxed::Result<()> {
+    std::fs::create_dir_all(&settings.work_dir)?;
+    let dir = std::fs::canonicalize(&settings.work_dir)?;
+    let _lock = lock_data_dir(&dir)?;
+    let cfg = AgentConfig {
+        dir,
+        supervisor_exe: std::env::current_exe()?,
+        hostname: settings.hostname.clone(),
+        resources: settings.resources.clone(),
+        attributes: settings.attributes.clone(),
+    };
+    let (out_tx, out_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (id, commands) = agent::start(cfg, out_tx)?;
+    // Tests and scripts read this line to learn the agent's id.
+    println!("dromos agent {id} running");
+    let link_cfg = LinkConfig { masters: settings.masters.clone(), token: settings.token.clone() };
+    tokio::select! {
+        _ = link::run(link_cfg, id, out_rx, commands) => {}
+        _ = shutdown_signal() => {}
+    }
+    tracing::info!("agent stopped; running tasks keep running and are adopted on the next start");
     Ok(())
 }
 

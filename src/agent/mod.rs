@@ -17,15 +17,17 @@
 //! through a pidfd, so it needs no polling and works for adopted processes that are not
 //! its children.
 
+pub mod link;
 pub mod process;
 pub mod protocol;
 pub mod supervisor;
 
 use crate::domain::agent::Containerizer;
-use crate::domain::{AgentId, AgentInfo, PortRange, Resources, TaskId, TaskState, Timestamp};
+use crate::domain::resources::Value;
+use crate::domain::{AgentId, AgentInfo, AgentResources, TaskId, TaskState, Timestamp};
 use process::{is_same_process, reap, write_atomic, PidFd};
 use protocol::{FromAgent, LaunchTask, TaskCommand, TaskStatus, ToAgent, PROTOCOL_VERSION};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -41,8 +43,8 @@ pub struct AgentConfig {
     /// The `dromos` binary, re-executed as `dromos supervise` for each task.
     pub supervisor_exe: PathBuf,
     pub hostname: String,
-    pub resources: Resources,
-    pub ports: Vec<PortRange>,
+    pub resources: AgentResources,
+    pub attributes: BTreeMap<String, Value>,
 }
 
 /// How long the sandbox (logs) of an ended, acknowledged task is kept.
@@ -160,8 +162,8 @@ impl Agent {
         AgentInfo {
             id: self.id.clone(),
             hostname: self.cfg.hostname.clone(),
-            resources: self.cfg.resources,
-            ports: self.cfg.ports.clone(),
+            resources: self.cfg.resources.clone(),
+            attributes: self.cfg.attributes.clone(),
             containerizers: vec![Containerizer::Process],
         }
     }
@@ -274,6 +276,9 @@ impl Agent {
 
     fn handle(&mut self, cmd: ToAgent) {
         match cmd {
+            ToAgent::Registered { .. } => {}
+            ToAgent::Ping => self.send(FromAgent::Pong),
+            ToAgent::Reconcile => self.register(),
             ToAgent::Launch(l) => self.launch(l),
             ToAgent::Kill { task_id } => match self.tasks.get_mut(&task_id) {
                 None => self.report(&task_id, TaskState::Lost, Some("task is unknown to the agent".into())),

@@ -1,6 +1,13 @@
-//! The master/agent protocol (version 1). Today the master talks to its embedded agent
-//! over in-process channels; the issue "Agents across machines" carries the same
-//! messages as JSON over the network, so they are plain serde types with a version.
+//! The master/agent protocol (version 1): plain serde types, carried over in-process
+//! channels to the embedded agent and as JSON text frames over a WebSocket to remote
+//! agents (`GET /v1/agent/stream`, opened by the agent so it works through NAT;
+//! documented in api-spec/agent-protocol.md).
+//!
+//! A session: the agent connects with the cluster token and sends `register` first; the
+//! master answers `registered` with its heartbeat settings; from then on the master
+//! sends commands and pings and the agent sends status updates and pongs. Either side
+//! that hears nothing for the ping budget drops the connection; the agent reconnects
+//! and registers again, which reconciles both sides.
 //!
 //! Delivery model (Mesos): commands are at-most-once and repaired by reconciliation on
 //! every (re-)registration; task status updates are at-least-once: the agent keeps a
@@ -39,13 +46,29 @@ pub enum TaskCommand {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum ToAgent {
+    /// The answer to `register`: the agent is admitted; it expects a message at least
+    /// every `ping_interval_ms` and gives up on the connection after `ping_timeouts`
+    /// intervals of silence.
+    #[serde(rename_all = "camelCase")]
+    Registered {
+        protocol: u32,
+        agent_id: crate::domain::AgentId,
+        ping_interval_ms: u64,
+        ping_timeouts: u32,
+    },
+    /// Heartbeat; answered with `pong`.
+    Ping,
+    /// Send `register` again with every task (periodic reconciliation).
+    Reconcile,
     Launch(LaunchTask),
     /// Kill a task. Idempotent; a task the agent does not know is answered with
     /// TASK_LOST, so the master learns it is not running here.
+    #[serde(rename_all = "camelCase")]
     Kill {
         task_id: TaskId,
     },
     /// The master has seen this terminal status; the agent may forget it.
+    #[serde(rename_all = "camelCase")]
     Ack {
         task_id: TaskId,
         state: TaskState,
@@ -75,4 +98,5 @@ pub enum FromAgent {
         tasks: Vec<TaskStatus>,
     },
     Status(TaskStatus),
+    Pong,
 }

@@ -1,9 +1,11 @@
-//! The HTTP API (axum): Marathon's `/v2` surface, `/ping` and `/metrics`.
+//! The HTTP API (axum): Marathon's `/v2` surface, the agents (`/v1/agents`, and the
+//! agent protocol's `/v1/agent/stream`), `/ping` and `/metrics`.
 //!
 //! `router(state)` builds the routes; serving is `server`'s job. Middleware adds
 //! authentication (bearer token or Basic with the token as password), Marathon's
 //! response headers, and answers unknown routes in our error format.
 
+pub mod agents;
 pub mod apps;
 pub mod dto;
 pub mod error;
@@ -58,6 +60,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v2/apps/{appId}/versions/{version}"),
     ("GET", "/v2/tasks"),
     ("POST", "/v2/tasks/delete"),
+    ("GET", "/v1/agents"),
+    ("GET", "/v1/agents/{agentId}"),
+    ("GET", "/v1/agent/stream"),
 ];
 
 pub fn router(state: AppState) -> Router {
@@ -77,6 +82,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v2/tasks", get(tasks::list))
         .route("/v2/tasks/delete", post(tasks::delete_many))
+        .route("/v1/agents", get(agents::list))
+        .route("/v1/agents/{agent_id}", get(agents::get_one))
+        .route("/v1/agent/stream", get(agents::stream))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))

@@ -687,6 +687,21 @@ pub struct AppSpec {
 }
 
 impl AppSpec {
+    /// The role the app's tasks run as (`*` when none is given).
+    pub fn role(&self) -> &str {
+        self.role.as_deref().unwrap_or(super::resources::UNRESERVED)
+    }
+
+    /// The roles whose resources the app's tasks may use: `acceptedResourceRoles`, or by
+    /// default unreserved resources and those reserved for the app's role.
+    pub fn accepted_roles(&self) -> Vec<&str> {
+        match &self.accepted_resource_roles {
+            Some(r) => r.iter().map(String::as_str).collect(),
+            None if self.role() == super::resources::UNRESERVED => vec![super::resources::UNRESERVED],
+            None => vec![self.role(), super::resources::UNRESERVED],
+        }
+    }
+
     /// Resources one task of this app needs from an agent.
     pub fn task_resources(&self) -> Resources {
         Resources::new(self.cpus, self.mem, self.disk, self.gpus as f64)
@@ -763,6 +778,24 @@ impl AppSpec {
     /// type is converted.
     pub fn validate(&self) -> Vec<Violation> {
         let mut v = Vec::new();
+        if let Some(r) = &self.role {
+            if !super::resources::valid_role(r) {
+                v.push(Violation::new("/role", "is not a valid role name"));
+            }
+        }
+        if let Some(roles) = &self.accepted_resource_roles {
+            if roles.is_empty() {
+                v.push(Violation::new("/acceptedResourceRoles", "must not be empty when given"));
+            }
+            for (i, r) in roles.iter().enumerate() {
+                if r != super::resources::UNRESERVED && r != self.role() {
+                    v.push(Violation::new(
+                        format!("/acceptedResourceRoles/{i}"),
+                        format!("may only contain '*' and the app's role '{}'", self.role()),
+                    ));
+                }
+            }
+        }
         if self.cmd.is_some() && !self.args.is_empty() {
             v.push(Violation::new("/", "AppDefinition must not contain both 'cmd' and 'args'."));
         }

@@ -14,11 +14,11 @@ pub mod resources;
 pub mod task;
 pub mod time;
 
-pub use agent::{AgentId, AgentInfo};
+pub use agent::{AgentId, AgentInfo, AgentMark, AgentRecord};
 pub use app::{AppSpec, AppVersion, VersionInfo};
 pub use deployment::{Deployment, DeploymentAction};
 pub use ids::{IdError, InstanceId, PathId, TaskId};
-pub use resources::{PortRange, Resources};
+pub use resources::{AgentResources, PortRange, Quota, Resources, UNRESERVED};
 pub use task::{Task, TaskState};
 pub use time::Timestamp;
 

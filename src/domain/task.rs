@@ -149,6 +149,10 @@ pub struct Task {
     pub started_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// When the task's agent was marked unreachable (the app's `unreachableStrategy`
+    /// counts from here). Cleared when the task reports again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable_since: Option<Timestamp>,
 }
 
 impl Task {

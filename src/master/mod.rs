@@ -12,14 +12,18 @@
 //! - Agent messages (registration, status updates) become plans too; terminal statuses
 //!   are acknowledged to the agent after they are committed.
 
+pub mod agents;
 pub mod plans;
 pub mod state;
 
-use crate::agent::protocol::{FromAgent, LaunchTask, TaskCommand, TaskStatus, ToAgent};
-use crate::domain::task::{task_environment, Goal, TaskFailure};
-use crate::domain::{AgentId, InstanceId, PathId, Task, TaskId, TaskState, Timestamp, Violation};
+pub use agents::{Connection, Liveness, RemovalLimit};
+
+use crate::agent::protocol::{FromAgent, LaunchTask, TaskCommand, ToAgent};
+use crate::domain::app::UnreachableStrategy;
+use crate::domain::task::{task_environment, Goal};
+use crate::domain::{AgentId, AgentMark, InstanceId, PathId, Resources, Task, TaskId, TaskState, Timestamp, Violation};
 use crate::scheduler::placement::Rejection;
-use crate::scheduler::{place, reconcile_app, AgentCapacity, Backoff, LaunchRequest, PortPool};
+use crate::scheduler::{place, reconcile_app, AgentCapacity, Backoff, Fairness, LaunchRequest, RolePolicy};
 use crate::store::{Change, Store, StoreError};
 use state::State;
 use std::any::Any;
@@ -74,11 +78,25 @@ pub struct QueueInfo {
     pub since: Option<Timestamp>,
 }
 
+/// Operator settings of the master.
+#[derive(Debug, Clone, Default)]
+pub struct MasterConfig {
+    pub liveness: Liveness,
+    pub roles: RolePolicy,
+}
+
 pub struct Master {
     state: RwLock<State>,
     store: Store,
     writes: mpsc::Sender<WriteJob>,
-    agents: Mutex<HashMap<AgentId, mpsc::UnboundedSender<ToAgent>>>,
+    links: Mutex<agents::Links>,
+    inbox: mpsc::UnboundedSender<(AgentId, FromAgent)>,
+    inbox_rx: Mutex<Option<mpsc::UnboundedReceiver<(AgentId, FromAgent)>>>,
+    liveness: Liveness,
+    roles: RolePolicy,
+    /// Monotonic start: agents in the registry get the full ping budget from here to
+    /// re-register after a master (re)start.
+    started: Instant,
     backoffs: Mutex<HashMap<PathId, Backoff>>,
     kills_sent: Mutex<HashMap<TaskId, Instant>>,
     queue: Mutex<BTreeMap<PathId, QueueInfo>>,
@@ -106,14 +124,20 @@ struct TickOutcome {
 impl Master {
     /// Loads the state from the store and starts the writer. Call [`Master::run`] to
     /// start the loops.
-    pub async fn start(store: Store) -> Result<Arc<Master>, MasterError> {
+    pub async fn start(store: Store, config: MasterConfig) -> Result<Arc<Master>, MasterError> {
         let snapshot = store.load().await?;
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
+        let (inbox, inbox_rx) = mpsc::unbounded_channel();
         let master = Arc::new(Master {
             state: RwLock::new(State::from_snapshot(snapshot)),
             store,
             writes: tx,
-            agents: Mutex::new(HashMap::new()),
+            links: Mutex::new(agents::Links::default()),
+            inbox,
+            inbox_rx: Mutex::new(Some(inbox_rx)),
+            liveness: config.liveness,
+            roles: config.roles,
+            started: Instant::now(),
             backoffs: Mutex::new(HashMap::new()),
             kills_sent: Mutex::new(HashMap::new()),
             queue: Mutex::new(BTreeMap::new()),
@@ -169,22 +193,36 @@ impl Master {
         self.wake();
     }
 
-    /// Connects an agent's command channel (the in-process link of the embedded agent).
-    pub fn attach_agent(&self, id: AgentId, tx: mpsc::UnboundedSender<ToAgent>) {
-        if let Ok(mut a) = self.agents.lock() {
-            a.insert(id, tx);
-        }
+    pub fn liveness(&self) -> &Liveness {
+        &self.liveness
     }
 
-    fn send_to(&self, agent: &AgentId, msg: ToAgent) {
-        let sent = self.agents.lock().ok().and_then(|a| a.get(agent).map(|tx| tx.send(msg).is_ok()));
-        if sent != Some(true) {
-            tracing::debug!(%agent, "agent not connected; command dropped (reconciliation repairs it)");
-        }
-    }
-
-    /// Runs the scheduler loop and the agent inbox until the process ends.
-    pub fn run(self: &Arc<Self>, mut inbox: mpsc::UnboundedReceiver<(AgentId, FromAgent)>) {
+    /// Runs the scheduler loop, the agent inbox, liveness and periodic reconciliation
+    /// until the process ends. Call once.
+    pub fn run(self: &Arc<Self>) {
+        let Some(mut inbox) = self.inbox_rx.lock().ok().and_then(|mut r| r.take()) else {
+            return;
+        };
+        let m = self.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(m.liveness.ping_interval);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if let Err(e) = m.check_liveness().await {
+                    tracing::error!("liveness check failed: {e}");
+                }
+            }
+        });
+        let m = self.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(m.liveness.reconcile_interval);
+            every.tick().await; // registration just reconciled everything
+            loop {
+                every.tick().await;
+                m.request_reconciliation();
+            }
+        });
         let m = self.clone();
         tokio::spawn(async move {
             loop {
@@ -208,103 +246,19 @@ impl Master {
         });
     }
 
-    /// Applies a burst of agent messages in one write, then acknowledges terminal
-    /// statuses and kills tasks the master does not know.
-    async fn on_agent_messages(&self, msgs: Vec<(AgentId, FromAgent)>) -> Result<(), MasterError> {
-        let out = self
-            .write(move |state, now| {
-                let mut changes = Vec::new();
-                let mut acks = Vec::new();
-                let mut orphans = Vec::new();
-                let mut failures = Vec::new();
-                // Tasks changed earlier in this same burst (a STARTING then RUNNING pair).
-                let mut seen: HashMap<TaskId, Task> = HashMap::new();
-                for (agent, msg) in msgs {
-                    let statuses = match msg {
-                        FromAgent::Register { info, tasks, .. } => {
-                            if state.agents.get(&info.id) != Some(&info) {
-                                changes.push(Change::PutAgent(Box::new(info)));
-                            }
-                            let reported: std::collections::HashSet<&TaskId> =
-                                tasks.iter().map(|t| &t.task_id).collect();
-                            // Tasks we placed on this agent that it does not know never started.
-                            for t in state
-                                .tasks
-                                .values()
-                                .filter(|t| t.agent_id == agent && t.is_active() && !reported.contains(&t.id))
-                            {
-                                let lost = TaskStatus {
-                                    task_id: t.id.clone(),
-                                    state: TaskState::Lost,
-                                    message: Some("task unknown to its agent after re-registration".into()),
-                                    timestamp: now,
-                                };
-                                apply_status(
-                                    state,
-                                    &mut seen,
-                                    &agent,
-                                    lost,
-                                    now,
-                                    &mut changes,
-                                    &mut acks,
-                                    &mut orphans,
-                                    &mut failures,
-                                );
-                            }
-                            tasks
-                        }
-                        FromAgent::Status(s) => vec![s],
-                    };
-                    for s in statuses {
-                        apply_status(
-                            state,
-                            &mut seen,
-                            &agent,
-                            s,
-                            now,
-                            &mut changes,
-                            &mut acks,
-                            &mut orphans,
-                            &mut failures,
-                        );
-                    }
-                }
-                Ok((changes, (acks, orphans, failures)))
-            })
-            .await?;
-        let (acks, orphans, failures) = out;
-        for (agent, task_id, state) in acks {
-            self.send_to(&agent, ToAgent::Ack { task_id, state });
-        }
-        for (agent, task_id) in orphans {
-            tracing::info!(task = %task_id, "killing a task the master does not know");
-            self.send_to(&agent, ToAgent::Kill { task_id });
-        }
-        if !failures.is_empty() {
-            let st = self.state.read().await;
-            if let Ok(mut b) = self.backoffs.lock() {
-                for (app, config, at) in failures {
-                    if let Some(rec) = st.apps.get(&app) {
-                        let next = Backoff::after_failure(b.get(&app), &rec.current.spec, config, at);
-                        b.insert(app, next);
-                    }
-                }
-            }
-        }
-        self.wake();
-        Ok(())
-    }
-
     /// One pass of the app scheduler. Public so tests and benchmarks drive it directly.
     pub async fn tick(&self) -> Result<(), MasterError> {
         let backoffs = self.backoffs.lock().map(|b| b.clone()).unwrap_or_default();
         let mut cursor = self.cursor.lock().map(|c| *c).unwrap_or(0);
-        let connected: Vec<AgentId> = self.agents.lock().map(|a| a.keys().cloned().collect()).unwrap_or_default();
+        let connected = self.connected_agents();
         let kills_sent = self.kills_sent.lock().map(|k| k.clone()).unwrap_or_default();
+        let roles = self.roles.clone();
         let (outcome, cur) = self
             .write(move |state, now| {
                 let mut out = TickOutcome::default();
-                let changes = plan_tick(state, now, &backoffs, &connected, &mut cursor, &kills_sent, &mut out);
+                let input =
+                    TickInput { backoffs: &backoffs, connected: &connected, kills_sent: &kills_sent, roles: &roles };
+                let changes = plan_tick(state, now, &input, &mut cursor, &mut out);
                 Ok((changes, (out, cursor)))
             })
             .await?;
@@ -335,97 +289,65 @@ impl Master {
     }
 }
 
-/// Applies one status report to the state being planned. Collects the acknowledgements
-/// to send, tasks to kill as orphans, and failures that feed launch backoff.
-#[allow(clippy::too_many_arguments)]
-fn apply_status(
-    state: &State,
-    seen: &mut HashMap<TaskId, Task>,
-    agent: &AgentId,
-    s: TaskStatus,
-    now: Timestamp,
-    changes: &mut Vec<Change>,
-    acks: &mut Vec<(AgentId, TaskId, TaskState)>,
-    orphans: &mut Vec<(AgentId, TaskId)>,
-    failures: &mut Vec<(PathId, Timestamp, Timestamp)>,
-) {
-    let known = seen.get(&s.task_id).or_else(|| state.tasks.get(&s.task_id)).cloned();
-    let Some(mut task) = known else {
-        if s.state.is_terminal() {
-            acks.push((agent.clone(), s.task_id, s.state));
-        } else {
-            orphans.push((agent.clone(), s.task_id));
-        }
-        return;
-    };
-    if task.agent_id != *agent || !task.state.accepts(s.state) {
-        if s.state.is_terminal() {
-            acks.push((agent.clone(), s.task_id, s.state));
-        }
-        return;
-    }
-    task.state = s.state;
-    task.message = s.message.clone();
-    if s.state == TaskState::Running && task.started_at.is_none() {
-        task.started_at = Some(s.timestamp.min(now));
-    }
-    if s.state.is_terminal() {
-        // Marathon expunges terminal tasks; the app keeps its last failure.
-        if s.state.counts_as_failure() {
-            changes.push(Change::SetLastFailure(Box::new(TaskFailure {
-                app_id: task.app_id.clone(),
-                host: task.host.clone(),
-                message: s.message.clone().unwrap_or_default(),
-                state: s.state,
-                task_id: task.id.clone(),
-                timestamp: s.timestamp,
-                version: task.version,
-                slave_id: task.agent_id.clone(),
-            })));
-        }
-        if s.state.counts_as_failure() && task.goal == Goal::Running {
-            failures.push((task.app_id.clone(), task.config_version, now));
-        }
-        changes.push(Change::DeleteTask(task.id.clone()));
-        acks.push((agent.clone(), task.id.clone(), s.state));
-    } else {
-        changes.push(Change::PutTask(Box::new(task.clone())));
-    }
-    seen.insert(task.id.clone(), task);
+/// What a tick plans with, besides the state.
+struct TickInput<'a> {
+    backoffs: &'a HashMap<PathId, Backoff>,
+    /// Agents with a command link.
+    connected: &'a [AgentId],
+    kills_sent: &'a HashMap<TaskId, Instant>,
+    roles: &'a RolePolicy,
 }
 
 /// The planning half of a tick, pure over the state: which tasks to create, which to
-/// stop, which deployments are finished.
+/// stop or expunge, which deployments are finished.
 fn plan_tick(
     state: &State,
     now: Timestamp,
-    backoffs: &HashMap<PathId, Backoff>,
-    connected: &[AgentId],
+    input: &TickInput,
     cursor: &mut usize,
-    kills_sent: &HashMap<TaskId, Instant>,
     out: &mut TickOutcome,
 ) -> Vec<Change> {
+    let TickInput { backoffs, connected, kills_sent, roles } = *input;
     let mut changes = Vec::new();
 
-    // Capacity of connected agents after what their active tasks use.
+    // Capacity of connected, reachable agents after what their active tasks use, and
+    // what each role uses in the cluster (for fairness between roles).
     let mut agents: Vec<AgentCapacity> = connected
         .iter()
         .filter_map(|id| state.agents.get(id))
-        .map(|a| AgentCapacity {
-            id: a.id.clone(),
-            hostname: a.hostname.clone(),
-            free: a.resources,
-            ports: PortPool::new(&a.ports),
-            containerizers: a.containerizers.clone(),
-        })
+        .filter(|r| r.mark == AgentMark::Active)
+        .map(|r| AgentCapacity::new(&r.info))
         .collect();
+    let mut total = Resources::default();
+    for id in connected {
+        if let Some(r) = state.agents.get(id).filter(|r| r.mark == AgentMark::Active) {
+            total.add(&r.info.resources.total());
+        }
+    }
     let index: HashMap<AgentId, usize> = agents.iter().enumerate().map(|(i, a)| (a.id.clone(), i)).collect();
+    let mut usage: HashMap<String, Resources> = HashMap::new();
     for t in state.tasks.values().filter(|t| t.is_active()) {
-        if let (Some(&i), Some(app)) = (index.get(&t.agent_id), state.apps.get(&t.app_id)) {
-            agents[i].free.sub(&app.current.spec.task_resources());
-            for p in &t.ports {
-                agents[i].ports.mark_used(*p);
-            }
+        let Some(app) = state.apps.get(&t.app_id) else { continue };
+        let spec = &app.current.spec;
+        let need = spec.task_resources();
+        usage.entry(spec.role().to_string()).or_default().add(&need);
+        if let Some(&i) = index.get(&t.agent_id) {
+            agents[i].consume(&need, &spec.accepted_roles(), &t.ports);
+        }
+    }
+
+    // Unreachable tasks are expunged after the app's expungeAfterSeconds (at once when
+    // they are no longer wanted): if their agent comes back, they are unknown and killed.
+    for t in state.tasks.values().filter(|t| t.state == TaskState::Unreachable) {
+        let since = t.unreachable_since.unwrap_or(now);
+        let strategy = state.apps.get(&t.app_id).map(|a| &a.current.spec.unreachable_strategy);
+        let expunge_after = match (strategy, t.goal) {
+            (None, _) | (_, Goal::Stopped) => Some(0),
+            (Some(UnreachableStrategy::Disabled), _) => None,
+            (Some(UnreachableStrategy::Enabled { expunge_after_seconds, .. }), _) => Some(*expunge_after_seconds),
+        };
+        if expunge_after.is_some_and(|s| since.seconds_until(now) >= s as f64) {
+            changes.push(Change::DeleteTask(t.id.clone()));
         }
     }
 
@@ -474,7 +396,8 @@ fn plan_tick(
         }
     }
 
-    let result = place(&mut agents, &requests, cursor);
+    let mut fairness = Fairness::new(total, usage, roles);
+    let result = place(&mut agents, &requests, cursor, &mut fairness);
     for p in &result.placed {
         let spec = requests[p.request].app;
         let Some(rec) = state.apps.get(&spec.id) else {
@@ -495,6 +418,7 @@ fn plan_tick(
             staged_at: now,
             started_at: None,
             message: None,
+            unreachable_since: None,
         };
         let command = match (&spec.cmd, spec.args.is_empty()) {
             (Some(cmd), _) => TaskCommand::Shell(cmd.clone()),

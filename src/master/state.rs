@@ -2,7 +2,7 @@
 //! with changes it has committed, so readers never see anything that is not durable.
 
 use crate::domain::task::TaskFailure;
-use crate::domain::{AgentId, AgentInfo, AppVersion, Deployment, PathId, Task, TaskId, Timestamp};
+use crate::domain::{AgentId, AgentRecord, AppVersion, Deployment, PathId, Task, TaskId, Timestamp};
 use crate::store::{Change, Snapshot};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,7 +20,7 @@ pub struct State {
     pub tasks: BTreeMap<TaskId, Task>,
     pub tasks_by_app: BTreeMap<PathId, BTreeSet<TaskId>>,
     pub deployments: BTreeMap<String, Deployment>,
-    pub agents: BTreeMap<AgentId, AgentInfo>,
+    pub agents: BTreeMap<AgentId, AgentRecord>,
 }
 
 impl State {
@@ -36,7 +36,7 @@ impl State {
             st.insert_task(t);
         }
         st.deployments = s.deployments.into_iter().map(|d| (d.id.clone(), d)).collect();
-        st.agents = s.agents.into_iter().map(|a| (a.id.clone(), a)).collect();
+        st.agents = s.agents.into_iter().map(|a| (a.info.id.clone(), a)).collect();
         st
     }
 
@@ -96,9 +96,15 @@ impl State {
                 self.deployments.remove(id);
             }
             Change::PutAgent(a) => {
-                self.agents.insert(a.id.clone(), (**a).clone());
+                self.agents.insert(a.info.id.clone(), (**a).clone());
             }
         }
+    }
+
+    /// Active tasks placed on `agent` (a scan: used for agent views and liveness, not
+    /// on the placement path).
+    pub fn tasks_on<'a>(&'a self, agent: &'a AgentId) -> impl Iterator<Item = &'a Task> + 'a {
+        self.tasks.values().filter(move |t| t.agent_id == *agent && t.is_active())
     }
 
     pub fn tasks_of<'a>(&'a self, app: &PathId) -> impl Iterator<Item = &'a Task> + 'a {

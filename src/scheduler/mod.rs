@@ -2,6 +2,7 @@
 //!
 //! - [`reconcile`]: desired vs actual per app -> how many to launch, which tasks to kill.
 //! - [`placement`]: fits launch requests into agents' free resources and host ports.
+//! - [`drf`]: whose turn it is between roles (weighted Dominant Resource Fairness, quotas).
 //! - [`backoff`]: Marathon's launch backoff after failed tasks.
 //!
 //! The master (imperative shell) gathers a snapshot, calls these, re-checks the result
@@ -9,9 +10,11 @@
 //! draws random numbers, so everything is unit-tested and benchmarked directly.
 
 pub mod backoff;
+pub mod drf;
 pub mod placement;
 pub mod reconcile;
 
 pub use backoff::Backoff;
+pub use drf::{Fairness, RolePolicy};
 pub use placement::{place, AgentCapacity, LaunchRequest, PlacementResult, PortPool};
 pub use reconcile::{reconcile_app, AppPlan};

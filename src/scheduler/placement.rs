@@ -2,11 +2,15 @@
 //!
 //! Agents are visited round-robin from a moving cursor, so instances spread over the
 //! cluster and a placement costs O(1) when most agents have room (the benchmark places
-//! 100,000 tasks on 10,000 agents). Placement constraints (issue "Marathon scheduling
-//! semantics") plug into [`AgentCapacity::rejects`].
+//! 100,000 tasks on 10,000 agents). Each agent offers one pool per role; a task draws
+//! from the pools of its accepted roles, its own role's reservation first. Which role
+//! places next is decided by [`super::drf`]. Placement constraints (issue "Marathon
+//! scheduling semantics") plug into [`AgentCapacity::rejects`].
 
+use super::drf::Fairness;
 use crate::domain::agent::Containerizer;
-use crate::domain::{AgentId, AppSpec, PortRange, Resources};
+use crate::domain::resources::EPS;
+use crate::domain::{AgentId, AgentInfo, AppSpec, PortRange, Resources, UNRESERVED};
 use std::collections::BTreeMap;
 
 /// Free host ports of one agent: a bitmap over its port ranges.
@@ -88,7 +92,7 @@ impl PortPool {
         self.index_of(port).is_some_and(|i| !self.is_used(i))
     }
 
-    fn next_free(&mut self) -> Option<u16> {
+    pub fn next_free(&mut self) -> Option<u16> {
         if self.free == 0 {
             return None;
         }
@@ -128,63 +132,171 @@ impl PortPool {
     }
 }
 
-/// What an agent has left, as the placement sees it.
+/// What one role's pool on an agent has left.
+#[derive(Debug, Clone)]
+pub struct PoolCapacity {
+    pub role: String,
+    pub free: Resources,
+    pub ports: PortPool,
+}
+
+/// What an agent has left, as the placement sees it: one pool per role it offers
+/// resources to (`*` for unreserved).
 #[derive(Debug, Clone)]
 pub struct AgentCapacity {
     pub id: AgentId,
     pub hostname: String,
-    pub free: Resources,
-    pub ports: PortPool,
+    pub pools: Vec<PoolCapacity>,
     pub containerizers: Vec<Containerizer>,
 }
 
 /// Why an agent could not take a task: the per-reason counts become the queue's
-/// summary of why an app waits.
+/// summary of why an app waits (Marathon's names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Rejection {
+    NoContainerizer,
+    UnfulfilledRole,
     InsufficientCpus,
     InsufficientMemory,
     InsufficientDisk,
     InsufficientGpus,
     InsufficientPorts,
-    NoContainerizer,
+    /// The role's quota would be exceeded (counted once per request, not per agent).
+    RoleQuotaExceeded,
 }
 
 impl Rejection {
     pub fn name(self) -> &'static str {
         match self {
+            Rejection::NoContainerizer => "NoCorrespondingContainerizer",
+            Rejection::UnfulfilledRole => "UnfulfilledRole",
             Rejection::InsufficientCpus => "InsufficientCpus",
             Rejection::InsufficientMemory => "InsufficientMemory",
             Rejection::InsufficientDisk => "InsufficientDisk",
             Rejection::InsufficientGpus => "InsufficientGpus",
             Rejection::InsufficientPorts => "InsufficientPorts",
-            Rejection::NoContainerizer => "NoCorrespondingContainerizer",
+            Rejection::RoleQuotaExceeded => "RoleQuotaExceeded",
         }
     }
 }
 
+/// The roles a task may draw from, its own reserved role before unreserved resources.
+fn ordered_roles<'a>(accepted: &[&'a str]) -> Vec<&'a str> {
+    let mut r: Vec<&str> = accepted.to_vec();
+    r.sort_by_key(|x| *x == UNRESERVED);
+    r.dedup();
+    r
+}
+
 impl AgentCapacity {
+    /// The full capacity of an agent, before any task.
+    pub fn new(info: &AgentInfo) -> AgentCapacity {
+        AgentCapacity {
+            id: info.id.clone(),
+            hostname: info.hostname.clone(),
+            pools: info
+                .resources
+                .pools
+                .iter()
+                .map(|(role, p)| PoolCapacity { role: role.clone(), free: p.scalars, ports: PortPool::new(&p.ports) })
+                .collect(),
+            containerizers: info.containerizers.clone(),
+        }
+    }
+
+    fn accepted_pools<'s>(&'s self, roles: &'s [&'s str]) -> impl Iterator<Item = &'s PoolCapacity> + 's {
+        roles.iter().filter_map(move |r| self.pools.iter().find(|p| p.role == *r))
+    }
+
+    /// Takes what a running task uses out of the pools (its role's first), without
+    /// checking that it fits: the task exists whatever the numbers say.
+    pub fn consume(&mut self, need: &Resources, accepted: &[&str], ports: &[u16]) {
+        let roles = ordered_roles(accepted);
+        let mut left = *need;
+        for r in &roles {
+            if let Some(p) = self.pools.iter_mut().find(|p| p.role == *r) {
+                left.take_from(&mut p.free);
+            }
+        }
+        if let Some(p) = roles.first().and_then(|r| self.pools.iter_mut().find(|p| p.role == *r)) {
+            p.free.sub(&left);
+        }
+        for port in ports {
+            for p in &mut self.pools {
+                p.ports.mark_used(*port);
+            }
+        }
+    }
+
     /// The first reason this agent cannot run one more task of `app`, if any.
-    pub fn rejects(&self, app: &AppSpec, need: &Resources, ports: usize) -> Option<Rejection> {
+    /// `roles` are the app's accepted roles in [`ordered_roles`] order.
+    pub fn rejects(&self, app: &AppSpec, need: &Resources, roles: &[&str], ports: usize) -> Option<Rejection> {
         let kind = if app.docker_image().is_some() { Containerizer::Docker } else { Containerizer::Process };
         if !self.containerizers.contains(&kind) {
             return Some(Rejection::NoContainerizer);
         }
-        let f = &self.free;
-        let eps = 1e-9;
-        if need.cpus > f.cpus + eps {
+        let mut free = Resources::default();
+        let mut free_ports = 0;
+        let mut any = false;
+        for p in self.accepted_pools(roles) {
+            free.add(&p.free);
+            free_ports += p.ports.free();
+            any = true;
+        }
+        if !any {
+            return Some(Rejection::UnfulfilledRole);
+        }
+        if need.cpus > free.cpus + EPS {
             Some(Rejection::InsufficientCpus)
-        } else if need.mem > f.mem + eps {
+        } else if need.mem > free.mem + EPS {
             Some(Rejection::InsufficientMemory)
-        } else if need.disk > f.disk + eps {
+        } else if need.disk > free.disk + EPS {
             Some(Rejection::InsufficientDisk)
-        } else if need.gpus > f.gpus + eps {
+        } else if need.gpus > free.gpus + EPS {
             Some(Rejection::InsufficientGpus)
-        } else if ports > self.ports.free() {
+        } else if ports > free_ports {
             Some(Rejection::InsufficientPorts)
         } else {
             None
         }
+    }
+
+    /// Allocates `need` and one port per `wanted` entry (`Some(p)` exactly `p`, `None`
+    /// any) from the accepted pools. All or nothing; resources must already fit.
+    fn take(&mut self, need: &Resources, roles: &[&str], wanted: &[Option<u16>]) -> Option<Vec<u16>> {
+        let in_pools: Vec<usize> = roles.iter().filter_map(|r| self.pools.iter().position(|p| p.role == *r)).collect();
+        // Ports first: check everything, then change anything.
+        let mut fixed: Vec<u16> = wanted.iter().flatten().copied().collect();
+        fixed.sort_unstable();
+        if fixed.windows(2).any(|w| w[0] == w[1]) {
+            return None;
+        }
+        let mut owners = Vec::with_capacity(fixed.len());
+        for p in &fixed {
+            owners.push(in_pools.iter().copied().find(|&i| self.pools[i].ports.is_free(*p))?);
+        }
+        let free_total: usize = in_pools.iter().map(|&i| self.pools[i].ports.free()).sum();
+        if free_total < wanted.len() {
+            return None;
+        }
+        for (p, i) in fixed.iter().zip(owners) {
+            self.pools[i].ports.mark_used(*p);
+        }
+        let mut ports = Vec::with_capacity(wanted.len());
+        for w in wanted {
+            match w {
+                Some(p) => ports.push(*p),
+                None => {
+                    let p = in_pools.iter().find_map(|&i| self.pools[i].ports.next_free())?;
+                    ports.push(p);
+                }
+            }
+        }
+        let mut left = *need;
+        for &i in &in_pools {
+            left.take_from(&mut self.pools[i].free);
+        }
+        Some(ports)
     }
 }
 
@@ -211,66 +323,94 @@ pub struct PlacementResult {
     pub unplaced: BTreeMap<usize, (u32, BTreeMap<Rejection, u32>)>,
 }
 
-/// Places as many requested tasks as fit, updating `agents`' free capacity in place.
-/// `cursor` carries the round-robin position between calls.
-pub fn place(agents: &mut [AgentCapacity], requests: &[LaunchRequest], cursor: &mut usize) -> PlacementResult {
+/// Places as many requested tasks as fit, updating `agents`' free capacity in place,
+/// taking turns between roles by weighted Dominant Resource Fairness ([`Fairness`]).
+/// `cursor` carries the round-robin position over agents between calls.
+pub fn place(
+    agents: &mut [AgentCapacity],
+    requests: &[LaunchRequest],
+    cursor: &mut usize,
+    fairness: &mut Fairness,
+) -> PlacementResult {
     let mut out = PlacementResult::default();
-    if agents.is_empty() {
-        for (ri, r) in requests.iter().enumerate() {
-            if r.count > 0 {
-                out.unplaced.insert(ri, (r.count, BTreeMap::new()));
-            }
-        }
-        return out;
-    }
-    let n = agents.len();
-    for (ri, req) in requests.iter().enumerate() {
+    let mut turns = fairness.turns(requests);
+    while let Some(ri) = turns.next_request() {
+        let req = &requests[ri];
+        let role = req.app.role();
         let need = req.app.task_resources();
-        let wanted = req.app.requested_host_ports();
-        for placed_so_far in 0..req.count {
-            let mut reasons: BTreeMap<Rejection, u32> = BTreeMap::new();
-            let mut done = false;
-            for step in 0..n {
-                let ai = (*cursor + step) % n;
-                let agent = &mut agents[ai];
-                if let Some(r) = agent.rejects(req.app, &need, wanted.len()) {
-                    *reasons.entry(r).or_default() += 1;
-                    continue;
-                }
-                match agent.ports.allocate(&wanted) {
-                    Some(ports) => {
-                        agent.free.sub(&need);
-                        out.placed.push(Placement { request: ri, agent: ai, ports });
-                        *cursor = (ai + 1) % n;
-                        done = true;
-                        break;
-                    }
-                    None => *reasons.entry(Rejection::InsufficientPorts).or_default() += 1,
-                }
+        let remaining = req.count - turns.placed_of(ri);
+        if !fairness.allows(role, &need) {
+            let why = BTreeMap::from([(Rejection::RoleQuotaExceeded, 1)]);
+            out.unplaced.insert(ri, (remaining, why));
+            turns.finish(ri, fairness);
+            continue;
+        }
+        match place_one(agents, req.app, &need, cursor) {
+            Ok((agent, ports)) => {
+                out.placed.push(Placement { request: ri, agent, ports });
+                fairness.charge(role, &need);
+                turns.placed(ri, fairness);
             }
-            if !done {
+            Err(reasons) => {
                 // No agent fits this task, so none fits the identical rest of the request.
-                out.unplaced.insert(ri, (req.count - placed_so_far, reasons));
-                break;
+                out.unplaced.insert(ri, (remaining, reasons));
+                turns.finish(ri, fairness);
             }
         }
     }
     out
 }
 
+/// Finds an agent for one task of `app`, round-robin from `cursor`.
+fn place_one(
+    agents: &mut [AgentCapacity],
+    app: &AppSpec,
+    need: &Resources,
+    cursor: &mut usize,
+) -> Result<(usize, Vec<u16>), BTreeMap<Rejection, u32>> {
+    let mut reasons: BTreeMap<Rejection, u32> = BTreeMap::new();
+    let n = agents.len();
+    let roles = ordered_roles(&app.accepted_roles());
+    let wanted = app.requested_host_ports();
+    for step in 0..n {
+        let ai = (*cursor + step) % n;
+        let agent = &mut agents[ai];
+        if let Some(r) = agent.rejects(app, need, &roles, wanted.len()) {
+            *reasons.entry(r).or_default() += 1;
+            continue;
+        }
+        match agent.take(need, &roles, &wanted) {
+            Some(ports) => {
+                *cursor = (ai + 1) % n;
+                return Ok((ai, ports));
+            }
+            None => *reasons.entry(Rejection::InsufficientPorts).or_default() += 1,
+        }
+    }
+    Err(reasons)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{AgentResources, PathId};
     use crate::scheduler::reconcile::tests::spec;
+    use crate::scheduler::RolePolicy;
 
     fn agent(i: usize, cpus: f64, mem: f64, ports: PortRange) -> AgentCapacity {
-        AgentCapacity {
+        AgentCapacity::new(&AgentInfo {
             id: AgentId(format!("a{i}")),
             hostname: format!("h{i}"),
-            free: Resources::new(cpus, mem, 1000.0, 0.0),
-            ports: PortPool::new(&[ports]),
+            resources: AgentResources::unreserved(Resources::new(cpus, mem, 1000.0, 0.0), vec![ports]),
+            attributes: Default::default(),
             containerizers: vec![Containerizer::Process],
-        }
+        })
+    }
+
+    fn place(agents: &mut [AgentCapacity], requests: &[LaunchRequest], cursor: &mut usize) -> PlacementResult {
+        let policy = RolePolicy::default();
+        let mut f = Fairness::new(Resources::default(), Default::default(), &policy);
+        super::place(agents, requests, cursor, &mut f)
     }
 
     #[test]
@@ -288,7 +428,7 @@ mod tests {
             assert_eq!(on.len(), 2);
             assert_ne!(on[0].ports, on[1].ports);
         }
-        assert!((agents[0].free.cpus - 0.8).abs() < 1e-9);
+        assert!((agents[0].pools[0].free.cpus - 0.8).abs() < 1e-9);
     }
 
     #[test]
@@ -341,6 +481,46 @@ mod tests {
         let r = place(&mut agents, &[LaunchRequest { app: &app, count: 1 }], &mut cur);
         assert!(r.placed.is_empty());
         assert_eq!(r.unplaced[&0].1[&Rejection::NoContainerizer], 1);
+    }
+
+    #[test]
+    fn reserved_resources_go_to_their_role_first() {
+        let info = AgentInfo {
+            id: AgentId("a".into()),
+            hostname: "h".into(),
+            resources: crate::domain::resources::parse_resources("cpus:1;mem:1000;cpus(batch):2;mem(batch):1000")
+                .unwrap(),
+            attributes: Default::default(),
+            containerizers: vec![Containerizer::Process],
+        };
+        let mut agents = vec![AgentCapacity::new(&info)];
+        let mut web = spec("/web", 3);
+        web.port_definitions.clear();
+        web.mem = 10.0;
+        let mut batch = web.clone();
+        batch.id = PathId::parse_app("/batch").unwrap();
+        batch.role = Some("batch".into());
+        // web (role *) gets only the unreserved cpu; batch its 2 reserved cpus first,
+        // then nothing more: the unreserved one is gone.
+        let mut cur = 0;
+        let r = place(
+            &mut agents,
+            &[LaunchRequest { app: &web, count: 3 }, LaunchRequest { app: &batch, count: 3 }],
+            &mut cur,
+        );
+        let count = |i| r.placed.iter().filter(|p| p.request == i).count();
+        assert_eq!((count(0), count(1)), (1, 2));
+        // Only-reserved: an app that accepts just `*` never sees the batch pool.
+        let mut agents = vec![AgentCapacity::new(&info)];
+        let mut only_star = batch.clone();
+        only_star.accepted_resource_roles = Some(vec!["*".into()]);
+        let r = place(&mut agents, &[LaunchRequest { app: &only_star, count: 3 }], &mut cur);
+        assert_eq!(r.placed.len(), 1);
+        let mut only_gpu_role = web.clone();
+        only_gpu_role.role = Some("gpu".into());
+        only_gpu_role.accepted_resource_roles = Some(vec!["gpu".into()]);
+        let r = place(&mut agents, &[LaunchRequest { app: &only_gpu_role, count: 1 }], &mut cur);
+        assert_eq!(r.unplaced[&0].1[&Rejection::UnfulfilledRole], 1);
     }
 
     #[test]

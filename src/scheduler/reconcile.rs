@@ -7,7 +7,7 @@
 //! arrives with the deployments issue.
 
 use super::backoff::Backoff;
-use crate::domain::app::KillSelection;
+use crate::domain::app::{KillSelection, UnreachableStrategy};
 use crate::domain::task::Goal;
 use crate::domain::{AppVersion, Task, TaskId, TaskState, Timestamp};
 
@@ -43,12 +43,27 @@ fn pick_victims(mut tasks: Vec<&Task>, n: usize, sel: KillSelection) -> impl Ite
     tasks.into_iter().take(n)
 }
 
+/// An unreachable task that its app's `unreachableStrategy` no longer counts: it is
+/// replaced (it may still run; if it comes back, the surplus is killed).
+pub fn is_inactive(t: &Task, strategy: &UnreachableStrategy, now: Timestamp) -> bool {
+    match (t.state, t.unreachable_since, strategy) {
+        (TaskState::Unreachable, Some(since), UnreachableStrategy::Enabled { inactive_after_seconds, .. }) => {
+            since.seconds_until(now) >= *inactive_after_seconds as f64
+        }
+        _ => false,
+    }
+}
+
 /// Decides launches and kills for one app. `tasks` are all known tasks of the app.
 pub fn reconcile_app(app: &AppVersion, tasks: &[&Task], backoff: Option<&Backoff>, now: Timestamp) -> AppPlan {
     let spec = &app.spec;
     let wanted = spec.instances as usize;
     let config = app.version_info.last_config_change_at;
-    let live: Vec<&Task> = tasks.iter().copied().filter(|t| t.is_active() && t.goal == Goal::Running).collect();
+    let live: Vec<&Task> = tasks
+        .iter()
+        .copied()
+        .filter(|t| t.is_active() && t.goal == Goal::Running && !is_inactive(t, &spec.unreachable_strategy, now))
+        .collect();
     let (current, old): (Vec<&Task>, Vec<&Task>) = live.into_iter().partition(|t| t.config_version == config);
 
     let mut plan = AppPlan::default();
@@ -111,11 +126,39 @@ pub(crate) mod tests {
             staged_at: Timestamp::from_millis(n as i64),
             started_at: None,
             message: None,
+            unreachable_since: None,
         }
     }
 
     fn refs(v: &[Task]) -> Vec<&Task> {
         v.iter().collect()
+    }
+
+    #[test]
+    fn unreachable_tasks_are_replaced_after_inactive_after_seconds() {
+        let mut s = spec("/a", 2);
+        s.unreachable_strategy =
+            UnreachableStrategy::Enabled { inactive_after_seconds: 60, expunge_after_seconds: 120 };
+        let app = version(s, 0);
+        let mut lost = task(&app, 1, TaskState::Unreachable, 0);
+        lost.unreachable_since = Some(Timestamp::from_millis(1_000));
+        let tasks = vec![lost, task(&app, 2, TaskState::Running, 0)];
+        let at = |secs: i64| Timestamp::from_millis(1_000 + secs * 1000);
+        assert_eq!(reconcile_app(&app, &refs(&tasks), None, at(59)).launch, 0, "still counted");
+        assert_eq!(reconcile_app(&app, &refs(&tasks), None, at(60)).launch, 1, "replaced");
+        let mut disabled = app.clone();
+        disabled.spec.unreachable_strategy = UnreachableStrategy::Disabled;
+        assert_eq!(reconcile_app(&disabled, &refs(&tasks), None, at(10_000)).launch, 0, "never replaced");
+    }
+
+    #[test]
+    fn a_returning_task_makes_a_surplus_that_is_killed() {
+        let app = version(spec("/a", 2), 0);
+        let back = task(&app, 1, TaskState::Running, 0);
+        let replacement = task(&app, 3, TaskState::Running, 0);
+        let tasks = vec![back, task(&app, 2, TaskState::Running, 0), replacement.clone()];
+        let p = reconcile_app(&app, &refs(&tasks), None, Timestamp::from_millis(10));
+        assert_eq!(p.kill, vec![replacement.id], "youngest first: the replacement goes");
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! IMMEDIATE` for write transactions, so a read-then-write never fails half way.
 
 use crate::domain::task::TaskFailure;
-use crate::domain::{AgentInfo, AppVersion, Deployment, PathId, Task, TaskId, Timestamp};
+use crate::domain::{AgentRecord, AppVersion, Deployment, PathId, Task, TaskId, Timestamp};
 use sea_query::{Alias, Expr, InsertStatement, OnConflict, Order, PostgresQueryBuilder, Query, SqliteQueryBuilder};
 use sea_query_binder::SqlxBinder;
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -58,7 +58,7 @@ pub enum Change {
     DeleteTask(TaskId),
     PutDeployment(Box<Deployment>),
     DeleteDeployment(String),
-    PutAgent(Box<AgentInfo>),
+    PutAgent(Box<AgentRecord>),
 }
 
 /// Everything the master needs in memory after a start or a failover.
@@ -69,7 +69,7 @@ pub struct Snapshot {
     pub versions: Vec<(PathId, Vec<Timestamp>)>,
     pub tasks: Vec<Task>,
     pub deployments: Vec<Deployment>,
-    pub agents: Vec<AgentInfo>,
+    pub agents: Vec<AgentRecord>,
 }
 
 #[derive(Clone)]
@@ -195,7 +195,7 @@ fn statements(changes: &[Change]) -> Vec<Stmt> {
                 Query::delete().from_table(t("deployments")).and_where(Expr::col(t("id")).eq(id.as_str())).to_owned(),
             )),
             Change::PutAgent(a) => {
-                let row = vec![a.id.0.clone().into(), json(a).into()];
+                let row = vec![a.info.id.0.clone().into(), json(a).into()];
                 out.extend(upsert("agents", &["id"], &["id", "data"], std::iter::once(row)).map(Stmt::Insert));
             }
             Change::PutTask(_) => unreachable!("handled above"),
@@ -345,7 +345,12 @@ impl Store {
             }
             for r in fetch_rows!(pool, builder, agents) {
                 let id: String = r.try_get(0)?;
-                snap.agents.push(parse("agent", &id, &r.try_get::<String, _>(1)?)?);
+                // The registry is soft state that agents re-send on registration: an entry
+                // this version cannot read (an older format) is dropped, not fatal.
+                match parse::<AgentRecord>("agent", &id, &r.try_get::<String, _>(1)?) {
+                    Ok(a) => snap.agents.push(a),
+                    Err(e) => tracing::warn!("ignoring stored agent: {e}"),
+                }
             }
         });
         Ok(snap)

@@ -29,6 +29,7 @@ fn task(app: &AppVersion, n: usize) -> Task {
         staged_at: Timestamp::from_millis(n as i64),
         started_at: Some(Timestamp::from_millis(n as i64 + 1)),
         message: None,
+        unreachable_since: None,
     }
 }
 
@@ -54,12 +55,20 @@ async fn exercise(url: &str, dir: &std::path::Path) {
         a2.spec.id.clone(),
     );
     batch.push(Change::PutDeployment(Box::new(dep.clone())));
-    let agent = AgentInfo {
-        id: AgentId("agent-1".into()),
-        hostname: "h1".into(),
-        resources: Resources::new(2.0, 1024.0, 100.0, 0.0),
-        ports: vec![PortRange::new(31000, 32000)],
-        containerizers: vec![dromos::domain::agent::Containerizer::Process],
+    let agent = AgentRecord {
+        info: AgentInfo {
+            id: AgentId("agent-1".into()),
+            hostname: "h1".into(),
+            resources: dromos::domain::resources::parse_resources(
+                "cpus:2;mem:1024;disk:100;ports:[31000-32000];cpus(batch):1",
+            )
+            .unwrap(),
+            attributes: dromos::domain::resources::parse_attributes("rack:r1").unwrap(),
+            containerizers: vec![dromos::domain::agent::Containerizer::Process],
+        },
+        mark: AgentMark::Unreachable,
+        registered_at: Timestamp::from_millis(5),
+        unreachable_since: Some(Timestamp::from_millis(7)),
     };
     batch.push(Change::PutAgent(Box::new(agent.clone())));
     store.apply(&batch).await.expect("commit batch");

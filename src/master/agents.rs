@@ -1,0 +1,423 @@
+//! The master's side of its agents: the links commands go out on, the registry marks,
+//! liveness, and the handling of what agents report.
+//!
+//! - A *link* is the command channel of one connected agent: an in-process channel for
+//!   the embedded agent, the sending half of a WebSocket session for a remote one
+//!   (`api::agent_stream`). A newer session of the same agent replaces the older one.
+//! - *Liveness* is judged on the master's monotonic clock: every message from an agent
+//!   counts as a sign of life; the master pings every `ping_interval`; an agent silent for
+//!   `ping_interval × ping_timeouts` (or absent that long after a master start) is marked
+//!   unreachable and its tasks TASK_UNREACHABLE, at most as fast as the removal rate
+//!   limit allows, so a partition of half the cluster cannot wipe it.
+//! - Agent *messages* (registration, status updates) become plans on the write path;
+//!   terminal statuses are acknowledged after they are committed (at-least-once delivery,
+//!   idempotent handling).
+
+use super::{Master, MasterError};
+use crate::agent::protocol::{FromAgent, TaskStatus, ToAgent, PROTOCOL_VERSION};
+use crate::domain::task::{Goal, TaskFailure};
+use crate::domain::{AgentId, AgentMark, AgentRecord, PathId, Task, TaskId, TaskState, Timestamp};
+use crate::scheduler::Backoff;
+use crate::store::Change;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+use super::state::State;
+
+/// How fast agents may be marked unreachable: at most `max` (an absolute number, or a
+/// percentage of registered agents, at least one) within any `window`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RemovalLimit {
+    Off,
+    Count { max: u32, window: Duration },
+    Percent { percent: f64, window: Duration },
+}
+
+impl RemovalLimit {
+    fn window(&self) -> Duration {
+        match self {
+            RemovalLimit::Off => Duration::ZERO,
+            RemovalLimit::Count { window, .. } | RemovalLimit::Percent { window, .. } => *window,
+        }
+    }
+
+    /// How many removals a window allows with `agents` registered.
+    fn max(&self, agents: usize) -> usize {
+        match self {
+            RemovalLimit::Off => usize::MAX,
+            RemovalLimit::Count { max, .. } => *max as usize,
+            RemovalLimit::Percent { percent, .. } => ((agents as f64 * percent / 100.0).floor() as usize).max(1),
+        }
+    }
+}
+
+/// Operator settings for agent liveness.
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    pub ping_interval: Duration,
+    pub ping_timeouts: u32,
+    pub removal_limit: RemovalLimit,
+    /// How often every agent is asked to re-register (full reconciliation).
+    pub reconcile_interval: Duration,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness {
+            ping_interval: Duration::from_secs(15),
+            ping_timeouts: 5,
+            removal_limit: RemovalLimit::Percent { percent: 10.0, window: Duration::from_secs(60) },
+            reconcile_interval: Duration::from_secs(600),
+        }
+    }
+}
+
+impl Liveness {
+    pub fn budget(&self) -> Duration {
+        self.ping_interval * self.ping_timeouts
+    }
+}
+
+pub(super) struct Link {
+    tx: mpsc::UnboundedSender<ToAgent>,
+    conn: u64,
+    /// The embedded agent: in-process, never silent.
+    local: bool,
+}
+
+/// Connected agents and when each was last heard from.
+#[derive(Default)]
+pub(super) struct Links {
+    links: HashMap<AgentId, Link>,
+    last_seen: HashMap<AgentId, Instant>,
+    /// When agents were marked unreachable, for the removal rate limit.
+    removals: VecDeque<Instant>,
+    /// Agents overdue but held back by the rate limit (shown in metrics and the agent list).
+    pub(super) held_back: HashSet<AgentId>,
+}
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// How an agent's connection looks from the master right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connection {
+    Connected,
+    Disconnected,
+}
+
+impl Master {
+    fn links(&self) -> std::sync::MutexGuard<'_, Links> {
+        // A poisoned lock means a panic while holding it; the data (maps) is still usable.
+        self.links.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The channel agents' messages go to (the embedded agent and every WebSocket session).
+    pub fn inbox(&self) -> mpsc::UnboundedSender<(AgentId, FromAgent)> {
+        self.inbox.clone()
+    }
+
+    /// Connects the embedded agent's command channel.
+    pub fn attach_local_agent(&self, id: AgentId, tx: mpsc::UnboundedSender<ToAgent>) {
+        let mut l = self.links();
+        l.last_seen.insert(id.clone(), Instant::now());
+        l.links.insert(id, Link { tx, conn: 0, local: true });
+    }
+
+    /// Opens a session for a remote agent, replacing an older one (whose command stream
+    /// then ends). Returns the session number and the commands to send.
+    pub fn connect_agent(&self, id: &AgentId) -> (u64, mpsc::UnboundedReceiver<ToAgent>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+        let mut l = self.links();
+        l.last_seen.insert(id.clone(), Instant::now());
+        l.links.insert(id.clone(), Link { tx, conn, local: false });
+        (conn, rx)
+    }
+
+    /// Ends session `conn` of `id` if it is still the current one.
+    pub fn disconnect_agent(&self, id: &AgentId, conn: u64) {
+        let mut l = self.links();
+        if l.links.get(id).is_some_and(|x| x.conn == conn) {
+            l.links.remove(id);
+        }
+    }
+
+    /// Records a sign of life from `id`.
+    pub fn heard_from(&self, id: &AgentId) {
+        self.links().last_seen.insert(id.clone(), Instant::now());
+    }
+
+    pub fn connection(&self, id: &AgentId) -> Connection {
+        if self.links().links.contains_key(id) {
+            Connection::Connected
+        } else {
+            Connection::Disconnected
+        }
+    }
+
+    /// Agents that missed their ping budget but wait for the removal rate limit.
+    pub fn held_back_agents(&self) -> usize {
+        self.links().held_back.len()
+    }
+
+    /// Agents with a command link (placement only uses these).
+    pub(super) fn connected_agents(&self) -> Vec<AgentId> {
+        self.links().links.keys().cloned().collect()
+    }
+
+    pub(super) fn send_to(&self, agent: &AgentId, msg: ToAgent) {
+        let sent = self.links().links.get(agent).map(|l| l.tx.send(msg).is_ok());
+        if sent != Some(true) {
+            tracing::debug!(%agent, "agent not connected; command dropped (reconciliation repairs it)");
+        }
+    }
+
+    /// The `registered` answer for a session.
+    pub fn registered_message(&self, id: &AgentId) -> ToAgent {
+        ToAgent::Registered {
+            protocol: PROTOCOL_VERSION,
+            agent_id: id.clone(),
+            ping_interval_ms: self.liveness.ping_interval.as_millis() as u64,
+            ping_timeouts: self.liveness.ping_timeouts,
+        }
+    }
+
+    /// Asks every connected agent to re-register (periodic reconciliation).
+    pub fn request_reconciliation(&self) {
+        let l = self.links();
+        for link in l.links.values() {
+            let _ = link.tx.send(ToAgent::Reconcile);
+        }
+    }
+
+    /// One liveness step: ping remote agents, then mark those silent beyond the budget
+    /// unreachable, as far as the removal rate limit allows. Public so tests drive it.
+    pub async fn check_liveness(&self) -> Result<(), MasterError> {
+        let budget = self.liveness.budget();
+        let now_i = Instant::now();
+        let overdue: Vec<AgentId> = {
+            let st = self.state.read().await;
+            let l = self.links();
+            for link in l.links.values().filter(|l| !l.local) {
+                let _ = link.tx.send(ToAgent::Ping);
+            }
+            let mut overdue: Vec<(Instant, AgentId)> = st
+                .agents
+                .values()
+                .filter(|r| r.mark == AgentMark::Active)
+                .filter(|r| !l.links.get(&r.info.id).is_some_and(|x| x.local))
+                .filter_map(|r| {
+                    let seen = l.last_seen.get(&r.info.id).copied().unwrap_or(self.started).max(self.started);
+                    (now_i.duration_since(seen) > budget).then(|| (seen, r.info.id.clone()))
+                })
+                .collect();
+            overdue.sort();
+            overdue.into_iter().map(|(_, id)| id).collect()
+        };
+        let total = self.state.read().await.agents.len();
+        let marked: Vec<AgentId> = {
+            let mut l = self.links();
+            let limit = self.liveness.removal_limit;
+            let window = limit.window();
+            while l.removals.front().is_some_and(|t| now_i.duration_since(*t) > window) {
+                l.removals.pop_front();
+            }
+            let allowed = limit.max(total).saturating_sub(l.removals.len());
+            let (now_marked, held): (Vec<_>, Vec<_>) = overdue.into_iter().enumerate().partition(|(i, _)| *i < allowed);
+            if !held.is_empty() {
+                tracing::warn!(
+                    held_back = held.len(),
+                    "agents missed their ping budget but the removal rate limit holds them back \
+                     (a partition of many agents?)"
+                );
+            }
+            l.held_back = held.into_iter().map(|(_, id)| id).collect();
+            for _ in &now_marked {
+                l.removals.push_back(now_i);
+            }
+            for (_, id) in &now_marked {
+                // The session (if any) is stale: closing it makes the agent reconnect.
+                l.links.remove(id);
+            }
+            now_marked.into_iter().map(|(_, id)| id).collect()
+        };
+        if marked.is_empty() {
+            return Ok(());
+        }
+        for id in &marked {
+            tracing::warn!(agent = %id, "agent missed its ping budget: marked unreachable");
+        }
+        self.write(move |state, now| Ok((plan_unreachable(state, now, &marked), ()))).await?;
+        self.wake();
+        Ok(())
+    }
+
+    /// Applies a burst of agent messages in one write, then acknowledges terminal
+    /// statuses and kills tasks the master does not know.
+    pub(super) async fn on_agent_messages(&self, msgs: Vec<(AgentId, FromAgent)>) -> Result<(), MasterError> {
+        let out = self
+            .write(move |state, now| {
+                let mut h = StatusHandling::default();
+                for (agent, msg) in msgs {
+                    match msg {
+                        FromAgent::Register { info, tasks, .. } => {
+                            let rec = AgentRecord {
+                                registered_at: state.agents.get(&info.id).map(|r| r.registered_at).unwrap_or(now),
+                                info,
+                                mark: AgentMark::Active,
+                                unreachable_since: None,
+                            };
+                            if state.agents.get(&rec.info.id) != Some(&rec) {
+                                h.changes.push(Change::PutAgent(Box::new(rec)));
+                            }
+                            let reported: HashSet<&TaskId> = tasks.iter().map(|t| &t.task_id).collect();
+                            // Tasks we placed on this agent that it does not know never
+                            // started, or ended without a trace: they are lost.
+                            let missing: Vec<TaskStatus> = state
+                                .tasks_on(&agent)
+                                .filter(|t| !reported.contains(&t.id))
+                                .map(|t| TaskStatus {
+                                    task_id: t.id.clone(),
+                                    state: TaskState::Lost,
+                                    message: Some("task unknown to its agent after re-registration".into()),
+                                    timestamp: now,
+                                })
+                                .collect();
+                            for s in missing.into_iter().chain(tasks) {
+                                h.apply(state, &agent, s, now);
+                            }
+                        }
+                        FromAgent::Status(s) => h.apply(state, &agent, s, now),
+                        FromAgent::Pong => {}
+                    }
+                }
+                let StatusHandling { changes, acks, orphans, failures, .. } = h;
+                Ok((changes, (acks, orphans, failures)))
+            })
+            .await?;
+        let (acks, orphans, failures) = out;
+        for (agent, task_id, state) in acks {
+            self.send_to(&agent, ToAgent::Ack { task_id, state });
+        }
+        for (agent, task_id) in orphans {
+            tracing::info!(task = %task_id, "killing a task the master does not know");
+            self.send_to(&agent, ToAgent::Kill { task_id });
+        }
+        if !failures.is_empty() {
+            let st = self.state.read().await;
+            let mut b = self.backoffs.lock().unwrap_or_else(|e| e.into_inner());
+            for (app, config, at) in failures {
+                if let Some(rec) = st.apps.get(&app) {
+                    let next = Backoff::after_failure(b.get(&app), &rec.current.spec, config, at);
+                    b.insert(app, next);
+                }
+            }
+        }
+        self.wake();
+        Ok(())
+    }
+}
+
+/// Marks agents unreachable and their active tasks TASK_UNREACHABLE.
+fn plan_unreachable(state: &State, now: Timestamp, agents: &[AgentId]) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for id in agents {
+        let Some(rec) = state.agents.get(id).filter(|r| r.mark == AgentMark::Active) else {
+            continue;
+        };
+        let mut rec = rec.clone();
+        rec.mark = AgentMark::Unreachable;
+        rec.unreachable_since = Some(now);
+        changes.push(Change::PutAgent(Box::new(rec)));
+        for t in state.tasks_on(id) {
+            let mut t = t.clone();
+            t.state = TaskState::Unreachable;
+            t.unreachable_since = Some(now);
+            t.message = Some("agent unreachable: missed its ping budget".into());
+            changes.push(Change::PutTask(Box::new(t)));
+        }
+    }
+    changes
+}
+
+/// What handling a burst of status reports produced.
+#[derive(Default)]
+struct StatusHandling {
+    changes: Vec<Change>,
+    /// Terminal statuses to acknowledge once committed.
+    acks: Vec<(AgentId, TaskId, TaskState)>,
+    /// Running tasks the master does not know: killed.
+    orphans: Vec<(AgentId, TaskId)>,
+    /// Failures that feed launch backoff: (app, config version, when).
+    failures: Vec<(PathId, Timestamp, Timestamp)>,
+    /// Tasks changed earlier in this burst (a STARTING then RUNNING pair).
+    seen: HashMap<TaskId, Task>,
+}
+
+impl StatusHandling {
+    /// Applies one status report to the state being planned.
+    fn apply(&mut self, state: &State, agent: &AgentId, s: TaskStatus, now: Timestamp) {
+        let known = self.seen.get(&s.task_id).or_else(|| state.tasks.get(&s.task_id)).cloned();
+        let Some(mut task) = known else {
+            if s.state.is_terminal() {
+                self.acks.push((agent.clone(), s.task_id, s.state));
+            } else {
+                self.orphans.push((agent.clone(), s.task_id));
+            }
+            return;
+        };
+        if task.agent_id != *agent || !task.state.accepts(s.state) {
+            if s.state.is_terminal() {
+                self.acks.push((agent.clone(), s.task_id, s.state));
+            }
+            return;
+        }
+        task.state = s.state;
+        task.message = s.message.clone();
+        if s.state != TaskState::Unreachable {
+            task.unreachable_since = None;
+        }
+        if s.state == TaskState::Running && task.started_at.is_none() {
+            task.started_at = Some(s.timestamp.min(now));
+        }
+        if s.state.is_terminal() {
+            // Marathon expunges terminal tasks; the app keeps its last failure.
+            if s.state.counts_as_failure() {
+                self.changes.push(Change::SetLastFailure(Box::new(TaskFailure {
+                    app_id: task.app_id.clone(),
+                    host: task.host.clone(),
+                    message: s.message.clone().unwrap_or_default(),
+                    state: s.state,
+                    task_id: task.id.clone(),
+                    timestamp: s.timestamp,
+                    version: task.version,
+                    slave_id: task.agent_id.clone(),
+                })));
+            }
+            if s.state.counts_as_failure() && task.goal == Goal::Running {
+                self.failures.push((task.app_id.clone(), task.config_version, now));
+            }
+            self.changes.push(Change::DeleteTask(task.id.clone()));
+            self.acks.push((agent.clone(), task.id.clone(), s.state));
+        } else {
+            self.changes.push(Change::PutTask(Box::new(task.clone())));
+        }
+        self.seen.insert(task.id.clone(), task);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removal_limits() {
+        let p = RemovalLimit::Percent { percent: 10.0, window: Duration::from_secs(60) };
+        assert_eq!(p.max(3), 1, "at least one");
+        assert_eq!(p.max(100), 10);
+        assert_eq!(RemovalLimit::Count { max: 2, window: Duration::from_secs(1) }.max(100), 2);
+        assert_eq!(RemovalLimit::Off.max(5), usize::MAX);
+    }
+}
