@@ -1,6 +1,7 @@
 //! The integration suite: one test binary. Every test starts its own real servers
 //! (dromos on port 0 in a temp dir, PostgreSQL via initdb + pg_ctl) and real processes.
 
+mod agents;
 mod apps;
 mod bad_input;
 mod crash;

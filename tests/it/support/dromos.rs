@@ -5,12 +5,7 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
-
-/// Each instance gets its own block of 100 host ports, so parallel tests never hand out
-/// the same port.
-static NEXT_PORT_BLOCK: AtomicU16 = AtomicU16::new(0);
 
 pub struct Dromos {
     child: Option<Child>,
@@ -28,9 +23,7 @@ pub fn exe() -> &'static str {
 impl Dromos {
     /// Starts dromos in `data_dir` with extra flags.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Dromos {
-        let block = NEXT_PORT_BLOCK.fetch_add(1, Ordering::SeqCst);
-        // Below the kernel's ephemeral range (32768+), so no outgoing socket holds them.
-        let base = 21000 + (block % 100) * 100;
+        let base = super::port_block();
         let mut d = Dromos {
             child: None,
             url: String::new(),
@@ -113,20 +106,9 @@ impl Dromos {
         self.get(&format!("/v2/apps{id}"))["app"].clone()
     }
 
-    /// Sandboxes of tasks whose supervisor is alive: (task id, supervisor pid, task pid).
+    /// Sandboxes of the embedded agent's tasks whose supervisor is alive.
     pub fn live_sandboxes(&self) -> Vec<(String, i32, i32)> {
-        let dir = self.data_dir.join("agent").join("sandboxes");
-        let mut out = Vec::new();
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let Ok(s) = std::fs::read(e.path().join("supervisor.json")) else { continue };
-            let Ok(v) = serde_json::from_slice::<Value>(&s) else { continue };
-            let (pid, task) = (v["pid"].as_i64().unwrap_or(0) as i32, v["taskPid"].as_i64().unwrap_or(0) as i32);
-            if super::alive(pid) {
-                out.push((e.file_name().to_string_lossy().to_string(), pid, task));
-            }
-        }
-        out.sort();
-        out
+        super::live_sandboxes(&self.data_dir.join("agent"))
     }
 }
 
@@ -134,12 +116,6 @@ impl Drop for Dromos {
     fn drop(&mut self) {
         self.kill9();
         // Tasks outlive dromos by design: stop the ones this test started.
-        for (_, sup, task) in self.live_sandboxes() {
-            // SAFETY: plain signals to processes this test started.
-            unsafe {
-                libc::kill(-task, libc::SIGKILL);
-                libc::kill(sup, libc::SIGKILL);
-            }
-        }
+        super::kill_tasks(&self.data_dir.join("agent"));
     }
 }

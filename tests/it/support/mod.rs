@@ -1,11 +1,50 @@
 //! Test harness: real `dromos` processes on port 0 in temp dirs, a real PostgreSQL, and
 //! a small HTTP client.
 
+pub mod agent;
 pub mod dromos;
 pub mod http;
 pub mod postgres;
 
+use serde_json::Value;
+use std::path::Path;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
+
+/// Each dromos or agent gets its own block of 100 host ports, so parallel tests never
+/// hand out the same port. Below the kernel's ephemeral range (32768+), so no outgoing
+/// socket holds them.
+pub fn port_block() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    21000 + (NEXT.fetch_add(1, Ordering::SeqCst) % 110) * 100
+}
+
+/// Sandboxes under an agent dir whose supervisor is alive: (task id, supervisor pid,
+/// task pid).
+pub fn live_sandboxes(agent_dir: &Path) -> Vec<(String, i32, i32)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(agent_dir.join("sandboxes")).into_iter().flatten().flatten() {
+        let Ok(s) = std::fs::read(e.path().join("supervisor.json")) else { continue };
+        let Ok(v) = serde_json::from_slice::<Value>(&s) else { continue };
+        let (pid, task) = (v["pid"].as_i64().unwrap_or(0) as i32, v["taskPid"].as_i64().unwrap_or(0) as i32);
+        if alive(pid) {
+            out.push((e.file_name().to_string_lossy().to_string(), pid, task));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Kills the tasks (and supervisors) of an agent dir: tasks outlive dromos by design.
+pub fn kill_tasks(agent_dir: &Path) {
+    for (_, sup, task) in live_sandboxes(agent_dir) {
+        // SAFETY: plain signals to processes this test started.
+        unsafe {
+            libc::kill(-task, libc::SIGKILL);
+            libc::kill(sup, libc::SIGKILL);
+        }
+    }
+}
 
 /// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {

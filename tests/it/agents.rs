@@ -1,0 +1,210 @@
+//! Agents across machines: a master without an embedded agent and several real
+//! `dromos agent` processes on distinct loopback addresses, work dirs and port ranges.
+//! Partitions are simulated by freezing an agent with SIGSTOP (its tasks keep running).
+
+use crate::support::agent::Agent;
+use crate::support::dromos::Dromos;
+use crate::support::wait_for;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(60);
+const TOKEN: &str = "agents-test-token";
+
+/// A master with a 1 s ping budget (200 ms × 5) and no removal rate limit.
+fn master(dir: &std::path::Path) -> Dromos {
+    Dromos::start(
+        &dir.join("master"),
+        &[
+            "--no-agent",
+            "--auth-token",
+            TOKEN,
+            "--agent-ping-interval",
+            "200ms",
+            "--agent-ping-timeouts",
+            "5",
+            "--agent-removal-rate-limit",
+            "off",
+        ],
+    )
+    .with_token(TOKEN)
+}
+
+fn agents_by_id(d: &Dromos) -> BTreeMap<String, Value> {
+    let list = d.get("/v1/agents");
+    list["agents"].as_array().unwrap().iter().map(|a| (a["id"].as_str().unwrap().to_string(), a.clone())).collect()
+}
+
+fn wait_agents_active(d: &Dromos, n: usize) {
+    wait_for(&format!("{n} active agents"), T, || {
+        let a = agents_by_id(d);
+        (a.len() == n && a.values().all(|a| a["state"] == "active")).then_some(())
+    });
+}
+
+/// Running tasks of an app: task id -> host.
+fn running(d: &Dromos, app: &str) -> BTreeMap<String, String> {
+    d.get(&format!("/v2/apps{app}/tasks"))["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["state"] == "TASK_RUNNING")
+        .map(|t| (t["id"].as_str().unwrap().to_string(), t["host"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+#[test]
+fn apps_spread_over_remote_agents_that_report_resources_roles_and_attributes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = master(dir.path());
+    let a1 = Agent::start(&d.url, TOKEN, &dir.path().join("a1"), "127.0.0.1", "cpus:2;mem:1024", "rack:r1,zone:a");
+    let a2 = Agent::start(&d.url, TOKEN, &dir.path().join("a2"), "127.0.0.2", "cpus:2;mem:1024", "rack:r2,zone:a");
+    let a3 = Agent::start(
+        &d.url,
+        TOKEN,
+        &dir.path().join("a3"),
+        "127.0.0.3",
+        "cpus:2;mem:1024;cpus(batch):1;mem(batch):256",
+        "rack:r3,zone:b",
+    );
+    wait_agents_active(&d, 3);
+
+    let agents = agents_by_id(&d);
+    let v3 = &agents[&a3.id];
+    assert_eq!(v3["hostname"], "127.0.0.3");
+    assert_eq!(v3["attributes"], json!({"rack": "r3", "zone": "b"}));
+    assert_eq!(v3["resources"]["cpus"], 3.0);
+    assert_eq!(v3["reservedResources"]["batch"]["cpus"], 1.0);
+    assert_eq!(v3["unreservedResources"]["ports"], format!("[{}-{}]", a3.ports.0, a3.ports.1));
+    assert_eq!(d.get(&format!("/v1/agents/{}", a1.id))["hostname"], "127.0.0.1");
+    assert_eq!(d.call("GET", "/v1/agents/nope", None).status, 404);
+
+    // Six web servers on three agents: two each, each reachable on its host and port.
+    let web = json!({"id": "/web", "cmd": "exec python3 -m http.server --bind $HOST $PORT0", "instances": 6, "cpus": 0.5, "mem": 32});
+    assert_eq!(d.call("POST", "/v2/apps", Some(&web)).status, 201);
+    wait_for("6 running", T, || (running(&d, "/web").len() == 6).then_some(()));
+    let tasks = d.get("/v2/apps/web/tasks")["tasks"].as_array().unwrap().clone();
+    let mut per_host: BTreeMap<String, usize> = BTreeMap::new();
+    for t in &tasks {
+        *per_host.entry(t["host"].as_str().unwrap().to_string()).or_default() += 1;
+        let url = format!("http://{}:{}/", t["host"].as_str().unwrap(), t["ports"][0]);
+        wait_for(&format!("{url} to answer"), T, || ureq::get(&url).call().ok().map(|_| ()));
+    }
+    assert_eq!(per_host.values().copied().collect::<Vec<_>>(), vec![2, 2, 2], "{per_host:?}");
+    assert_eq!(agents_by_id(&d)[&a2.id]["usedResources"]["cpus"], 1.0);
+    assert_eq!(a1.live_sandboxes().len() + a2.live_sandboxes().len() + a3.live_sandboxes().len(), 6);
+
+    // A batch app that accepts only its role's reservation lands on a3, and only once
+    // (one reserved cpu; no ports are reserved for the role, so it asks for none); a
+    // second instance waits.
+    let batch = json!({"id": "/batch", "cmd": "exec sleep 1000", "instances": 2, "cpus": 1, "mem": 16,
+        "role": "batch", "acceptedResourceRoles": ["batch"], "portDefinitions": []});
+    assert_eq!(d.call("POST", "/v2/apps", Some(&batch)).status, 201);
+    wait_for("one batch task on a3", T, || {
+        let r = running(&d, "/batch");
+        (r.len() == 1 && r.values().all(|h| h == "127.0.0.3")).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(running(&d, "/batch").len(), 1, "no second reserved cpu anywhere");
+    let bad = json!({"id": "/bad-role", "cmd": "x", "role": "batch", "acceptedResourceRoles": ["other"]});
+    let r = d.call("POST", "/v2/apps", Some(&bad));
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("/acceptedResourceRoles/0"), "{}", r.text);
+
+    // An agent without the token is refused; it never shows up.
+    let intruder = Agent::start(&d.url, "wrong", &dir.path().join("a4"), "127.0.0.4", "cpus:1;mem:64", "rack:x");
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(!agents_by_id(&d).contains_key(&intruder.id));
+}
+
+#[test]
+fn a_partitioned_agent_is_replaced_and_the_surplus_killed_when_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = master(dir.path());
+    let a1 = Agent::start(&d.url, TOKEN, &dir.path().join("a1"), "127.0.0.1", "cpus:2;mem:1024", "rack:r1");
+    let a2 = Agent::start(&d.url, TOKEN, &dir.path().join("a2"), "127.0.0.2", "cpus:2;mem:1024", "rack:r2");
+    wait_agents_active(&d, 2);
+    let app = json!({"id": "/sleepy", "cmd": "exec sleep 1000", "instances": 2, "cpus": 0.1, "mem": 16});
+    assert_eq!(d.call("POST", "/v2/apps", Some(&app)).status, 201);
+    wait_for("2 running, one per agent", T, || {
+        let r = running(&d, "/sleepy");
+        (r.len() == 2 && r.values().collect::<BTreeSet<_>>().len() == 2).then_some(())
+    });
+    let on_a1 = a1.live_sandboxes();
+    assert_eq!(on_a1.len(), 1);
+
+    // Pull the plug on a1: after the 1 s ping budget its task is unreachable and a
+    // replacement runs on a2 (unreachableStrategy 0/0: replace at once).
+    let cut = Instant::now();
+    a1.pause();
+    wait_for("a1 unreachable", T, || (agents_by_id(&d)[&a1.id]["state"] == "unreachable").then_some(()));
+    wait_for("replacement on a2", T, || {
+        let r = running(&d, "/sleepy");
+        (r.len() == 2 && r.values().all(|h| h == "127.0.0.2")).then_some(())
+    });
+    let replaced_after = cut.elapsed();
+    assert!(replaced_after < Duration::from_secs(10), "replaced after {replaced_after:?}");
+    assert_eq!(a2.live_sandboxes().len(), 2);
+    assert_eq!(a1.live_sandboxes(), on_a1, "the partitioned task kept running");
+
+    // Heal: a1 reconnects; its task was expunged (expungeAfterSeconds 0), so it is
+    // killed, and the count is exactly 2 again.
+    a1.resume();
+    wait_for("a1 active again", T, || (agents_by_id(&d)[&a1.id]["state"] == "active").then_some(()));
+    wait_for("the returning copy killed", T, || a1.live_sandboxes().is_empty().then_some(()));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(running(&d, "/sleepy").len(), 2);
+    assert_eq!(a1.live_sandboxes().len() + a2.live_sandboxes().len(), 2);
+}
+
+#[test]
+fn an_unreachable_task_that_returns_before_expunge_is_kept_and_the_surplus_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = master(dir.path());
+    let a1 = Agent::start(&d.url, TOKEN, &dir.path().join("a1"), "127.0.0.1", "cpus:2;mem:1024", "rack:r1");
+    let a2 = Agent::start(&d.url, TOKEN, &dir.path().join("a2"), "127.0.0.2", "cpus:2;mem:1024", "rack:r2");
+    wait_agents_active(&d, 2);
+    // Replace after 0 s, expunge only after an hour: the original may come back.
+    let app = json!({"id": "/keep", "cmd": "exec sleep 1000", "instances": 2, "cpus": 0.1, "mem": 16,
+        "unreachableStrategy": {"inactiveAfterSeconds": 0, "expungeAfterSeconds": 3600}});
+    assert_eq!(d.call("POST", "/v2/apps", Some(&app)).status, 201);
+    wait_for("2 running", T, || (running(&d, "/keep").len() == 2).then_some(()));
+    let original = a1.live_sandboxes();
+    a1.pause();
+    wait_for("an unreachable task and a replacement", T, || {
+        let tasks = d.get("/v2/apps/keep/tasks")["tasks"].as_array().unwrap().clone();
+        let unreachable = tasks.iter().filter(|t| t["state"] == "TASK_UNREACHABLE").count();
+        (unreachable == 1 && running(&d, "/keep").len() == 2).then_some(())
+    });
+    a1.resume();
+    // Back: three copies run for a moment; the youngest (the replacement) is killed.
+    wait_for("exactly 2 again, the original kept", T, || {
+        let r = running(&d, "/keep");
+        (r.len() == 2 && a2.live_sandboxes().len() == 1 && a1.live_sandboxes() == original).then_some(())
+    });
+}
+
+#[test]
+fn a_killed_agent_restarts_and_adopts_its_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = master(dir.path());
+    let mut a = Agent::start(&d.url, TOKEN, &dir.path().join("a1"), "127.0.0.1", "cpus:2;mem:1024", "rack:r1");
+    wait_agents_active(&d, 1);
+    let app = json!({"id": "/adopt", "cmd": "exec sleep 1000", "instances": 3, "cpus": 0.1, "mem": 16});
+    assert_eq!(d.call("POST", "/v2/apps", Some(&app)).status, 201);
+    wait_for("3 running", T, || (running(&d, "/adopt").len() == 3).then_some(()));
+    let before = a.live_sandboxes();
+    let ids_before = running(&d, "/adopt");
+    let id = a.id.clone();
+    // kill -9 the agent several times in a row: same processes, same ids, no launches.
+    for _ in 0..3 {
+        a.restart();
+        assert_eq!(a.id, id, "the agent keeps its id");
+        wait_agents_active(&d, 1);
+        assert_eq!(a.live_sandboxes(), before);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(running(&d, "/adopt"), ids_before);
+    assert_eq!(a.live_sandboxes(), before);
+}
