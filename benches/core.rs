@@ -5,6 +5,11 @@
 //! 2. Persistence: 100,000 task records group-committed to SQLite.
 //! 3. Local agent: 1,000 instances of `sleep 3600`, POST to all TASK_RUNNING.
 //! 4. Memory: RSS of `dromos serve` with those 1,000 tasks running.
+//! 5. DRF: a full allocation pass, 10,000 agents and 100 roles.
+//! 6. Cluster: 10,000 simulated agents, one app of 100,000 instances placed and
+//!    reported running, end to end through the master (write path, store, agent
+//!    messages); and the master's memory with all of it.
+//! 7. Agent loss: a real agent frozen (SIGSTOP); time until its task runs elsewhere.
 
 use dromos::domain::agent::Containerizer;
 use dromos::domain::task::Goal;
@@ -181,6 +186,201 @@ fn bench_local_agent() {
     let _ = child.wait();
 }
 
+fn bench_drf() {
+    // 10,000 agents with 16 cpus / 64 GiB; 100 roles, each with one app that wants more
+    // than its fair share, so the pass runs until the cluster is full.
+    let agents: Vec<AgentCapacity> = (0..10_000)
+        .map(|i| {
+            AgentCapacity::new(&AgentInfo {
+                id: AgentId(format!("agent-{i}")),
+                hostname: format!("node{i}"),
+                resources: AgentResources::unreserved(Resources::new(16.0, 65536.0, 0.0, 0.0), vec![]),
+                attributes: Default::default(),
+                containerizers: vec![Containerizer::Process],
+            })
+        })
+        .collect();
+    let specs: Vec<AppSpec> = (0..100)
+        .map(|i| {
+            let body = json!({"id": format!("/r{i}/app"), "cmd": "x", "instances": 5000, "role": format!("r{i}"),
+                "cpus": 1.0 + (i % 4) as f64, "mem": 1024.0 * (1 + i % 3) as f64, "portDefinitions": []});
+            dromos::api::dto::app::parse_app(body, None).expect("valid")
+        })
+        .collect();
+    let requests: Vec<LaunchRequest> = specs.iter().map(|s| LaunchRequest { app: s, count: 5000 }).collect();
+    let mut policy = RolePolicy::default();
+    for i in 0..100 {
+        policy.weights.insert(format!("r{i}"), 1.0 + (i % 5) as f64);
+    }
+    let total = Resources::new(160_000.0, 655_360_000.0, 0.0, 0.0);
+    let mut best = f64::MAX;
+    let mut placed = 0;
+    for _ in 0..5 {
+        let mut a = agents.clone();
+        let mut fairness = Fairness::new(total, Default::default(), &policy);
+        let t = Instant::now();
+        let r = place(&mut a, &requests, &mut 0, &mut fairness);
+        best = best.min(t.elapsed().as_secs_f64());
+        placed = r.placed.len();
+    }
+    println!(
+        "drf: full allocation pass, 10000 agents, 100 weighted roles: {placed} tasks placed in {:.1} ms (best of 5)",
+        best * 1e3
+    );
+}
+
+fn bench_cluster(rt: &tokio::runtime::Runtime) {
+    use dromos::agent::protocol::{FromAgent, TaskStatus, ToAgent, PROTOCOL_VERSION};
+    use dromos::master::{plans, Master, MasterConfig};
+    const AGENTS: usize = 10_000;
+    const TASKS: u32 = 100_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt.block_on(async {
+        let store = Store::open("", dir.path()).await.expect("store");
+        let master = Master::start(store, MasterConfig::default()).await.expect("master");
+        let inbox = master.inbox();
+        // Simulated agents: in-process links that answer every launch with TASK_RUNNING.
+        for i in 0..AGENTS {
+            let id = AgentId(format!("sim-{i}"));
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            master.attach_local_agent(id.clone(), tx);
+            let info = AgentInfo {
+                id: id.clone(),
+                hostname: format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256),
+                resources: AgentResources::unreserved(
+                    Resources::new(16.0, 65536.0, 100_000.0, 0.0),
+                    vec![PortRange::new(31000, 32000)],
+                ),
+                attributes: Default::default(),
+                containerizers: vec![Containerizer::Process],
+            };
+            let _ = inbox.send((id.clone(), FromAgent::Register { protocol: PROTOCOL_VERSION, info, tasks: vec![] }));
+            let inbox = inbox.clone();
+            tokio::spawn(async move {
+                while let Some(cmd) = rx.recv().await {
+                    if let ToAgent::Launch(l) = cmd {
+                        let s = TaskStatus {
+                            task_id: l.task_id,
+                            state: TaskState::Running,
+                            message: None,
+                            timestamp: Timestamp::from_millis(0),
+                        };
+                        let _ = inbox.send((id.clone(), FromAgent::Status(s)));
+                    }
+                }
+            });
+        }
+        master.run();
+        loop {
+            if master.read().await.agents.len() == AGENTS {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let body = json!({"id": "/bench/huge", "cmd": "sleep 3600", "instances": TASKS, "cpus": 0.01, "mem": 1});
+        let spec = dromos::api::dto::app::parse_app(body, None).expect("valid");
+        let t = Instant::now();
+        master.write(move |state, now| plans::create_app(state, now, spec)).await.expect("create");
+        master.wake();
+        loop {
+            let running = master.read().await.tasks.values().filter(|t| t.state == TaskState::Running).count();
+            if running == TASKS as usize {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(300), "only {running} running after 300 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "cluster: {TASKS} instances on {AGENTS} simulated agents, create to all TASK_RUNNING in {secs:.2} s \
+             ({:.0} tasks/s)",
+            TASKS as f64 / secs
+        );
+        println!(
+            "memory: master with {AGENTS} agents and {TASKS} tasks (simulated agents in-process): {:.0} MiB RSS",
+            rss_mib(std::process::id())
+        );
+    });
+}
+
+fn bench_agent_loss() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spawn = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_dromos"))
+            .args(args)
+            .env("DROMOS_LOG", "error")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start dromos");
+        let mut line = String::new();
+        BufReader::new(c.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
+        (c, line.trim().to_string())
+    };
+    let data = dir.path().join("m");
+    let (mut master, line) = spawn(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--no-agent",
+        "--agent-ping-interval",
+        "1s",
+        "--agent-ping-timeouts",
+        "5",
+        "--data-dir",
+        data.to_str().expect("utf-8 path"),
+    ]);
+    let url = line.trim_start_matches("dromos listening on ").to_string();
+    let mut agents = Vec::new();
+    for (i, ports) in ["33000-33099", "33100-33199"].iter().enumerate() {
+        let wd = dir.path().join(format!("a{i}"));
+        let res = format!("cpus:4;mem:4096;ports:[{ports}]");
+        let host = format!("127.0.0.{}", i + 1);
+        let (c, _) = spawn(&[
+            "agent",
+            "--master",
+            &url,
+            "--work-dir",
+            wd.to_str().expect("utf-8 path"),
+            "--hostname",
+            &host,
+            "--resources",
+            &res,
+        ]);
+        agents.push((c, wd));
+    }
+    let app = json!({"id": "/bench/loss", "cmd": "exec sleep 3600", "instances": 20, "cpus": 0.1, "mem": 16});
+    http("POST", &format!("{url}/v2/apps"), Some(app));
+    let tasks = || http("GET", &format!("{url}/v2/apps/bench/loss/tasks"), None)["tasks"].as_array().cloned();
+    let running_on = |host: &str| {
+        tasks().unwrap_or_default().iter().filter(|t| t["state"] == "TASK_RUNNING" && t["host"] == host).count()
+    };
+    while running_on("127.0.0.1") + running_on("127.0.0.2") < 20 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: a plain signal to a process this bench started.
+    unsafe { libc::kill(agents[0].0.id() as i32, libc::SIGSTOP) };
+    let t = Instant::now();
+    while running_on("127.0.0.2") < 20 {
+        assert!(t.elapsed() < Duration::from_secs(60), "tasks were not replaced");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "agent loss: 10 tasks of a frozen agent running elsewhere {secs:.2} s after the freeze (ping budget 5.00 s)"
+    );
+    for (c, wd) in &mut agents {
+        // SAFETY: as above.
+        unsafe { libc::kill(c.id() as i32, libc::SIGCONT) };
+        let _ = c.kill();
+        let _ = c.wait();
+        // Tasks outlive agents by design: stop the bench's own.
+        let _ = Command::new("pkill").arg("-9").arg("-f").arg(format!("supervise --sandbox {}", wd.display())).status();
+    }
+    let _ = Command::new("pkill").arg("-9").arg("-f").arg("sleep 3600").status();
+    let _ = master.kill();
+    let _ = master.wait();
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument selects one benchmark.
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
@@ -194,5 +394,14 @@ fn main() {
     }
     if on("agent") {
         bench_local_agent();
+    }
+    if on("drf") {
+        bench_drf();
+    }
+    if on("cluster") {
+        bench_cluster(&rt);
+    }
+    if on("loss") {
+        bench_agent_loss();
     }
 }

@@ -226,12 +226,21 @@ impl Master {
         let m = self.clone();
         tokio::spawn(async move {
             loop {
+                let started = Instant::now();
                 if let Err(e) = m.tick().await {
                     tracing::error!("scheduler tick failed: {e}");
+                }
+                let took = started.elapsed();
+                if took > Duration::from_millis(100) {
+                    tracing::debug!(?took, "slow scheduler tick");
                 }
                 // Level-triggered: woken by changes, and a periodic full pass repairs
                 // anything a missed wake-up left behind.
                 let _ = tokio::time::timeout(Duration::from_secs(1), m.wake.notified()).await;
+                // A tick costs time proportional to the cluster: under a storm of
+                // wake-ups (thousands of status updates) keep ticks at most as frequent
+                // as they are long, so the write path stays free half the time.
+                tokio::time::sleep(took.min(Duration::from_millis(500))).await;
             }
         });
         let m = self.clone();

@@ -7,7 +7,7 @@ use crate::support::dromos::Dromos;
 use crate::support::wait_for;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 const TOKEN: &str = "agents-test-token";
@@ -136,15 +136,12 @@ fn a_partitioned_agent_is_replaced_and_the_surplus_killed_when_it_returns() {
 
     // Pull the plug on a1: after the 1 s ping budget its task is unreachable and a
     // replacement runs on a2 (unreachableStrategy 0/0: replace at once).
-    let cut = Instant::now();
     a1.pause();
     wait_for("a1 unreachable", T, || (agents_by_id(&d)[&a1.id]["state"] == "unreachable").then_some(()));
     wait_for("replacement on a2", T, || {
         let r = running(&d, "/sleepy");
         (r.len() == 2 && r.values().all(|h| h == "127.0.0.2")).then_some(())
     });
-    let replaced_after = cut.elapsed();
-    assert!(replaced_after < Duration::from_secs(10), "replaced after {replaced_after:?}");
     assert_eq!(a2.live_sandboxes().len(), 2);
     assert_eq!(a1.live_sandboxes(), on_a1, "the partitioned task kept running");
 
