@@ -4,6 +4,7 @@
 mod apps;
 mod bad_input;
 mod crash;
+mod docker;
 mod spec;
 mod store;
 mod support;

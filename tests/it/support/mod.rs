@@ -1,6 +1,7 @@
 //! Test harness: real `dromos` processes on port 0 in temp dirs, a real PostgreSQL, and
 //! a small HTTP client.
 
+pub mod docker;
 pub mod dromos;
 pub mod http;
 pub mod postgres;
