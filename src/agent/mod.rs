@@ -17,6 +17,7 @@
 //! through a pidfd, so it needs no polling and works for adopted processes that are not
 //! its children.
 
+pub mod docker;
 pub mod link;
 pub mod process;
 pub mod protocol;

@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod app;
 pub mod deployment;
+pub mod docker;
 pub mod ids;
 pub mod resources;
 pub mod task;

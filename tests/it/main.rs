@@ -5,6 +5,7 @@ mod agents;
 mod apps;
 mod bad_input;
 mod crash;
+mod docker;
 mod spec;
 mod store;
 mod support;

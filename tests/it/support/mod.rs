@@ -2,6 +2,7 @@
 //! a small HTTP client.
 
 pub mod agent;
+pub mod docker;
 pub mod dromos;
 pub mod http;
 pub mod postgres;
