@@ -131,6 +131,9 @@ pub struct ServeArgs {
     /// A role's quota, ROLE=RESOURCES, e.g. 'batch=cpus:10;mem:4096' (repeatable).
     #[arg(long = "role-quota", env = "DROMOS_ROLE_QUOTAS", value_delimiter = ' ')]
     pub role_quotas: Vec<String>,
+    /// Let apps run privileged Docker containers (root on the host: trust the API users).
+    #[arg(long, env = "DROMOS_ALLOW_PRIVILEGED")]
+    pub allow_privileged: bool,
 }
 
 #[derive(Debug, Args, Default)]
@@ -182,6 +185,7 @@ struct FileConfig {
     reconcile_interval: Option<String>,
     role_weights: Option<Vec<String>>,
     role_quotas: Option<Vec<String>>,
+    allow_privileged: Option<bool>,
 }
 
 /// The resolved configuration of `dromos serve`.
@@ -457,7 +461,11 @@ impl Config {
             insecure,
             hostname: args.hostname.or(file.hostname).unwrap_or_else(machine_hostname),
             agent: (!no_agent).then(|| (resources, attributes.unwrap_or_default())),
-            master: MasterConfig { liveness, roles: parse_role_policy(&weights, &quotas)? },
+            master: MasterConfig {
+                liveness,
+                roles: parse_role_policy(&weights, &quotas)?,
+                allow_privileged: args.allow_privileged || file.allow_privileged.unwrap_or(false),
+            },
         })
     }
 }

@@ -49,8 +49,9 @@ pub async fn run(mut config: Config) -> boxed::Result<()> {
             hostname: config.hostname.clone(),
             resources,
             attributes,
+            docker: connect_docker().await,
         };
-        let (agent_id, agent_tx) = agent::start(agent_cfg, master.inbox())?;
+        let (agent_id, agent_tx) = agent::start(agent_cfg, master.inbox()).await?;
         master.attach_local_agent(agent_id, agent_tx);
     }
     master.run();
@@ -82,9 +83,10 @@ pub async fn run_agent(settings: AgentSettings) -> boxed::Result<()> {
         hostname: settings.hostname.clone(),
         resources: settings.resources.clone(),
         attributes: settings.attributes.clone(),
+        docker: connect_docker().await,
     };
     let (out_tx, out_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (id, commands) = agent::start(cfg, out_tx)?;
+    let (id, commands) = agent::start(cfg, out_tx).await?;
     // Tests and scripts read this line to learn the agent's id.
     println!("dromos agent {id} running");
     let link_cfg = LinkConfig { masters: settings.masters.clone(), token: settings.token.clone() };
@@ -94,6 +96,20 @@ pub async fn run_agent(settings: AgentSettings) -> boxed::Result<()> {
     }
     tracing::info!("agent stopped; running tasks keep running and are adopted on the next start");
     Ok(())
+}
+
+/// The local Docker engine, if one answers: then this agent also runs Docker apps.
+async fn connect_docker() -> Option<crate::agent::docker::DockerExecutor> {
+    match crate::agent::docker::DockerExecutor::connect().await {
+        Ok(d) => {
+            tracing::info!("Docker engine found: Docker apps can run here");
+            Some(d)
+        }
+        Err(e) => {
+            tracing::info!("no Docker engine ({e}): this agent runs process tasks only");
+            None
+        }
+    }
 }
 
 async fn shutdown_signal() {

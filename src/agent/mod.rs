@@ -16,6 +16,10 @@
 //! The supervisor ([`supervisor`]) outlives the agent; the agent follows each supervisor
 //! through a pidfd, so it needs no polling and works for adopted processes that are not
 //! its children.
+//!
+//! Docker tasks ([`docker`]) use the same sandbox for task.json, stdout and stderr; the
+//! container itself lives under dockerd, labelled with the agent and task ids, so a
+//! restarted agent finds it again by label. Their `exit.json` is Docker's own record.
 
 pub mod docker;
 pub mod link;
@@ -26,6 +30,7 @@ pub mod supervisor;
 use crate::domain::agent::Containerizer;
 use crate::domain::resources::Value;
 use crate::domain::{AgentId, AgentInfo, AgentResources, TaskId, TaskState, Timestamp};
+use docker::DockerExecutor;
 use process::{is_same_process, reap, write_atomic, PidFd};
 use protocol::{FromAgent, LaunchTask, TaskCommand, TaskStatus, ToAgent, PROTOCOL_VERSION};
 use std::collections::{BTreeMap, HashMap};
@@ -46,6 +51,8 @@ pub struct AgentConfig {
     pub hostname: String,
     pub resources: AgentResources,
     pub attributes: BTreeMap<String, Value>,
+    /// The local Docker engine, when there is one: Docker apps can run here.
+    pub docker: Option<DockerExecutor>,
 }
 
 /// How long the sandbox (logs) of an ended, acknowledged task is kept.
@@ -59,6 +66,7 @@ pub type MasterInbox = mpsc::UnboundedSender<(AgentId, FromAgent)>;
 
 enum Internal {
     Started { task_id: TaskId, pidfd: Arc<PidFd> },
+    ContainerStarted { task_id: TaskId, container_id: String },
     Exited { task_id: TaskId, state: TaskState, message: Option<String> },
 }
 
@@ -66,6 +74,9 @@ struct Tracked {
     sandbox: PathBuf,
     state: TaskState,
     pidfd: Option<Arc<PidFd>>,
+    /// The Docker container, for Docker tasks.
+    container: Option<String>,
+    kill_grace: std::time::Duration,
     kill_requested: bool,
     /// Set once the task ended; resent until acknowledged.
     terminal: Option<TaskStatus>,
@@ -138,13 +149,17 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
 /// Starts the agent runtime on the current tokio runtime. Returns its id and the
 /// sender for master commands. The agent registers with the master straight away,
 /// reporting every task it recovered from its directory.
-pub fn start(cfg: AgentConfig, master: MasterInbox) -> std::io::Result<(AgentId, mpsc::UnboundedSender<ToAgent>)> {
+pub async fn start(
+    cfg: AgentConfig,
+    master: MasterInbox,
+) -> std::io::Result<(AgentId, mpsc::UnboundedSender<ToAgent>)> {
     std::fs::create_dir_all(sandboxes_dir(&cfg.dir))?;
     let id = load_or_create_id(&cfg.dir)?;
     let (tx, rx) = mpsc::unbounded_channel();
     let (itx, irx) = mpsc::unbounded_channel();
     let mut agent = Agent { id: id.clone(), cfg, master, internal: itx, tasks: HashMap::new() };
-    agent.recover();
+    let docker_sandboxes = tokio::task::block_in_place(|| agent.recover());
+    agent.recover_containers(docker_sandboxes).await;
     agent.register();
     tokio::spawn(agent.run(rx, irx));
     Ok((id, tx))
@@ -165,7 +180,11 @@ impl Agent {
             hostname: self.cfg.hostname.clone(),
             resources: self.cfg.resources.clone(),
             attributes: self.cfg.attributes.clone(),
-            containerizers: vec![Containerizer::Process],
+            containerizers: if self.cfg.docker.is_some() {
+                vec![Containerizer::Process, Containerizer::Docker]
+            } else {
+                vec![Containerizer::Process]
+            },
         }
     }
 
@@ -179,15 +198,24 @@ impl Agent {
     }
 
     /// Rebuilds the task table from the sandboxes: adopt live supervisors, collect the
-    /// endings of the others.
-    fn recover(&mut self) {
+    /// endings of the others. Returns the sandboxes of Docker tasks, which
+    /// [`Agent::recover_containers`] handles.
+    fn recover(&mut self) -> Vec<(TaskId, PathBuf, LaunchTask)> {
         let Ok(entries) = std::fs::read_dir(sandboxes_dir(&self.cfg.dir)) else {
-            return;
+            return Vec::new();
         };
+        let mut containers = Vec::new();
         let sandboxes: Vec<(TaskId, PathBuf)> = entries
             .flatten()
             .filter_map(|e| Some((e.file_name().to_str()?.parse::<TaskId>().ok()?, e.path())))
             .filter(|(_, sb)| sb.join("task.json").exists() && !sb.join("acked").exists())
+            .filter(|(id, sb)| match read_json::<LaunchTask>(&sb.join("task.json")) {
+                Some(l) if l.docker.is_some() => {
+                    containers.push((id.clone(), sb.clone(), l));
+                    false
+                }
+                _ => true,
+            })
             .collect();
         // A crash can fall between a supervisor's start and its first record: give such
         // supervisors a moment to write it, so they are adopted rather than duplicated.
@@ -200,10 +228,13 @@ impl Agent {
         for (task_id, sandbox) in sandboxes {
             let sup: Option<SupervisorRecord> = read_json(&sandbox.join(SUPERVISOR_FILE));
             let exit: Option<ExitRecord> = read_json(&sandbox.join(EXIT_FILE));
+            let grace = read_json::<LaunchTask>(&sandbox.join("task.json")).map(|l| l.kill_grace_ms).unwrap_or(3000);
             let mut tracked = Tracked {
                 sandbox: sandbox.clone(),
                 state: TaskState::Running,
                 pidfd: None,
+                container: None,
+                kill_grace: std::time::Duration::from_millis(grace),
                 kill_requested: false,
                 terminal: None,
             };
@@ -242,6 +273,60 @@ impl Agent {
                 tracked.state = t.state;
             }
             self.tasks.insert(task_id, tracked);
+        }
+        containers
+    }
+
+    /// Finds the containers of Docker tasks again by their labels: running ones are
+    /// adopted (logs and exit followed again), ended ones report how they ended, and a
+    /// task whose container never got created is lost. Containers of this agent that no
+    /// unacknowledged task owns are stopped and removed.
+    async fn recover_containers(&mut self, sandboxes: Vec<(TaskId, PathBuf, LaunchTask)>) {
+        let Some(docker) = self.cfg.docker.clone() else {
+            for (task_id, sandbox, l) in sandboxes {
+                let mut t = Tracked::new(sandbox, l.kill_grace_ms);
+                t.terminal = Some(lost(&task_id, "Docker is not available on this agent any more"));
+                t.state = TaskState::Lost;
+                self.tasks.insert(task_id, t);
+            }
+            return;
+        };
+        let found = match docker.list(&self.id.0).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!("cannot list containers for recovery: {e}");
+                Vec::new()
+            }
+        };
+        let by_task: HashMap<&str, &docker::FoundContainer> = found.iter().map(|c| (c.task_id.as_str(), c)).collect();
+        for (task_id, sandbox, l) in &sandboxes {
+            let mut t = Tracked::new(sandbox.clone(), l.kill_grace_ms);
+            match by_task.get(task_id.as_str()) {
+                Some(c) => {
+                    t.container = Some(c.container_id.clone());
+                    t.state = if c.running { TaskState::Running } else { TaskState::Starting };
+                    docker.follow_logs(&c.container_id, sandbox);
+                    tokio::spawn(watch_container(
+                        docker.clone(),
+                        self.internal.clone(),
+                        task_id.clone(),
+                        c.container_id.clone(),
+                    ));
+                }
+                None => {
+                    t.terminal = Some(lost(task_id, "container never created (agent stopped during launch)"));
+                    t.state = TaskState::Lost;
+                }
+            }
+            self.tasks.insert(task_id.clone(), t);
+        }
+        let owned: std::collections::HashSet<&str> = sandboxes.iter().map(|(id, _, _)| id.as_str()).collect();
+        for c in found.iter().filter(|c| !owned.contains(c.task_id.as_str())) {
+            let (docker, id) = (docker.clone(), c.container_id.clone());
+            tokio::spawn(async move {
+                let _ = docker.stop(&id, std::time::Duration::from_secs(3)).await;
+                let _ = docker.remove(&id).await;
+            });
         }
     }
 
@@ -293,6 +378,14 @@ impl Agent {
                                 tracing::warn!(task = %task_id, "kill failed: {e}");
                             }
                         }
+                        if let (Some(c), Some(d)) = (t.container.clone(), self.cfg.docker.clone()) {
+                            let grace = t.kill_grace;
+                            tokio::spawn(async move {
+                                if let Err(e) = d.stop(&c, grace).await {
+                                    tracing::warn!(container = %c, "stop failed: {e}");
+                                }
+                            });
+                        }
                     }
                 }
             },
@@ -300,6 +393,9 @@ impl Agent {
                 if let Some(t) = self.tasks.get(&task_id) {
                     if t.terminal.as_ref().is_some_and(|s| s.state == state) {
                         let _ = std::fs::write(t.sandbox.join("acked"), b"");
+                        if let (Some(c), Some(d)) = (t.container.clone(), self.cfg.docker.clone()) {
+                            tokio::spawn(async move { d.remove(&c).await });
+                        }
                         self.tasks.remove(&task_id);
                     }
                 }
@@ -321,8 +417,26 @@ impl Agent {
                     }
                 }
             }
-            Internal::Exited { task_id, state, message } => {
+            Internal::ContainerStarted { task_id, container_id } => {
                 if let Some(t) = self.tasks.get_mut(&task_id) {
+                    t.container = Some(container_id.clone());
+                    if t.terminal.is_none() {
+                        t.state = TaskState::Running;
+                        if t.kill_requested {
+                            if let Some(d) = self.cfg.docker.clone() {
+                                let grace = t.kill_grace;
+                                tokio::spawn(async move { d.stop(&container_id, grace).await });
+                            }
+                        }
+                        self.report(&task_id, TaskState::Running, None);
+                    }
+                }
+            }
+            Internal::Exited { task_id, mut state, message } => {
+                if let Some(t) = self.tasks.get_mut(&task_id) {
+                    if t.kill_requested && t.container.is_some() && state == TaskState::Failed {
+                        state = TaskState::Killed; // stopped on request, not failed
+                    }
                     let status = TaskStatus { task_id: task_id.clone(), state, message, timestamp: now() };
                     t.state = state;
                     t.pidfd = None;
@@ -338,17 +452,11 @@ impl Agent {
             return; // a repeated launch is a no-op: the task already exists here
         }
         let sandbox = sandbox_of(&self.cfg.dir, &l.task_id);
-        self.tasks.insert(
-            l.task_id.clone(),
-            Tracked {
-                sandbox: sandbox.clone(),
-                state: TaskState::Staging,
-                pidfd: None,
-                kill_requested: false,
-                terminal: None,
-            },
-        );
+        self.tasks.insert(l.task_id.clone(), Tracked::new(sandbox.clone(), l.kill_grace_ms));
         self.report(&l.task_id, TaskState::Starting, None);
+        if l.docker.is_some() {
+            return self.launch_container(l, sandbox);
+        }
         let exe = self.cfg.supervisor_exe.clone();
         let internal = self.internal.clone();
         tokio::spawn(async move {
@@ -381,8 +489,107 @@ impl Agent {
         });
     }
 
+    /// Starts a Docker task: checkpoint the launch, create and start the container, then
+    /// follow it until it ends.
+    fn launch_container(&mut self, l: LaunchTask, sandbox: PathBuf) {
+        let internal = self.internal.clone();
+        let Some(docker) = self.cfg.docker.clone() else {
+            let _ = internal.send(Internal::Exited {
+                task_id: l.task_id,
+                state: TaskState::Failed,
+                message: Some("Docker is not available on this agent".into()),
+            });
+            return;
+        };
+        let agent_id = self.id.0.clone();
+        tokio::spawn(async move {
+            let task_id = l.task_id.clone();
+            let checkpoint = serde_json::to_vec(&l).map_err(std::io::Error::other).and_then(|json| {
+                std::fs::create_dir_all(&sandbox)?;
+                write_atomic(&sandbox.join("task.json"), &json)
+            });
+            if let Err(e) = checkpoint {
+                let msg = format!("cannot write the sandbox: {e}");
+                let _ = internal.send(Internal::Exited { task_id, state: TaskState::Failed, message: Some(msg) });
+                return;
+            }
+            let Some(spec) = &l.docker else { return };
+            match docker.launch(&agent_id, task_id.as_str(), &l.app_id.to_string(), &sandbox, spec).await {
+                Ok(container_id) => {
+                    let started =
+                        Internal::ContainerStarted { task_id: task_id.clone(), container_id: container_id.clone() };
+                    let _ = internal.send(started);
+                    watch_container(docker, internal, task_id, container_id).await;
+                }
+                Err(e) => {
+                    let msg = format!("container launch failed: {e}");
+                    let _ = internal.send(Internal::Exited { task_id, state: TaskState::Failed, message: Some(msg) });
+                }
+            }
+        });
+    }
+
     fn watch(&self, task_id: TaskId, pid: i32, fd: Arc<PidFd>, sandbox: PathBuf) {
         tokio::spawn(watch_exit(self.internal.clone(), task_id, pid, fd, sandbox));
+    }
+}
+
+impl Tracked {
+    fn new(sandbox: PathBuf, kill_grace_ms: u64) -> Tracked {
+        Tracked {
+            sandbox,
+            state: TaskState::Staging,
+            pidfd: None,
+            container: None,
+            kill_grace: std::time::Duration::from_millis(kill_grace_ms),
+            kill_requested: false,
+            terminal: None,
+        }
+    }
+}
+
+/// Waits until a container ends and reports how. Survives a dockerd restart: waiting
+/// is retried for a while before the task is given up as failed.
+async fn watch_container(
+    docker: DockerExecutor,
+    internal: mpsc::UnboundedSender<Internal>,
+    task_id: TaskId,
+    id: String,
+) {
+    let mut delay = std::time::Duration::from_millis(200);
+    let mut last_error = String::new();
+    for _ in 0..12 {
+        match docker.wait(&id).await {
+            Ok(exit) => {
+                let (state, message) = container_exit_state(&exit);
+                let _ = internal.send(Internal::Exited { task_id, state, message: Some(message) });
+                return;
+            }
+            Err(docker::DockerError::NoSuchContainer { .. }) => {
+                last_error = "the container disappeared".into();
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(container = %id, "waiting for the container failed (retrying): {e}");
+                last_error = e.to_string();
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(10));
+            }
+        }
+    }
+    let _ = internal.send(Internal::Exited { task_id, state: TaskState::Failed, message: Some(last_error) });
+}
+
+/// Maps how a container ended to a task state and message (Marathon-style wording).
+pub fn container_exit_state(exit: &docker::ExitInfo) -> (TaskState, String) {
+    if exit.oom_killed {
+        return (TaskState::Failed, "Container was OOM-killed: it went over its memory limit".into());
+    }
+    match (exit.exit_code, &exit.error) {
+        (_, Some(e)) if !e.is_empty() => (TaskState::Failed, format!("Container failed: {e}")),
+        (Some(0), _) => (TaskState::Finished, "Container exited with status 0".into()),
+        (Some(c), _) => (TaskState::Failed, format!("Container exited with status {c}")),
+        (None, _) => (TaskState::Failed, "Container never started".into()),
     }
 }
 

@@ -33,6 +33,9 @@ pub struct LaunchTask {
     pub ports: Vec<u16>,
     /// SIGTERM -> SIGKILL delay when the task is killed.
     pub kill_grace_ms: u64,
+    /// Set for tasks that run as Docker containers (`container.type: DOCKER`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<Box<super::docker::DockerTask>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -143,6 +143,7 @@ pub async fn list(State(st): State<AppState>, params: Params) -> ApiResult<Json<
 
 pub async fn create(State(st): State<AppState>, JsonBody(body): JsonBody) -> ApiResult<Response> {
     let spec = parse_app(body, None)?;
+    st.master.admit(&spec)?;
     let id = spec.id.clone();
     let dep = st.master.write(move |state, now| plans::create_app(state, now, spec)).await?;
     st.master.wake();
@@ -303,6 +304,7 @@ async fn update(st: &AppState, id: PathId, body: Value, partial: bool, must_exis
             };
             (cur.map(|r| r.current.version), spec)
         };
+        st.master.admit(&spec)?;
         let result = st.master.write(move |state, now| plans::put_app(state, now, spec, base)).await;
         match result {
             Err(MasterError::Retry) => continue,

@@ -812,6 +812,18 @@ impl AppSpec {
             if let Some(d) = &c.docker {
                 if d.image.trim().is_empty() {
                     v.push(Violation::new("/container/docker/image", "must not be empty"));
+                } else if let Err(e) = super::docker::check_image(&d.image) {
+                    v.push(Violation::new("/container/docker/image", e));
+                }
+                if let Err(errs) = super::docker::validate_parameters(&d.parameters) {
+                    for (i, e) in errs {
+                        v.push(Violation::new(format!("/container/docker/parameters/{i}"), e));
+                    }
+                }
+                if let Err(errs) = super::docker::validate_volumes(&c.volumes) {
+                    for (i, e) in errs {
+                        v.push(Violation::new(format!("/container/volumes/{i}"), e));
+                    }
                 }
             }
             for (i, vol) in c.volumes.iter().enumerate() {

@@ -18,9 +18,11 @@ pub mod state;
 
 pub use agents::{Connection, Liveness, RemovalLimit};
 
+use crate::agent::docker::{DockerNetwork, DockerPortMapping, DockerTask, DockerVolume};
 use crate::agent::protocol::{FromAgent, LaunchTask, TaskCommand, ToAgent};
-use crate::domain::app::UnreachableStrategy;
+use crate::domain::app::{UnreachableStrategy, VolumeMode};
 use crate::domain::task::{task_environment, Goal};
+use crate::domain::AppSpec;
 use crate::domain::{AgentId, AgentMark, InstanceId, PathId, Resources, Task, TaskId, TaskState, Timestamp, Violation};
 use crate::scheduler::placement::Rejection;
 use crate::scheduler::{place, reconcile_app, AgentCapacity, Backoff, Fairness, LaunchRequest, RolePolicy};
@@ -83,6 +85,8 @@ pub struct QueueInfo {
 pub struct MasterConfig {
     pub liveness: Liveness,
     pub roles: RolePolicy,
+    /// Whether apps may ask for privileged Docker containers (`--allow-privileged`).
+    pub allow_privileged: bool,
 }
 
 pub struct Master {
@@ -94,6 +98,7 @@ pub struct Master {
     inbox_rx: Mutex<Option<mpsc::UnboundedReceiver<(AgentId, FromAgent)>>>,
     liveness: Liveness,
     roles: RolePolicy,
+    allow_privileged: bool,
     /// Monotonic start: agents in the registry get the full ping budget from here to
     /// re-register after a master (re)start.
     started: Instant,
@@ -137,6 +142,7 @@ impl Master {
             inbox_rx: Mutex::new(Some(inbox_rx)),
             liveness: config.liveness,
             roles: config.roles,
+            allow_privileged: config.allow_privileged,
             started: Instant::now(),
             backoffs: Mutex::new(HashMap::new()),
             kills_sent: Mutex::new(HashMap::new()),
@@ -191,6 +197,18 @@ impl Master {
             b.remove(app);
         }
         self.wake();
+    }
+
+    /// Admission policy beyond the definition's own validity: what this cluster allows.
+    pub fn admit(&self, spec: &AppSpec) -> Result<(), MasterError> {
+        let privileged = spec.container.as_ref().and_then(|c| c.docker.as_ref()).is_some_and(|d| d.privileged);
+        if privileged && !self.allow_privileged {
+            return Err(MasterError::Invalid(vec![Violation::new(
+                "/container/docker/privileged",
+                "privileged containers are not allowed: start dromos with --allow-privileged to permit them",
+            )]));
+        }
+        Ok(())
     }
 
     pub fn liveness(&self) -> &Liveness {
@@ -434,13 +452,15 @@ fn plan_tick(
             (None, false) => TaskCommand::Argv(spec.args.clone()),
             (None, true) => TaskCommand::Argv(vec![]),
         };
+        let env = task_environment(&rec.current, &task_id, &agent.hostname, &p.ports);
         out.launches.push((
             agent.id.clone(),
             LaunchTask {
                 task_id: task_id.clone(),
                 app_id: spec.id.clone(),
                 command,
-                env: task_environment(&rec.current, &task_id, &agent.hostname, &p.ports),
+                docker: docker_task(spec, &env, &p.ports).map(Box::new),
+                env,
                 ports: p.ports.clone(),
                 kill_grace_ms: spec.task_kill_grace_period_seconds.unwrap_or(3) * 1000,
             },
@@ -465,6 +485,54 @@ fn plan_tick(
         }
     }
     changes
+}
+
+/// What the agent needs to run a task of a Docker app: the app's container settings
+/// with the host ports placement assigned (in port-mapping order) and the task's
+/// environment.
+fn docker_task(spec: &AppSpec, env: &BTreeMap<String, String>, ports: &[u16]) -> Option<DockerTask> {
+    let c = spec.container.as_ref()?;
+    let d = c.docker.as_ref()?;
+    let network = if spec.is_host_networking() { DockerNetwork::Host } else { DockerNetwork::Bridge };
+    let mut assigned = ports.iter();
+    let port_mappings = match network {
+        DockerNetwork::Bridge => spec
+            .port_mappings()
+            .iter()
+            .filter(|m| m.host_port.is_some())
+            .filter_map(|m| {
+                let host = *assigned.next()?;
+                let container = if m.container_port > 0 { m.container_port as u16 } else { host };
+                Some(DockerPortMapping { host_port: host, container_port: container, protocol: m.protocol.clone() })
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let volumes = c
+        .volumes
+        .iter()
+        .filter_map(|v| {
+            Some(DockerVolume {
+                container_path: v.container_path.clone(),
+                host_path: v.host_path.clone()?,
+                read_only: v.mode == Some(VolumeMode::RO),
+            })
+        })
+        .collect();
+    Some(DockerTask {
+        image: d.image.clone(),
+        force_pull_image: d.force_pull_image,
+        network,
+        port_mappings,
+        volumes,
+        parameters: d.parameters.clone(),
+        privileged: d.privileged,
+        cpus: spec.cpus,
+        mem_mb: spec.mem,
+        cmd: spec.cmd.clone(),
+        args: spec.args.clone(),
+        env: env.clone(),
+    })
 }
 
 /// The writer task: runs queued plans in batches, one transaction per batch.

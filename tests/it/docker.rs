@@ -318,3 +318,91 @@ async fn docker_refuses_absent_images_and_unsafe_specs() {
     assert!(matches!(err, DockerError::InvalidTask(_)), "{err}");
     assert_eq!(dk::count(&ctx.agent_id), 0);
 }
+
+/// The whole path through dromos: a Docker app POSTed to the API runs as a container on
+/// the embedded agent, is reachable through its assigned host port, shows its output in
+/// the task logs, survives `kill -9` of dromos (adopted, not relaunched), reports a
+/// failing container's exit, and is stopped and removed when the app is deleted.
+#[test]
+fn docker_apps_run_through_the_api_and_are_adopted_after_a_crash() {
+    use crate::support::dromos::Dromos;
+    use crate::support::wait_for;
+    use serde_json::json;
+    if !dk::available() {
+        return;
+    }
+    let image = dk::image();
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Dromos::start(dir.path(), &[]);
+    let agents = d.get("/v1/agents");
+    let agent_id = agents["agents"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(agents["agents"][0]["containerizers"], json!(["process", "docker"]));
+    let _cleanup = Cleanup { agent_id: agent_id.clone() };
+    let t = Duration::from_secs(60);
+
+    let app = json!({
+        "id": "/dweb", "instances": 1, "cpus": 0.2, "mem": 32,
+        "cmd": "echo serving; echo hello-from-docker > /tmp/index.html && exec httpd -f -p 8080 -h /tmp",
+        "container": {"type": "DOCKER", "docker": {"image": image},
+                      "portMappings": [{"containerPort": 8080, "hostPort": 0}]},
+        "networks": [{"mode": "container/bridge"}]
+    });
+    let r = d.call("POST", "/v2/apps", Some(&app));
+    assert_eq!(r.status, 201, "{}", r.text);
+    let task = wait_for("the container to run", t, || {
+        let tasks = d.get("/v2/apps/dweb/tasks")["tasks"].as_array().cloned().unwrap_or_default();
+        tasks.into_iter().find(|t| t["state"] == "TASK_RUNNING")
+    });
+    let port = task["ports"][0].as_u64().unwrap();
+    let url = format!("http://127.0.0.1:{port}/");
+    let body = wait_for("the container to answer on its host port", t, || {
+        ureq::get(&url).call().ok().and_then(|r| r.into_string().ok())
+    });
+    assert_eq!(body.trim(), "hello-from-docker");
+    let task_id = task["id"].as_str().unwrap().to_string();
+    let name = format!("dromos-{task_id}");
+    assert_eq!(dk::inspect(&name, "{{.HostConfig.NanoCpus}}"), "200000000");
+    let logs_path = format!("/v2/apps/dweb/tasks/{task_id}/logs?stream=stdout");
+    wait_for("stdout in the task logs", t, || d.call("GET", &logs_path, None).text.contains("serving").then_some(()));
+    let container_id = dk::inspect(&name, "{{.Id}}");
+
+    // Crash dromos: the container keeps running and is adopted, not started again.
+    d.restart();
+    wait_for("the same task running after restart", t, || {
+        let tasks = d.get("/v2/apps/dweb/tasks")["tasks"].as_array().cloned().unwrap_or_default();
+        (tasks.len() == 1 && tasks[0]["id"] == task_id.as_str() && tasks[0]["state"] == "TASK_RUNNING").then_some(())
+    });
+    assert_eq!(dk::inspect(&name, "{{.Id}}"), container_id);
+    assert_eq!(dk::inspect(&name, "{{.RestartCount}}"), "0");
+    assert_eq!(dk::count(&agent_id), 1);
+
+    // Privileged containers need --allow-privileged; bad parameters are named by path.
+    let mut privileged = app.clone();
+    privileged["id"] = json!("/priv");
+    privileged["container"]["docker"]["privileged"] = json!(true);
+    let r = d.call("POST", "/v2/apps", Some(&privileged));
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("/container/docker/privileged"), "{}", r.text);
+    let mut bad = app.clone();
+    bad["id"] = json!("/bad");
+    bad["container"]["docker"]["parameters"] = json!([{"key": "cap-add", "value": "SYS_ADMIN"}]);
+    let r = d.call("POST", "/v2/apps", Some(&bad));
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("/container/docker/parameters/0"), "{}", r.text);
+
+    // A failing container reports its exit status as the app's last task failure.
+    let failing = json!({"id": "/dfail", "cmd": "exit 3", "cpus": 0.1, "mem": 16,
+        "container": {"type": "DOCKER", "docker": {"image": image}}});
+    assert_eq!(d.call("POST", "/v2/apps", Some(&failing)).status, 201);
+    let failure = wait_for("the failure to be recorded", t, || {
+        let f = d.app("/dfail")["lastTaskFailure"].clone();
+        (!f.is_null()).then_some(f)
+    });
+    assert_eq!(failure["state"], "TASK_FAILED");
+    assert!(failure["message"].as_str().unwrap().contains("status 3"), "{failure}");
+    assert_eq!(d.call("DELETE", "/v2/apps/dfail", None).status, 200);
+
+    // Deleting the app stops the container; once acknowledged, it is removed.
+    assert_eq!(d.call("DELETE", "/v2/apps/dweb", None).status, 200);
+    wait_for("no containers left", t, || (dk::count(&agent_id) == 0).then_some(()));
+}
