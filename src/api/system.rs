@@ -56,6 +56,16 @@ pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
         "# HELP dromos_agents Agents known.\n# TYPE dromos_agents gauge\ndromos_agents {}",
         state.agents.len()
     );
+    let unreachable = state.agents.values().filter(|a| a.mark == crate::domain::AgentMark::Unreachable).count();
+    let _ = writeln!(
+        out,
+        "# HELP dromos_agents_unreachable Agents marked unreachable.\n# TYPE dromos_agents_unreachable gauge\ndromos_agents_unreachable {unreachable}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP dromos_agents_removal_held_back Agents past their ping budget that the removal rate limit holds back (a partition?).\n# TYPE dromos_agents_removal_held_back gauge\ndromos_agents_removal_held_back {}",
+        st.master.held_back_agents()
+    );
     let _ = writeln!(out, "# HELP dromos_tasks Tasks by state.\n# TYPE dromos_tasks gauge");
     for s in [TaskState::Staging, TaskState::Starting, TaskState::Running, TaskState::Killing, TaskState::Unreachable] {
         let n = state.tasks.values().filter(|t| t.state == s).count();

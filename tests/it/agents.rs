@@ -138,6 +138,7 @@ fn a_partitioned_agent_is_replaced_and_the_surplus_killed_when_it_returns() {
     // replacement runs on a2 (unreachableStrategy 0/0: replace at once).
     a1.pause();
     wait_for("a1 unreachable", T, || (agents_by_id(&d)[&a1.id]["state"] == "unreachable").then_some(()));
+    assert!(d.call("GET", "/metrics", None).text.contains("dromos_agents_unreachable 1"));
     wait_for("replacement on a2", T, || {
         let r = running(&d, "/sleepy");
         (r.len() == 2 && r.values().all(|h| h == "127.0.0.2")).then_some(())
