@@ -2,14 +2,19 @@
 //!
 //! Crate map (DESIGN.md has the full picture; dependencies point up this list):
 //!
-//! - [`domain`]: pure types and invariants (ids, app definitions, tasks, agents).
-//! - [`scheduler`]: the functional core: reconcile, placement, backoff. Pure.
+//! - [`domain`]: pure types and invariants (ids, app definitions, tasks, agents,
+//!   resources and roles, Docker option rules).
+//! - [`scheduler`]: the functional core: reconcile, placement, DRF between roles,
+//!   backoff. Pure.
 //! - [`store`]: the only module with SQL (SQLite or PostgreSQL).
-//! - [`master`]: the imperative shell: single write path, scheduler loop, agent messages.
-//! - [`agent`]: runs tasks as supervised processes, checkpoints and recovers them.
-//! - [`api`]: the axum HTTP API (Marathon `/v2`, `/ping`, `/metrics`).
+//! - [`master`]: the imperative shell: single write path, scheduler loop, agent links,
+//!   liveness and agent messages.
+//! - [`agent`]: runs tasks as supervised processes or Docker containers, checkpoints
+//!   and recovers them; the link to a remote master.
+//! - [`api`]: the axum HTTP API (Marathon `/v2`, `/v1/agents`, the agent stream,
+//!   `/ping`, `/metrics`).
 //! - [`config`]: flags > `DROMOS_*` env > config file > defaults.
-//! - [`server`]: wiring for `dromos serve`.
+//! - [`server`]: wiring for `dromos serve` and `dromos agent`.
 
 pub mod agent;
 pub mod api;
