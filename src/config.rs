@@ -274,9 +274,13 @@ fn parse_role_policy(weights: &[String], quotas: &[String]) -> Result<RolePolicy
     Ok(p)
 }
 
-/// An agent's resources: what `spec` names, the rest detected (cpus, mem, disk of
-/// `dir`, ports 31000-32000), all unreserved.
-pub fn agent_resources(spec: Option<&str>, dir: &Path, fallback: Resources) -> Result<AgentResources, ConfigError> {
+/// An agent's resources: what `spec` names, the rest from `fallback` (detected or set
+/// by other flags), unreserved.
+pub fn agent_resources(
+    spec: Option<&str>,
+    fallback: Resources,
+    fallback_ports: Vec<PortRange>,
+) -> Result<AgentResources, ConfigError> {
     let mut res = match spec {
         Some(s) => parse_resources(s)?,
         None => AgentResources::default(),
@@ -292,10 +296,10 @@ pub fn agent_resources(spec: Option<&str>, dir: &Path, fallback: Resources) -> R
         star.scalars.mem = fallback.mem;
     }
     if !named("disk") {
-        star.scalars.disk = if fallback.disk > 0.0 { fallback.disk } else { free_disk_mb(dir) };
+        star.scalars.disk = fallback.disk;
     }
     if !named("ports") {
-        star.ports = vec![PortRange::new(31000, 32000)];
+        star.ports = fallback_ports;
     }
     Ok(res)
 }
@@ -321,12 +325,13 @@ impl AgentSettings {
             return Err(ConfigError::Setting("--master", a.master, "give the master's URL, e.g. http://10.0.0.1:8080"));
         }
         let work_dir = a.work_dir.unwrap_or_else(|| PathBuf::from("dromos-agent"));
-        let fallback = Resources::new(detected_cpus(), detected_mem_mb(), 0.0, 0.0);
         let dir = if work_dir.exists() { work_dir.as_path() } else { Path::new(".") };
+        let fallback = Resources::new(detected_cpus(), detected_mem_mb(), free_disk_mb(dir), 0.0);
+        let ports = vec![PortRange::new(31000, 32000)];
         Ok(AgentSettings {
             masters,
             token,
-            resources: agent_resources(a.resources.as_deref(), dir, fallback)?,
+            resources: agent_resources(a.resources.as_deref(), fallback, ports)?,
             attributes: a.attributes.as_deref().map(parse_attributes).transpose()?.unwrap_or_default(),
             hostname: a.hostname.unwrap_or_else(machine_hostname),
             work_dir,
@@ -417,11 +422,7 @@ impl Config {
         let dir = if data_dir.exists() { data_dir.clone() } else { PathBuf::from(".") };
         let disk = args.agent_disk.or(file.agent_disk).unwrap_or_else(|| free_disk_mb(&dir));
         let spec = args.agent_resources.or(file.agent_resources);
-        let mut resources = agent_resources(spec.as_deref(), &dir, Resources::new(cpus, mem, disk, 0.0))?;
-        let ports_named = spec.as_deref().is_some_and(|s| s.contains("ports"));
-        if !ports_named {
-            resources.pools.entry(UNRESERVED.to_string()).or_default().ports = agent_ports;
-        }
+        let resources = agent_resources(spec.as_deref(), Resources::new(cpus, mem, disk, 0.0), agent_ports)?;
         let attributes =
             args.agent_attributes.or(file.agent_attributes).as_deref().map(parse_attributes).transpose()?;
         let defaults = Liveness::default();

@@ -9,7 +9,7 @@
 use super::error::ApiError;
 use super::AppState;
 use crate::agent::protocol::{FromAgent, PROTOCOL_VERSION};
-use crate::domain::resources::{Pool, Resources, UNRESERVED};
+use crate::domain::resources::{ports_text, Pool, Resources, UNRESERVED};
 use crate::domain::{AgentId, AgentMark, AgentRecord};
 use crate::master::state::State as MasterState;
 use crate::master::{Connection, Master};
@@ -158,8 +158,7 @@ fn scalars_json(r: &Resources) -> serde_json::Map<String, Value> {
 
 fn pool_json(p: &Pool) -> Value {
     let mut m = scalars_json(&p.scalars);
-    let ranges: Vec<String> = p.ports.iter().map(|r| format!("{}-{}", r.begin, r.end)).collect();
-    m.insert("ports".into(), json!(format!("[{}]", ranges.join(","))));
+    m.insert("ports".into(), json!(ports_text(&p.ports)));
     for (k, v) in &p.other {
         m.insert(k.clone(), json!(v.to_string()));
     }
@@ -184,8 +183,7 @@ pub fn agent_json(state: &MasterState, master: &Master, rec: &AgentRecord) -> Va
     };
     let total = info.resources.total();
     let mut total_json = scalars_json(&total);
-    let ports: Vec<String> = info.resources.all_ports().iter().map(|r| format!("{}-{}", r.begin, r.end)).collect();
-    total_json.insert("ports".into(), json!(format!("[{}]", ports.join(","))));
+    total_json.insert("ports".into(), json!(ports_text(&info.resources.all_ports())));
     let reserved: serde_json::Map<String, Value> = info
         .resources
         .pools

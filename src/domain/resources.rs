@@ -117,6 +117,12 @@ impl PortRange {
     }
 }
 
+/// Port ranges as Mesos prints them: `[31000-32000,33000-33100]`.
+pub fn ports_text(ranges: &[PortRange]) -> String {
+    let parts: Vec<String> = ranges.iter().map(|r| format!("{}-{}", r.begin, r.end)).collect();
+    format!("[{}]", parts.join(","))
+}
+
 /// A general range (custom range resources and range attributes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Range {

@@ -197,7 +197,7 @@ impl Master {
     pub async fn check_liveness(&self) -> Result<(), MasterError> {
         let budget = self.liveness.budget();
         let now_i = Instant::now();
-        let overdue: Vec<AgentId> = {
+        let (overdue, total) = {
             let st = self.state.read().await;
             let l = self.links();
             for link in l.links.values().filter(|l| !l.local) {
@@ -214,9 +214,8 @@ impl Master {
                 })
                 .collect();
             overdue.sort();
-            overdue.into_iter().map(|(_, id)| id).collect()
+            (overdue.into_iter().map(|(_, id)| id).collect::<Vec<AgentId>>(), st.agents.len())
         };
-        let total = self.state.read().await.agents.len();
         let marked: Vec<AgentId> = {
             let mut l = self.links();
             let limit = self.liveness.removal_limit;

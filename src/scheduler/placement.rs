@@ -92,6 +92,8 @@ impl PortPool {
         self.index_of(port).is_some_and(|i| !self.is_used(i))
     }
 
+    /// Takes a free port, searching on from the last one handed out, so a port just
+    /// released is reused last.
     pub fn next_free(&mut self) -> Option<u16> {
         if self.free == 0 {
             return None;
@@ -110,25 +112,6 @@ impl PortPool {
             }
             i = (i + 1) % self.total;
         }
-    }
-
-    /// Allocates one port per request entry: `Some(p)` must be exactly `p`, `None` any
-    /// free port. All or nothing.
-    pub fn allocate(&mut self, wanted: &[Option<u16>]) -> Option<Vec<u16>> {
-        let dynamic = wanted.iter().filter(|w| w.is_none()).count();
-        let fixed_ok = wanted.iter().flatten().all(|p| self.is_free(*p));
-        let distinct_fixed = {
-            let mut f: Vec<u16> = wanted.iter().flatten().copied().collect();
-            f.sort_unstable();
-            f.windows(2).all(|w| w[0] != w[1])
-        };
-        if !fixed_ok || !distinct_fixed || self.free < wanted.len() || dynamic > self.free {
-            return None;
-        }
-        for p in wanted.iter().flatten() {
-            self.mark_used(*p);
-        }
-        Some(wanted.iter().map(|w| w.unwrap_or_else(|| self.next_free().expect("free count checked above"))).collect())
     }
 }
 
@@ -333,11 +316,21 @@ pub fn place(
     fairness: &mut Fairness,
 ) -> PlacementResult {
     let mut out = PlacementResult::default();
+    // What each task of a request needs, worked out once per request.
+    let shapes: Vec<TaskShape> = requests
+        .iter()
+        .map(|r| TaskShape {
+            need: r.app.task_resources(),
+            roles: ordered_roles(&r.app.accepted_roles()),
+            ports: r.app.requested_host_ports(),
+        })
+        .collect();
     let mut turns = fairness.turns(requests);
     while let Some(ri) = turns.next_request() {
         let req = &requests[ri];
         let role = req.app.role();
-        let need = req.app.task_resources();
+        let shape = &shapes[ri];
+        let need = shape.need;
         let remaining = req.count - turns.placed_of(ri);
         if !fairness.allows(role, &need) {
             let why = BTreeMap::from([(Rejection::RoleQuotaExceeded, 1)]);
@@ -345,7 +338,7 @@ pub fn place(
             turns.finish(ri, fairness);
             continue;
         }
-        match place_one(agents, req.app, &need, cursor) {
+        match place_one(agents, req.app, shape, cursor) {
             Ok((agent, ports)) => {
                 out.placed.push(Placement { request: ri, agent, ports });
                 fairness.charge(role, &need);
@@ -361,25 +354,32 @@ pub fn place(
     out
 }
 
+/// What one task of a request needs from an agent.
+struct TaskShape<'a> {
+    need: Resources,
+    /// Accepted roles, the app's own reservation first.
+    roles: Vec<&'a str>,
+    /// One entry per host port: `Some(p)` exactly `p`, `None` any.
+    ports: Vec<Option<u16>>,
+}
+
 /// Finds an agent for one task of `app`, round-robin from `cursor`.
 fn place_one(
     agents: &mut [AgentCapacity],
     app: &AppSpec,
-    need: &Resources,
+    shape: &TaskShape,
     cursor: &mut usize,
 ) -> Result<(usize, Vec<u16>), BTreeMap<Rejection, u32>> {
     let mut reasons: BTreeMap<Rejection, u32> = BTreeMap::new();
     let n = agents.len();
-    let roles = ordered_roles(&app.accepted_roles());
-    let wanted = app.requested_host_ports();
     for step in 0..n {
         let ai = (*cursor + step) % n;
         let agent = &mut agents[ai];
-        if let Some(r) = agent.rejects(app, need, &roles, wanted.len()) {
+        if let Some(r) = agent.rejects(app, &shape.need, &shape.roles, shape.ports.len()) {
             *reasons.entry(r).or_default() += 1;
             continue;
         }
-        match agent.take(need, &roles, &wanted) {
+        match agent.take(&shape.need, &shape.roles, &shape.ports) {
             Some(ports) => {
                 *cursor = (ai + 1) % n;
                 return Ok((ai, ports));
@@ -526,12 +526,12 @@ mod tests {
     #[test]
     fn port_pool_reuses_released_ports_last() {
         let mut p = PortPool::new(&[PortRange::new(100, 102), PortRange::new(200, 200)]);
-        assert_eq!(p.allocate(&[None, None]), Some(vec![100, 101]));
+        assert_eq!([p.next_free(), p.next_free()], [Some(100), Some(101)]);
         p.release(100);
-        assert_eq!(p.allocate(&[None]), Some(vec![102]));
-        assert_eq!(p.allocate(&[None]), Some(vec![200]));
-        assert_eq!(p.allocate(&[None]), Some(vec![100]));
-        assert_eq!(p.allocate(&[None]), None);
+        assert_eq!(p.next_free(), Some(102));
+        assert_eq!(p.next_free(), Some(200));
+        assert_eq!(p.next_free(), Some(100));
+        assert_eq!(p.next_free(), None);
         assert_eq!(p.free(), 0);
     }
 }
