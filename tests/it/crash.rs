@@ -10,13 +10,18 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 
+/// Deploys `n` tiny `sleep` tasks as app `id` and waits until they all run.
+fn run_sleepers(d: &Dromos, id: &str, n: u32) {
+    let app = json!({"id": id, "cmd": "exec sleep 1000", "instances": n, "cpus": 0.01, "mem": 4});
+    assert_eq!(d.call("POST", "/v2/apps", Some(&app)).status, 201);
+    wait_for(&format!("{n} running"), T, || (d.app(id)["tasksRunning"] == n).then_some(()));
+}
+
 #[test]
 fn kill_9_mid_scale_then_restart_adopts_without_duplicates() {
     let dir = tempfile::tempdir().unwrap();
     let mut d = Dromos::start(dir.path(), &[]);
-    let app = json!({"id": "/sleepers", "cmd": "exec sleep 1000", "instances": 5, "cpus": 0.01, "mem": 4});
-    assert_eq!(d.call("POST", "/v2/apps", Some(&app)).status, 201);
-    wait_for("5 running", T, || (d.app("/sleepers")["tasksRunning"] == 5).then_some(()));
+    run_sleepers(&d, "/sleepers", 5);
     let version_before = d.app("/sleepers")["version"].clone();
 
     // Scale to 40 and crash while the launches are under way.
@@ -61,9 +66,7 @@ fn kill_9_mid_scale_then_restart_adopts_without_duplicates() {
 fn tasks_that_died_while_dromos_was_down_are_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let mut d = Dromos::start(dir.path(), &[]);
-    let app = json!({"id": "/fragile", "cmd": "exec sleep 1000", "instances": 3, "cpus": 0.01, "mem": 4});
-    assert_eq!(d.call("POST", "/v2/apps", Some(&app)).status, 201);
-    wait_for("3 running", T, || (d.app("/fragile")["tasksRunning"] == 3).then_some(()));
+    run_sleepers(&d, "/fragile", 3);
     d.kill9();
     let (dead_id, _, dead_pid) = d.live_sandboxes()[0].clone();
     // SAFETY: a signal to the task's process group, which this test started.

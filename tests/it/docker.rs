@@ -21,15 +21,13 @@ struct Ctx {
 }
 
 impl Ctx {
-    async fn new() -> Option<Ctx> {
-        if !dk::available() {
-            return None;
-        }
+    async fn new() -> Ctx {
+        dk::require();
         tokio::task::spawn_blocking(dk::image).await.unwrap();
         let agent_id = format!("it-agent-{}", uuid::Uuid::new_v4());
         let cleanup = Cleanup { agent_id: agent_id.clone() };
         let exec = DockerExecutor::connect().await.expect("connect to the local Docker daemon");
-        Some(Ctx { exec, agent_id, dir: tempfile::tempdir().unwrap(), _cleanup: cleanup })
+        Ctx { exec, agent_id, dir: tempfile::tempdir().unwrap(), _cleanup: cleanup }
     }
 
     /// A fresh task id and its sandbox directory.
@@ -67,7 +65,7 @@ async fn eventually<R>(what: &str, timeout: Duration, mut f: impl FnMut() -> Opt
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_httpd_serves_through_the_host_port_and_logs_reach_the_sandbox() {
-    let Some(ctx) = Ctx::new().await else { return };
+    let ctx = Ctx::new().await;
     let (task_id, sandbox) = ctx.task("it_http");
     let port = dk::free_port();
     let task = DockerTask {
@@ -112,7 +110,7 @@ async fn docker_httpd_serves_through_the_host_port_and_logs_reach_the_sandbox() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_log_copy_resumes_after_a_restart_without_duplicates() {
-    let Some(ctx) = Ctx::new().await else { return };
+    let ctx = Ctx::new().await;
     let (task_id, sandbox) = ctx.task("it_logs");
     let id = ctx.launch(&task_id, &sandbox, &shell("for i in $(seq 1 20); do echo out$i; echo err$i >&2; done")).await;
     ctx.exec.wait(&id).await.unwrap();
@@ -152,7 +150,7 @@ fn timestamp_of_line(id: &str, line: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_exit_code_is_reported_also_after_the_end() {
-    let Some(ctx) = Ctx::new().await else { return };
+    let ctx = Ctx::new().await;
     let (task_id, sandbox) = ctx.task("it_exit");
     let id = ctx.launch(&task_id, &sandbox, &shell("echo bye; exit 3")).await;
     let exit = ctx.exec.wait(&id).await.unwrap();
@@ -167,7 +165,7 @@ async fn docker_exit_code_is_reported_also_after_the_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_memory_hog_is_oom_killed() {
-    let Some(ctx) = Ctx::new().await else { return };
+    let ctx = Ctx::new().await;
     let (task_id, sandbox) = ctx.task("it_oom");
     // The shell keeps the 64 MB command output in memory: far beyond 16 MB. (A whole CPU:
     // throttled, reading that much takes long; `| tail` as the hog thrashes before the kill.)
@@ -182,7 +180,7 @@ async fn docker_memory_hog_is_oom_killed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_stop_honours_the_grace_period() {
-    let Some(ctx) = Ctx::new().await else { return };
+    let ctx = Ctx::new().await;
     let (polite_id, polite_box) = ctx.task("it_stop_polite");
     let (stubborn_id, stubborn_box) = ctx.task("it_stop_stubborn");
     let loop_ = "echo ready; while true; do sleep 0.1; done";
@@ -211,7 +209,7 @@ async fn docker_stop_honours_the_grace_period() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_recovery_lists_by_agent_and_relaunch_reuses_the_container() {
-    let Some(ctx) = Ctx::new().await else { return };
+    let ctx = Ctx::new().await;
     let (task_id, sandbox) = ctx.task("it_recover");
     let task = shell("echo once; exec sleep 300");
     let id = ctx.launch(&task_id, &sandbox, &task).await;
@@ -249,7 +247,7 @@ async fn docker_recovery_lists_by_agent_and_relaunch_reuses_the_container() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_read_only_bind_and_resource_limits() {
-    let Some(ctx) = Ctx::new().await else { return };
+    let ctx = Ctx::new().await;
     let (task_id, sandbox) = ctx.task("it_bind");
     let host = tempfile::tempdir().unwrap();
     std::fs::write(host.path().join("greeting.txt"), "from the host\n").unwrap();
@@ -280,7 +278,7 @@ async fn docker_read_only_bind_and_resource_limits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_refuses_absent_images_and_unsafe_specs() {
-    let Some(ctx) = Ctx::new().await else { return };
+    let ctx = Ctx::new().await;
     let (task_id, sandbox) = ctx.task("it_refuse");
     let absent = DockerTask { image: "dromos-absent-image:1".into(), ..shell("true") };
     let err = ctx.exec.launch(&ctx.agent_id, &task_id, "/it/app", &sandbox, &absent).await.unwrap_err();
@@ -328,9 +326,7 @@ fn docker_apps_run_through_the_api_and_are_adopted_after_a_crash() {
     use crate::support::dromos::Dromos;
     use crate::support::wait_for;
     use serde_json::json;
-    if !dk::available() {
-        return;
-    }
+    dk::require();
     let image = dk::image();
     let dir = tempfile::tempdir().unwrap();
     let mut d = Dromos::start(dir.path(), &[]);

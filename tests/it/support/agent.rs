@@ -1,10 +1,8 @@
 //! A real `dromos agent` process with its own work dir, host address and port range,
 //! connected to a test's master. Stop it with SIGSTOP to simulate a partition.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Child;
 
 pub struct Agent {
     child: Option<Child>,
@@ -43,22 +41,8 @@ impl Agent {
     }
 
     fn spawn(&mut self) {
-        let mut child = Command::new(super::dromos::exe())
-            .args(&self.args)
-            .env("DROMOS_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start dromos agent");
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(out).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30)).expect("the agent did not start");
-        let id = line.trim().strip_prefix("dromos agent ").and_then(|r| r.strip_suffix(" running"));
+        let (child, line) = super::spawn_dromos(&self.args);
+        let id = line.strip_prefix("dromos agent ").and_then(|r| r.strip_suffix(" running"));
         self.id = id.unwrap_or_else(|| panic!("unexpected first line: {line:?}")).to_string();
         self.child = Some(child);
     }

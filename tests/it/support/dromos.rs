@@ -2,10 +2,8 @@
 
 use super::http::{request, Resp};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Child;
 
 pub struct Dromos {
     child: Option<Child>,
@@ -42,28 +40,16 @@ impl Dromos {
     }
 
     fn spawn(&mut self) {
-        let mut child = Command::new(exe())
-            .args(["serve", "--listen", "127.0.0.1:0", "--agent-ports", &self.ports, "--hostname", "127.0.0.1"])
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .args(&self.extra)
-            .env("DROMOS_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start dromos");
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(out).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30)).expect("dromos did not report its address");
-        let url = line
-            .trim()
-            .strip_prefix("dromos listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+        let mut args: Vec<String> =
+            ["serve", "--listen", "127.0.0.1:0", "--agent-ports", &self.ports, "--hostname", "127.0.0.1", "--data-dir"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        args.push(self.data_dir.to_string_lossy().to_string());
+        args.extend(self.extra.iter().cloned());
+        let (child, line) = super::spawn_dromos(&args);
+        let url =
+            line.strip_prefix("dromos listening on ").unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
         self.url = url.to_string();
         self.child = Some(child);
     }

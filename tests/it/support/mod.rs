@@ -8,7 +8,9 @@ pub mod http;
 pub mod postgres;
 
 use serde_json::Value;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
@@ -18,6 +20,27 @@ use std::time::{Duration, Instant};
 pub fn port_block() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     21000 + (NEXT.fetch_add(1, Ordering::SeqCst) % 110) * 100
+}
+
+/// Starts `dromos <args>` (logging warnings to the test's stderr) and returns the
+/// process with the first line it printed on stdout (its address, or its agent id).
+pub fn spawn_dromos(args: &[String]) -> (Child, String) {
+    let mut child = Command::new(dromos::exe())
+        .args(args)
+        .env("DROMOS_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start dromos");
+    let out = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(out).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("dromos {args:?} did not start"));
+    (child, line.trim().to_string())
 }
 
 /// Sandboxes under an agent dir whose supervisor is alive: (task id, supervisor pid,
