@@ -60,6 +60,13 @@ pub struct SuperviseArgs {
     pub sandbox: PathBuf,
     #[arg(long, default_value_t = 3000)]
     pub grace_ms: u64,
+    /// The agent that started the task: lets a restarted agent whose directory was
+    /// wiped tell the master whose tasks it found (see agent::leftovers).
+    #[arg(long)]
+    pub agent_id: Option<String>,
+    /// A cgroup directory to run the task in (repeated: one per hierarchy).
+    #[arg(long)]
+    pub cgroup: Vec<PathBuf>,
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
 }

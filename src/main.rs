@@ -7,9 +7,12 @@ use std::time::Duration;
 fn main() {
     let cli = Cli::parse();
     match cli.command {
-        Command::Supervise(a) => {
-            dromos::agent::supervisor::run(a.sandbox, Duration::from_millis(a.grace_ms), a.command)
-        }
+        Command::Supervise(a) => dromos::agent::supervisor::run(dromos::agent::supervisor::Supervise {
+            sandbox: a.sandbox,
+            grace: Duration::from_millis(a.grace_ms),
+            cgroups: a.cgroup,
+            argv: a.command,
+        }),
         Command::Serve(args) => {
             let config = Config::resolve(*args).unwrap_or_else(|e| exit(2, &e.to_string()));
             run(dromos::server::run(config));

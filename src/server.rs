@@ -50,6 +50,7 @@ pub async fn run(mut config: Config) -> boxed::Result<()> {
             resources,
             attributes,
             docker: connect_docker().await,
+            cgroups: detect_cgroups(),
         };
         let (agent_id, agent_tx) = agent::start(agent_cfg, master.inbox()).await?;
         master.attach_local_agent(agent_id, agent_tx);
@@ -84,6 +85,7 @@ pub async fn run_agent(settings: AgentSettings) -> boxed::Result<()> {
         resources: settings.resources.clone(),
         attributes: settings.attributes.clone(),
         docker: connect_docker().await,
+        cgroups: detect_cgroups(),
     };
     let (out_tx, out_rx) = tokio::sync::mpsc::unbounded_channel();
     let (id, commands) = agent::start(cfg, out_tx).await?;
@@ -107,6 +109,20 @@ async fn connect_docker() -> Option<crate::agent::docker::DockerExecutor> {
         }
         Err(e) => {
             tracing::info!("no Docker engine ({e}): this agent runs process tasks only");
+            None
+        }
+    }
+}
+
+/// A cgroup hierarchy for the limits of process tasks, if this machine lets us use one.
+fn detect_cgroups() -> Option<crate::agent::cgroups::Cgroups> {
+    match crate::agent::cgroups::Cgroups::detect() {
+        Ok(cg) => {
+            tracing::info!("process tasks get cpu and memory limits through {}", cg.describe());
+            Some(cg)
+        }
+        Err(e) => {
+            tracing::warn!("process tasks run WITHOUT cpu and memory limits: {e}");
             None
         }
     }

@@ -21,6 +21,7 @@
 //! container itself lives under dockerd, labelled with the agent and task ids, so a
 //! restarted agent finds it again by label. Their `exit.json` is Docker's own record.
 
+pub mod cgroups;
 pub mod docker;
 pub mod link;
 pub mod process;
@@ -53,6 +54,8 @@ pub struct AgentConfig {
     pub attributes: BTreeMap<String, Value>,
     /// The local Docker engine, when there is one: Docker apps can run here.
     pub docker: Option<DockerExecutor>,
+    /// Where process tasks get their cpu and memory limits; `None`: they run without.
+    pub cgroups: Option<cgroups::Cgroups>,
 }
 
 /// How long the sandbox (logs) of an ended, acknowledged task is kept.
@@ -126,6 +129,9 @@ pub fn gc_sandboxes(agent_dir: &Path, keep: std::time::Duration) -> usize {
 pub fn exit_state(rec: &ExitRecord) -> (TaskState, String) {
     if let Some(e) = &rec.error {
         return (TaskState::Failed, e.clone());
+    }
+    if rec.oom_killed {
+        return (TaskState::Failed, "Command was OOM-killed: it went over its memory limit".into());
     }
     let how = match (rec.exit_code, rec.signal) {
         (Some(c), _) => format!("Command exited with status {c}"),
@@ -393,6 +399,11 @@ impl Agent {
                 if let Some(t) = self.tasks.get(&task_id) {
                     if t.terminal.as_ref().is_some_and(|s| s.state == state) {
                         let _ = std::fs::write(t.sandbox.join("acked"), b"");
+                        if let Some(cg) = &self.cfg.cgroups {
+                            // Normally gone with its supervisor; not so if that was killed.
+                            let dirs = cg.task_dirs(task_id.as_str());
+                            tokio::task::spawn_blocking(move || cgroups::remove(&dirs));
+                        }
                         if let (Some(c), Some(d)) = (t.container.clone(), self.cfg.docker.clone()) {
                             tokio::spawn(async move { d.remove(&c).await });
                         }
@@ -457,12 +468,16 @@ impl Agent {
         if l.docker.is_some() {
             return self.launch_container(l, sandbox);
         }
-        let exe = self.cfg.supervisor_exe.clone();
+        let how = SupervisorLaunch {
+            exe: self.cfg.supervisor_exe.clone(),
+            agent_id: self.id.clone(),
+            cgroups: self.cfg.cgroups.clone(),
+        };
         let internal = self.internal.clone();
         tokio::spawn(async move {
             let task_id = l.task_id.clone();
             let sb = sandbox.clone();
-            let started = tokio::task::spawn_blocking(move || spawn_supervisor(&exe, &sb, &l)).await;
+            let started = tokio::task::spawn_blocking(move || spawn_supervisor(&how, &sb, &l)).await;
             match started {
                 Ok(Ok((pid, fd, running))) => {
                     let fd = Arc::new(fd);
@@ -618,24 +633,42 @@ async fn watch_exit(
     let _ = internal.send(Internal::Exited { task_id, state, message: Some(message) });
 }
 
-/// Writes the launch checkpoint and starts the supervisor; waits until it reports that
-/// the task process exists (true) or could not be started (false). Blocking: runs on
-/// the blocking pool.
-fn spawn_supervisor(exe: &Path, sandbox: &Path, l: &LaunchTask) -> std::io::Result<(i32, PidFd, bool)> {
+/// What every supervisor this agent starts has in common.
+struct SupervisorLaunch {
+    exe: PathBuf,
+    agent_id: AgentId,
+    cgroups: Option<cgroups::Cgroups>,
+}
+
+/// Writes the launch checkpoint, makes the task's cgroup, and starts the supervisor;
+/// waits until it reports that the task process exists (true) or could not be started
+/// (false). Blocking: runs on the blocking pool.
+fn spawn_supervisor(how: &SupervisorLaunch, sandbox: &Path, l: &LaunchTask) -> std::io::Result<(i32, PidFd, bool)> {
     std::fs::create_dir_all(sandbox)?;
     write_atomic(&sandbox.join("task.json"), &serde_json::to_vec(l).map_err(std::io::Error::other)?)?;
     let argv: Vec<String> = match &l.command {
         TaskCommand::Shell(cmd) => vec!["/bin/sh".into(), "-c".into(), cmd.clone()],
         TaskCommand::Argv(a) => a.clone(),
     };
-    let mut cmd = Command::new(exe);
+    let limits = cgroups::Limits { cpus: l.cpus, mem_mb: l.mem_mb };
+    let cgroup_dirs = match &how.cgroups {
+        Some(cg) => cg
+            .create_task(l.task_id.as_str(), limits)
+            .map_err(|e| std::io::Error::other(format!("cannot create the task's cgroup ({}): {e}", cg.describe())))?,
+        None => Vec::new(),
+    };
+    let mut cmd = Command::new(&how.exe);
     cmd.arg("supervise")
         .arg("--sandbox")
         .arg(sandbox)
         .arg("--grace-ms")
         .arg(l.kill_grace_ms.to_string())
-        .arg("--")
-        .args(&argv);
+        .arg("--agent-id")
+        .arg(&how.agent_id.0);
+    for d in &cgroup_dirs {
+        cmd.arg("--cgroup").arg(d);
+    }
+    cmd.arg("--").args(&argv);
     // The agent's own settings (above all DROMOS_AUTH_TOKEN) are not the task's business.
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("DROMOS_") {

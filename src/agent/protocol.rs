@@ -33,6 +33,12 @@ pub struct LaunchTask {
     pub ports: Vec<u16>,
     /// SIGTERM -> SIGKILL delay when the task is killed.
     pub kill_grace_ms: u64,
+    /// The task's cpu and memory limits (0: none), applied through cgroups to process
+    /// tasks (Docker tasks carry theirs in `docker`).
+    #[serde(default)]
+    pub cpus: f64,
+    #[serde(default)]
+    pub mem_mb: f64,
     /// Set for tasks that run as Docker containers (`container.type: DOCKER`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker: Option<Box<super::docker::DockerTask>>,

@@ -3,17 +3,21 @@
 //!
 //! 1. leaves the agent's session (`setsid`), so it outlives an agent crash or restart;
 //! 2. records itself in `supervisor.json` in the sandbox (pid + start time);
-//! 3. starts the task in its own process group with stdout/stderr in the sandbox;
+//! 3. starts the task in its own process group with stdout/stderr in the sandbox, inside
+//!    the task's cgroup when the agent made one ([`super::cgroups`]);
 //! 4. on SIGTERM (a kill), sends SIGTERM to the task's group and SIGKILL after the grace
 //!    period; when the task ends, kills whatever is left of its group;
-//! 5. records how the task ended in `exit.json`, then exits.
+//! 5. records how the task ended in `exit.json` (OOM kills included), removes the
+//!    task's cgroup, then exits.
 //!
 //! It uses blocking calls only (sigtimedwait), so a thousand idle supervisors cost no CPU.
 
+use super::cgroups;
 use super::process::{signal_group, start_time, write_atomic};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -45,6 +49,26 @@ pub struct ExitRecord {
     /// The task could not be started at all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The kernel killed the task for going over its cgroup's memory limit.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub oom_killed: bool,
+}
+
+impl ExitRecord {
+    fn failed_to_start(error: String) -> ExitRecord {
+        ExitRecord { exit_code: None, signal: None, killed: false, error: Some(error), oom_killed: false }
+    }
+}
+
+/// What the agent asks of a supervisor (the arguments of `dromos supervise`).
+#[derive(Debug, Clone)]
+pub struct Supervise {
+    pub sandbox: PathBuf,
+    pub grace: Duration,
+    /// The task's cgroup directories, already made with their limits by the agent.
+    pub cgroups: Vec<PathBuf>,
+    /// The task's program and arguments.
+    pub argv: Vec<String>,
 }
 
 fn signal_set() -> libc::sigset_t {
@@ -59,7 +83,8 @@ fn signal_set() -> libc::sigset_t {
     }
 }
 
-fn finish(sandbox: &Path, rec: &ExitRecord) -> ! {
+fn finish(sandbox: &Path, cgroup: &[PathBuf], rec: &ExitRecord) -> ! {
+    cgroups::remove(cgroup);
     let data = serde_json::to_vec(rec).unwrap_or_default();
     let code = match write_atomic(&sandbox.join(EXIT_FILE), &data) {
         Ok(()) => 0,
@@ -68,8 +93,9 @@ fn finish(sandbox: &Path, rec: &ExitRecord) -> ! {
     std::process::exit(code)
 }
 
-/// Runs the supervisor; never returns. `argv` is the task's program and arguments.
-pub fn run(sandbox: PathBuf, grace: Duration, argv: Vec<String>) -> ! {
+/// Runs the supervisor; never returns.
+pub fn run(spec: Supervise) -> ! {
+    let Supervise { sandbox, grace, cgroups: cgroup, argv } = spec;
     // SAFETY: setsid has no memory effects; it fails harmlessly if we already lead a group.
     unsafe {
         libc::setsid();
@@ -83,43 +109,36 @@ pub fn run(sandbox: PathBuf, grace: Duration, argv: Vec<String>) -> ! {
     let open = |name: &str| OpenOptions::new().create(true).append(true).open(sandbox.join(name));
     let (out, err) = match (open("stdout"), open("stderr")) {
         (Ok(o), Ok(e)) => (o, e),
-        (Err(e), _) | (_, Err(e)) => finish(
-            &sandbox,
-            &ExitRecord {
-                exit_code: None,
-                signal: None,
-                killed: false,
-                error: Some(format!("cannot open sandbox logs: {e}")),
-            },
-        ),
+        (Err(e), _) | (_, Err(e)) => {
+            finish(&sandbox, &cgroup, &ExitRecord::failed_to_start(format!("cannot open sandbox logs: {e}")))
+        }
     };
     let Some((program, args)) = argv.split_first() else {
-        finish(
-            &sandbox,
-            &ExitRecord { exit_code: None, signal: None, killed: false, error: Some("empty command".into()) },
-        );
+        finish(&sandbox, &cgroup, &ExitRecord::failed_to_start("empty command".into()));
     };
-    let child = Command::new(program)
-        .args(args)
-        .current_dir(&sandbox)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .process_group(0)
-        .spawn();
+    // Prepared before the fork: the child may only make system calls.
+    let procs: Vec<std::ffi::CString> = cgroup
+        .iter()
+        .filter_map(|d| std::ffi::CString::new(d.join("cgroup.procs").as_os_str().as_bytes()).ok())
+        .collect();
+    let mut command = Command::new(program);
+    command.args(args).current_dir(&sandbox).stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
+    // SAFETY: the closure runs in the child between fork and exec and only calls
+    // open/write/close on paths prepared above (async-signal-safe; no allocation).
+    unsafe {
+        command.pre_exec(move || {
+            for p in &procs {
+                join_cgroup(p)?;
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn();
     let task_pid = match child {
         Ok(c) => c.id() as i32,
         Err(e) => {
             let _ = writeln!(std::io::stdout(), "error {e}");
-            finish(
-                &sandbox,
-                &ExitRecord {
-                    exit_code: None,
-                    signal: None,
-                    killed: false,
-                    error: Some(format!("failed to start '{program}': {e}")),
-                },
-            );
+            finish(&sandbox, &cgroup, &ExitRecord::failed_to_start(format!("failed to start '{program}': {e}")));
         }
     };
     let me = std::process::id() as i32;
@@ -152,12 +171,13 @@ pub fn run(sandbox: PathBuf, grace: Duration, argv: Vec<String>) -> ! {
                 if r == task_pid {
                     // Whatever the task left behind in its group goes with it.
                     signal_group(task_pid, libc::SIGKILL);
-                    let rec = if libc::WIFEXITED(status) {
-                        ExitRecord { exit_code: Some(libc::WEXITSTATUS(status)), signal: None, killed, error: None }
+                    let (exit_code, signal) = if libc::WIFEXITED(status) {
+                        (Some(libc::WEXITSTATUS(status)), None)
                     } else {
-                        ExitRecord { exit_code: None, signal: Some(libc::WTERMSIG(status)), killed, error: None }
+                        (None, Some(libc::WTERMSIG(status)))
                     };
-                    finish(&sandbox, &rec);
+                    let oom_killed = cgroups::oom_killed(&cgroup);
+                    finish(&sandbox, &cgroup, &ExitRecord { exit_code, signal, killed, error: None, oom_killed });
                 }
             }
             s if s > 0 => {
@@ -178,4 +198,23 @@ pub fn run(sandbox: PathBuf, grace: Duration, argv: Vec<String>) -> ! {
             }
         }
     }
+}
+
+/// Moves the calling process into the cgroup whose `cgroup.procs` is `procs` (writing
+/// "0" means "me"). Called between fork and exec: system calls only.
+fn join_cgroup(procs: &std::ffi::CStr) -> std::io::Result<()> {
+    // SAFETY: open/write/close on a NUL-terminated path and a static buffer.
+    unsafe {
+        let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if n != 1 {
+            return Err(err);
+        }
+    }
+    Ok(())
 }

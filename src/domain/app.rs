@@ -687,6 +687,18 @@ pub struct AppSpec {
 }
 
 impl AppSpec {
+    /// The cpu and memory (MiB) limits the task is held to: `resourceLimits` when given
+    /// (`"unlimited"` is 0, no limit), else what the app asks for (Marathon's rule).
+    pub fn limits(&self) -> (f64, f64) {
+        let pick = |limit: Option<&LimitValue>, asked: f64| match limit {
+            Some(LimitValue::Amount(x)) => *x,
+            Some(LimitValue::Named(_)) => 0.0,
+            None => asked,
+        };
+        let l = self.resource_limits.as_ref();
+        (pick(l.and_then(|l| l.cpus.as_ref()), self.cpus), pick(l.and_then(|l| l.mem.as_ref()), self.mem))
+    }
+
     /// The role the app's tasks run as (`*` when none is given).
     pub fn role(&self) -> &str {
         self.role.as_deref().unwrap_or(super::resources::UNRESERVED)

@@ -463,6 +463,8 @@ fn plan_tick(
                 env,
                 ports: p.ports.clone(),
                 kill_grace_ms: spec.task_kill_grace_period_seconds.unwrap_or(3) * 1000,
+                cpus: spec.limits().0,
+                mem_mb: spec.limits().1,
             },
         ));
         changes.push(Change::PutTask(Box::new(task)));
@@ -527,8 +529,8 @@ fn docker_task(spec: &AppSpec, env: &BTreeMap<String, String>, ports: &[u16]) ->
         volumes,
         parameters: d.parameters.clone(),
         privileged: d.privileged,
-        cpus: spec.cpus,
-        mem_mb: spec.mem,
+        cpus: spec.limits().0,
+        mem_mb: spec.limits().1,
         cmd: spec.cmd.clone(),
         args: spec.args.clone(),
         env: env.clone(),

@@ -250,3 +250,57 @@ fn refuses_a_public_bind_without_a_token() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--auth-token-file"));
 }
+
+/// Reads a task's cgroup limit file, on a v2 or a v1 machine: (memory bytes, cpu quota).
+fn cgroup_limits(tid: &str) -> (String, String) {
+    let read = |p: String| std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}")).trim().to_string();
+    if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        let d = format!("/sys/fs/cgroup/dromos/{tid}");
+        (read(format!("{d}/memory.max")), read(format!("{d}/cpu.max")))
+    } else {
+        (
+            read(format!("/sys/fs/cgroup/memory/dromos/{tid}/memory.limit_in_bytes")),
+            read(format!("/sys/fs/cgroup/cpu/dromos/{tid}/cpu.cfs_quota_us")),
+        )
+    }
+}
+
+#[test]
+fn process_tasks_run_in_cgroups_with_their_limits_and_oom_kills_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Dromos::start(dir.path(), &[]);
+    let capped =
+        json!({"id": "/limits/capped", "cmd": "cat /proc/self/cgroup; exec sleep 1000", "cpus": 0.25, "mem": 48});
+    assert_eq!(d.call("POST", "/v2/apps", Some(&capped)).status, 201);
+    let app = wait_running(&d, "/limits/capped", 1);
+    let tid = app["tasks"][0]["id"].as_str().unwrap().to_string();
+    let out = wait_for("the task to print its cgroups", T, || {
+        let r = d.call("GET", &format!("/v2/apps/limits/capped/tasks/{tid}/logs"), None);
+        (r.status == 200 && r.text.contains("memory")).then_some(r.text)
+    });
+    // cgroup v1 names the memory hierarchy; v2 has the one unified line.
+    let memory_line =
+        out.lines().find(|l| l.contains(":memory:")).or_else(|| out.lines().find(|l| l.starts_with("0::"))).unwrap();
+    assert!(memory_line.ends_with(&format!("/dromos/{tid}")), "task is not in its cgroup: {out}");
+    let (mem, cpu) = cgroup_limits(&tid);
+    assert_eq!(mem, (48u64 << 20).to_string());
+    assert!(cpu == "25000" || cpu == "25000 100000", "cpu quota {cpu}");
+
+    // Going over the memory limit is an OOM kill, reported as such.
+    let hog = json!({"id": "/limits/hog", "cmd": "x=$(head -c 200000000 /dev/zero | tr '\\0' a); exec sleep 1000",
+        "cpus": 0.5, "mem": 32});
+    assert_eq!(d.call("POST", "/v2/apps", Some(&hog)).status, 201);
+    let failure = wait_for("the hog's OOM kill", T, || {
+        let f = d.app("/limits/hog")["lastTaskFailure"].clone();
+        f.is_object().then_some(f)
+    });
+    assert_eq!(failure["state"], "TASK_FAILED");
+    assert!(failure["message"].as_str().unwrap().contains("OOM-killed"), "{failure}");
+
+    // The cgroup goes with the task.
+    assert_eq!(d.call("DELETE", "/v2/apps/limits/capped", None).status, 200);
+    let cg = std::path::Path::new("/sys/fs/cgroup/memory/dromos").join(&tid);
+    let v2 = std::path::Path::new("/sys/fs/cgroup/dromos").join(&tid);
+    wait_for("the task's cgroup to be removed", T, || (!cg.exists() && !v2.exists()).then_some(()));
+    assert_eq!(d.call("DELETE", "/v2/apps/limits/hog", None).status, 200);
+}
