@@ -254,7 +254,10 @@ fn bench_cluster(rt: &tokio::runtime::Runtime) {
                 attributes: Default::default(),
                 containerizers: vec![Containerizer::Process],
             };
-            let _ = inbox.send((id.clone(), FromAgent::Register { protocol: PROTOCOL_VERSION, info, tasks: vec![] }));
+            let _ = inbox.send((
+                id.clone(),
+                FromAgent::Register { protocol: PROTOCOL_VERSION, info, tasks: vec![], replaces: vec![] },
+            ));
             let inbox = inbox.clone();
             tokio::spawn(async move {
                 while let Some(cmd) = rx.recv().await {

@@ -51,6 +51,9 @@ pub const LABEL_AGENT_ID: &str = "dromos.agent-id";
 pub const LABEL_TASK_ID: &str = "dromos.task-id";
 /// Label with the app id, for people looking at `docker ps`.
 pub const LABEL_APP_ID: &str = "dromos.app-id";
+/// Label with the task's sandbox (its logs): lets an agent whose directory was wiped,
+/// and so lost its id, find the containers started from that directory.
+pub const LABEL_SANDBOX: &str = "dromos.sandbox";
 /// Prefix of container names: `dromos-<task id>`.
 pub const NAME_PREFIX: &str = "dromos-";
 /// The log copier's record of how far it got, in the sandbox.
@@ -190,6 +193,8 @@ pub struct ExitInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FoundContainer {
     pub task_id: String,
+    /// The agent that launched it.
+    pub agent_id: String,
     pub container_id: String,
     pub running: bool,
 }
@@ -264,7 +269,10 @@ impl DockerExecutor {
             Some((id, status)) => (id, status == Some(ContainerStateStatusEnum::CREATED)),
             None => {
                 self.ensure_image(&task.image, task.force_pull_image).await?;
-                let body = container_body(agent_id, task_id, app_id, task, &options)?;
+                let mut body = container_body(agent_id, task_id, app_id, task, &options)?;
+                if let Some(labels) = body.labels.as_mut() {
+                    labels.insert(LABEL_SANDBOX.to_string(), sandbox.to_string_lossy().into_owned());
+                }
                 let create = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
                 match self.docker.create_container(Some(create), body).await {
                     Ok(created) => (created.id, true),
@@ -412,15 +420,37 @@ impl DockerExecutor {
 
     /// Every container (running or not) launched by agent `agent_id`, by label.
     pub async fn list(&self, agent_id: &str) -> Result<Vec<FoundContainer>, DockerError> {
-        let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL_AGENT_ID}={agent_id}")])]);
+        self.list_labelled(format!("{LABEL_AGENT_ID}={agent_id}"), |_| true).await
+    }
+
+    /// Every container (running or not) whose sandbox lies under `dir`, whichever agent
+    /// launched it.
+    pub async fn list_under(&self, dir: &Path) -> Result<Vec<FoundContainer>, DockerError> {
+        self.list_labelled(LABEL_SANDBOX.to_string(), |labels| {
+            labels.get(LABEL_SANDBOX).is_some_and(|s| Path::new(s).starts_with(dir))
+        })
+        .await
+    }
+
+    async fn list_labelled(
+        &self,
+        filter: String,
+        keep: impl Fn(&HashMap<String, String>) -> bool,
+    ) -> Result<Vec<FoundContainer>, DockerError> {
+        let filters = HashMap::from([("label".to_string(), vec![filter])]);
         let opts = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
         let containers = self.docker.list_containers(Some(opts)).await.map_err(api("list"))?;
         let mut found: Vec<FoundContainer> = containers
             .into_iter()
             .filter_map(|c| {
                 let running = c.state == Some(ContainerSummaryStateEnum::RUNNING);
-                let task_id = c.labels?.remove(LABEL_TASK_ID)?;
-                Some(FoundContainer { task_id, container_id: c.id?, running })
+                let mut labels = c.labels?;
+                if !keep(&labels) {
+                    return None;
+                }
+                let task_id = labels.remove(LABEL_TASK_ID)?;
+                let agent_id = labels.remove(LABEL_AGENT_ID)?;
+                Some(FoundContainer { task_id, agent_id, container_id: c.id?, running })
             })
             .collect();
         found.sort_by(|a, b| a.task_id.cmp(&b.task_id));

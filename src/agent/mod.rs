@@ -23,6 +23,7 @@
 
 pub mod cgroups;
 pub mod docker;
+pub mod leftovers;
 pub mod link;
 pub mod process;
 pub mod protocol;
@@ -98,15 +99,16 @@ pub fn sandbox_of(agent_dir: &Path, task: &TaskId) -> PathBuf {
     sandboxes_dir(agent_dir).join(task.as_str())
 }
 
-/// Reads the agent id, creating one on first start.
-fn load_or_create_id(dir: &Path) -> std::io::Result<AgentId> {
+/// Reads the agent id, creating one on first start (or after the directory was wiped):
+/// then the second value is true.
+fn load_or_create_id(dir: &Path) -> std::io::Result<(AgentId, bool)> {
     let path = dir.join("agent_id");
     match std::fs::read_to_string(&path) {
-        Ok(s) if !s.trim().is_empty() => Ok(AgentId(s.trim().to_string())),
+        Ok(s) if !s.trim().is_empty() => Ok((AgentId(s.trim().to_string()), false)),
         _ => {
             let id = AgentId(format!("agent-{}", uuid::Uuid::new_v4()));
             write_atomic(&path, id.0.as_bytes())?;
-            Ok(id)
+            Ok((id, true))
         }
     }
 }
@@ -154,16 +156,31 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
 
 /// Starts the agent runtime on the current tokio runtime. Returns its id and the
 /// sender for master commands. The agent registers with the master straight away,
-/// reporting every task it recovered from its directory.
+/// reporting every task it recovered from its directory. A new agent (no id in its
+/// directory) first stops what an earlier agent there left running ([`leftovers`]).
 pub async fn start(
     cfg: AgentConfig,
     master: MasterInbox,
 ) -> std::io::Result<(AgentId, mpsc::UnboundedSender<ToAgent>)> {
     std::fs::create_dir_all(sandboxes_dir(&cfg.dir))?;
-    let id = load_or_create_id(&cfg.dir)?;
+    let (id, new) = load_or_create_id(&cfg.dir)?;
+    let mut replaces = Vec::new();
+    if new {
+        let sweep = leftovers::sweep(&sandboxes_dir(&cfg.dir), cfg.docker.as_ref()).await;
+        if sweep.processes + sweep.containers > 0 {
+            tracing::warn!(
+                processes = sweep.processes,
+                containers = sweep.containers,
+                earlier_agents = ?sweep.agents,
+                "this agent has no id but its directory's earlier tasks still ran (was it wiped?): \
+                 stopped them; the master replaces them"
+            );
+        }
+        replaces = sweep.agents.into_iter().filter(|a| *a != id).collect();
+    }
     let (tx, rx) = mpsc::unbounded_channel();
     let (itx, irx) = mpsc::unbounded_channel();
-    let mut agent = Agent { id: id.clone(), cfg, master, internal: itx, tasks: HashMap::new() };
+    let mut agent = Agent { id: id.clone(), cfg, master, internal: itx, tasks: HashMap::new(), replaces };
     let docker_sandboxes = tokio::task::block_in_place(|| agent.recover());
     agent.recover_containers(docker_sandboxes).await;
     agent.register();
@@ -177,6 +194,8 @@ struct Agent {
     master: MasterInbox,
     internal: mpsc::UnboundedSender<Internal>,
     tasks: HashMap<TaskId, Tracked>,
+    /// Earlier agents of this directory whose tasks were stopped at start.
+    replaces: Vec<AgentId>,
 }
 
 impl Agent {
@@ -345,7 +364,8 @@ impl Agent {
                 None => TaskStatus { task_id: id.clone(), state: t.state, message: None, timestamp: now() },
             })
             .collect();
-        self.send(FromAgent::Register { protocol: PROTOCOL_VERSION, info: self.info(), tasks });
+        let replaces = self.replaces.clone();
+        self.send(FromAgent::Register { protocol: PROTOCOL_VERSION, info: self.info(), tasks, replaces });
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<ToAgent>, mut irx: mpsc::UnboundedReceiver<Internal>) {

@@ -14,7 +14,7 @@
 //! terminal update until the master acknowledges it, and the master handles repeats
 //! idempotently ([`crate::domain::TaskState::accepts`]).
 
-use crate::domain::{AgentInfo, PathId, TaskId, TaskState, Timestamp};
+use crate::domain::{AgentId, AgentInfo, PathId, TaskId, TaskState, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -105,6 +105,10 @@ pub enum FromAgent {
         protocol: u32,
         info: AgentInfo,
         tasks: Vec<TaskStatus>,
+        /// Earlier agents of the same directory (wiped, so the id was lost) whose tasks
+        /// this agent found still running and stopped: they are gone.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        replaces: Vec<AgentId>,
     },
     Status(TaskStatus),
     Pong,

@@ -45,8 +45,11 @@ fn decode(frame: Message) -> Result<Option<FromAgent>, String> {
         Message::Text(t) => {
             let mut msg: FromAgent = serde_json::from_str(&t).map_err(|e| format!("malformed message: {e}"))?;
             match &mut msg {
-                FromAgent::Register { info, tasks, .. } => {
+                FromAgent::Register { info, tasks, replaces, .. } => {
                     info.validate()?;
+                    if replaces.len() > 64 {
+                        return Err("register names more than 64 earlier agents".into());
+                    }
                     tasks.iter_mut().for_each(|s| truncate(&mut s.message));
                 }
                 FromAgent::Status(s) => truncate(&mut s.message),

@@ -16,7 +16,7 @@
 use super::{Master, MasterError};
 use crate::agent::protocol::{FromAgent, TaskStatus, ToAgent, PROTOCOL_VERSION};
 use crate::domain::task::{Goal, TaskFailure};
-use crate::domain::{AgentId, AgentMark, AgentRecord, PathId, Task, TaskId, TaskState, Timestamp};
+use crate::domain::{AgentId, AgentInfo, AgentMark, AgentRecord, PathId, Task, TaskId, TaskState, Timestamp};
 use crate::scheduler::Backoff;
 use crate::store::Change;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -261,7 +261,10 @@ impl Master {
                 let mut h = StatusHandling::default();
                 for (agent, msg) in msgs {
                     match msg {
-                        FromAgent::Register { info, tasks, .. } => {
+                        FromAgent::Register { info, tasks, replaces, .. } => {
+                            for old in &replaces {
+                                h.replaced_agent(state, old, &info, now);
+                            }
                             let rec = AgentRecord {
                                 registered_at: state.agents.get(&info.id).map(|r| r.registered_at).unwrap_or(now),
                                 info,
@@ -356,6 +359,33 @@ struct StatusHandling {
 }
 
 impl StatusHandling {
+    /// An agent came back under a new id after its directory was wiped, and stopped
+    /// what the earlier agent `old` left running: `old`'s tasks are gone (confirmed
+    /// dead, so they are replaced at once) and `old` is forgotten. Only an agent on the
+    /// same host can speak for an earlier one.
+    fn replaced_agent(&mut self, state: &State, old: &AgentId, new: &AgentInfo, now: Timestamp) {
+        let Some(rec) = state.agents.get(old).filter(|r| r.info.id != new.id && r.info.hostname == new.hostname) else {
+            return;
+        };
+        tracing::warn!(old = %old, new = %new.id, "agent came back with a wiped directory: its tasks are gone");
+        let gone: Vec<TaskStatus> = state
+            .tasks_on(old)
+            .map(|t| TaskStatus {
+                task_id: t.id.clone(),
+                state: TaskState::Gone,
+                message: Some(format!(
+                    "stopped by agent {} (the agent's directory was wiped; it came back under a new id)",
+                    new.id
+                )),
+                timestamp: now,
+            })
+            .collect();
+        for s in gone {
+            self.apply(state, old, s, now);
+        }
+        self.changes.push(Change::DeleteAgent(rec.info.id.clone()));
+    }
+
     /// Applies one status report to the state being planned.
     fn apply(&mut self, state: &State, agent: &AgentId, s: TaskStatus, now: Timestamp) {
         let known = self.seen.get(&s.task_id).or_else(|| state.tasks.get(&s.task_id)).cloned();

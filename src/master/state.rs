@@ -98,6 +98,9 @@ impl State {
             Change::PutAgent(a) => {
                 self.agents.insert(a.info.id.clone(), (**a).clone());
             }
+            Change::DeleteAgent(id) => {
+                self.agents.remove(id);
+            }
         }
     }
 

@@ -10,7 +10,7 @@
 //! IMMEDIATE` for write transactions, so a read-then-write never fails half way.
 
 use crate::domain::task::TaskFailure;
-use crate::domain::{AgentRecord, AppVersion, Deployment, PathId, Task, TaskId, Timestamp};
+use crate::domain::{AgentId, AgentRecord, AppVersion, Deployment, PathId, Task, TaskId, Timestamp};
 use sea_query::{Alias, Expr, InsertStatement, OnConflict, Order, PostgresQueryBuilder, Query, SqliteQueryBuilder};
 use sea_query_binder::SqlxBinder;
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -59,6 +59,8 @@ pub enum Change {
     PutDeployment(Box<Deployment>),
     DeleteDeployment(String),
     PutAgent(Box<AgentRecord>),
+    /// Forget an agent (its directory was wiped and it came back under a new id).
+    DeleteAgent(AgentId),
 }
 
 /// Everything the master needs in memory after a start or a failover.
@@ -198,6 +200,9 @@ fn statements(changes: &[Change]) -> Vec<Stmt> {
                 let row = vec![a.info.id.0.clone().into(), json(a).into()];
                 out.extend(upsert("agents", &["id"], &["id", "data"], std::iter::once(row)).map(Stmt::Insert));
             }
+            Change::DeleteAgent(id) => out.push(Stmt::Delete(
+                Query::delete().from_table(t("agents")).and_where(Expr::col(t("id")).eq(id.0.as_str())).to_owned(),
+            )),
             Change::PutTask(_) => unreachable!("handled above"),
         }
         i += 1;

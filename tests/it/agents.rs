@@ -4,7 +4,7 @@
 
 use crate::support::agent::Agent;
 use crate::support::dromos::Dromos;
-use crate::support::wait_for;
+use crate::support::{alive, wait_for};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -206,4 +206,42 @@ fn a_killed_agent_restarts_and_adopts_its_tasks() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(running(&d, "/adopt"), ids_before);
     assert_eq!(a.live_sandboxes(), before);
+}
+
+#[test]
+fn a_wiped_agent_stops_what_it_left_running_and_the_tasks_are_replaced_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = master(dir.path());
+    let mut a = Agent::start(&d.url, TOKEN, &dir.path().join("a1"), "127.0.0.1", "cpus:2;mem:1024", "rack:r1");
+    wait_agents_active(&d, 1);
+    // At most one copy: an unreachable task is never replaced, so only the agent's word
+    // that the old copy is gone lets a new one start.
+    let app = json!({"id": "/solo", "cmd": "exec sleep 1000", "instances": 1, "cpus": 0.1, "mem": 16,
+        "unreachableStrategy": "disabled"});
+    assert_eq!(d.call("POST", "/v2/apps", Some(&app)).status, 201);
+    wait_for("1 running", T, || (running(&d, "/solo").len() == 1).then_some(()));
+    let old_task = running(&d, "/solo").into_keys().next().unwrap();
+    let old_procs = a.live_sandboxes();
+    assert_eq!(old_procs.len(), 1);
+    let old_id = a.id.clone();
+
+    a.restart_wiped();
+    assert_ne!(a.id, old_id, "a wiped agent cannot know its old id");
+    // Stopped before the new agent registered: never two copies.
+    for (_, sup, task) in &old_procs {
+        assert!(!alive(*sup) && !alive(*task), "the old copy still runs");
+    }
+    let new_task = wait_for("the replacement", T, || {
+        let r = running(&d, "/solo");
+        (r.len() == 1 && !r.contains_key(&old_task)).then(|| r.into_keys().next().unwrap())
+    });
+    assert_eq!(d.app("/solo")["tasks"][0]["slaveId"], a.id.as_str());
+    assert_ne!(new_task, old_task);
+    let failure = d.app("/solo")["lastTaskFailure"].clone();
+    assert_eq!((failure["taskId"].as_str(), failure["state"].as_str()), (Some(old_task.as_str()), Some("TASK_GONE")));
+    assert!(failure["message"].as_str().unwrap().contains("wiped"), "{failure}");
+    // The earlier agent is forgotten; the new one runs the one task.
+    let agents = agents_by_id(&d);
+    assert_eq!(agents.keys().collect::<Vec<_>>(), vec![&a.id]);
+    assert_eq!(a.live_sandboxes().len(), 1);
 }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(20);
 
-/// One test's executor, agent id, sandbox and cleanup guard; `None` skips the test
-/// (only outside CI) when there is no Docker daemon.
+/// One test's executor, agent id, sandbox and cleanup guard (the test fails when there
+/// is no Docker daemon).
 struct Ctx {
     exec: DockerExecutor,
     agent_id: String,
@@ -398,7 +398,28 @@ fn docker_apps_run_through_the_api_and_are_adopted_after_a_crash() {
     assert!(failure["message"].as_str().unwrap().contains("status 3"), "{failure}");
     assert_eq!(d.call("DELETE", "/v2/apps/dfail", None).status, 200);
 
+    // Wipe the agent's directory while dromos is down (reliability case 5): the agent
+    // comes back under a new id, stops the container it can no longer vouch for, and
+    // the task is replaced by a new one.
+    d.kill9();
+    std::fs::remove_dir_all(dir.path().join("agent")).unwrap();
+    d.restart();
+    let new_agent = wait_for("the new agent alone", t, || {
+        let agents = d.get("/v1/agents")["agents"].as_array().cloned().unwrap_or_default();
+        (agents.len() == 1 && agents[0]["id"] != agent_id.as_str())
+            .then(|| agents[0]["id"].as_str().unwrap().to_string())
+    });
+    let _cleanup_new = Cleanup { agent_id: new_agent.clone() };
+    assert_eq!(dk::count(&agent_id), 0, "the old container is stopped and removed");
+    let replacement = wait_for("a new container to run", t, || {
+        let tasks = d.get("/v2/apps/dweb/tasks")["tasks"].as_array().cloned().unwrap_or_default();
+        tasks.into_iter().find(|t| t["state"] == "TASK_RUNNING" && t["id"] != task_id.as_str())
+    });
+    assert_eq!(replacement["slaveId"], new_agent.as_str());
+    assert_eq!(d.app("/dweb")["lastTaskFailure"]["state"], "TASK_GONE");
+    assert_eq!(dk::count(&new_agent), 1);
+
     // Deleting the app stops the container; once acknowledged, it is removed.
     assert_eq!(d.call("DELETE", "/v2/apps/dweb", None).status, 200);
-    wait_for("no containers left", t, || (dk::count(&agent_id) == 0).then_some(()));
+    wait_for("no containers left", t, || (dk::count(&new_agent) == 0).then_some(()));
 }

@@ -75,6 +75,13 @@ impl Agent {
         self.spawn();
     }
 
+    /// kill -9, wipe the work dir (id, sandboxes, checkpoints), start again.
+    pub fn restart_wiped(&mut self) {
+        self.kill9();
+        std::fs::remove_dir_all(&self.dir).expect("wipe the agent's directory");
+        self.spawn();
+    }
+
     /// Live task sandboxes: (task id, supervisor pid, task pid).
     pub fn live_sandboxes(&self) -> Vec<(String, i32, i32)> {
         super::live_sandboxes(&self.dir)
