@@ -63,7 +63,6 @@ pub async fn run(mut config: Config) -> boxed::Result<()> {
         master,
         token: config.auth_token.as_deref().map(Arc::from),
         leader: Arc::from(addr.to_string()),
-        agent_dir: Arc::new(agent_dir),
         store_backend: backend,
     };
     // Tests and scripts read this line to learn the port when listening on port 0.

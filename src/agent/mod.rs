@@ -34,7 +34,7 @@ use crate::domain::resources::Value;
 use crate::domain::{AgentId, AgentInfo, AgentResources, TaskId, TaskState, Timestamp};
 use docker::DockerExecutor;
 use process::{is_same_process, reap, write_atomic, PidFd};
-use protocol::{FromAgent, LaunchTask, TaskCommand, TaskStatus, ToAgent, PROTOCOL_VERSION};
+use protocol::{FromAgent, LaunchTask, LogChunk, LogStream, TaskCommand, TaskStatus, ToAgent, PROTOCOL_VERSION};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -148,6 +148,28 @@ pub fn exit_state(rec: &ExitRecord) -> (TaskState, String) {
         TaskState::Failed
     };
     (state, how)
+}
+
+/// Largest log chunk one `readLog` returns.
+pub const MAX_LOG_CHUNK: u64 = 1024 * 1024;
+
+/// Reads up to `length` bytes (at most [`MAX_LOG_CHUNK`]) of a task's output from
+/// `offset` (negative: from the end). Blocking.
+pub fn read_log(
+    agent_dir: &Path,
+    task: &TaskId,
+    stream: LogStream,
+    offset: i64,
+    length: u64,
+) -> std::io::Result<LogChunk> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(sandbox_of(agent_dir, task).join(stream.file_name()))?;
+    let size = f.metadata()?.len();
+    let start = if offset < 0 { size.saturating_sub(offset.unsigned_abs()) } else { (offset as u64).min(size) };
+    f.seek(SeekFrom::Start(start))?;
+    let mut data = Vec::new();
+    f.take(length.min(MAX_LOG_CHUNK)).read_to_end(&mut data)?;
+    Ok(LogChunk { size, offset: start, data })
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
@@ -390,6 +412,19 @@ impl Agent {
         match cmd {
             ToAgent::Registered { .. } => {}
             ToAgent::Ping => self.send(FromAgent::Pong),
+            ToAgent::ReadLog { request, task_id, stream, offset, length } => {
+                let (dir, master, id) = (self.cfg.dir.clone(), self.master.clone(), self.id.clone());
+                tokio::task::spawn_blocking(move || {
+                    let (chunk, error) = match read_log(&dir, &task_id, stream, offset, length) {
+                        Ok(c) => (Some(c), None),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                            (None, Some(format!("no {} log for task '{task_id}' on this agent", stream.file_name())))
+                        }
+                        Err(e) => (None, Some(format!("cannot read the log: {e}"))),
+                    };
+                    let _ = master.send((id, FromAgent::Log { request, chunk, error }));
+                });
+            }
             ToAgent::Reconcile => self.register(),
             ToAgent::Launch(l) => self.launch(l),
             ToAgent::Kill { task_id } => match self.tasks.get_mut(&task_id) {

@@ -82,6 +82,59 @@ pub enum ToAgent {
         task_id: TaskId,
         state: TaskState,
     },
+    /// Read a byte range of a task's output (for the task logs endpoint); answered with
+    /// `log` carrying the same `request`. A negative `offset` counts from the end.
+    #[serde(rename_all = "camelCase")]
+    ReadLog {
+        request: u64,
+        task_id: TaskId,
+        stream: LogStream,
+        offset: i64,
+        length: u64,
+    },
+}
+
+/// Which output of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+impl LogStream {
+    /// The file in the sandbox.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+        }
+    }
+}
+
+/// A byte range of a task's output: `data` starts at `offset`; the whole log has `size`
+/// bytes so far. Logs are bytes, not always UTF-8: base64 on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogChunk {
+    pub size: u64,
+    pub offset: u64,
+    #[serde(with = "base64_bytes")]
+    pub data: Vec<u8>,
+}
+
+mod base64_bytes {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(data: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(data))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD.decode(text.as_bytes()).map_err(serde::de::Error::custom)
+    }
 }
 
 /// One task's state as the agent sees it.
@@ -112,4 +165,30 @@ pub enum FromAgent {
     },
     Status(TaskStatus),
     Pong,
+    /// The answer to `readLog`: the chunk, or why there is none.
+    Log {
+        request: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        chunk: Option<LogChunk>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_chunks_carry_any_bytes() {
+        let chunk = LogChunk { size: 10, offset: 4, data: vec![0xff, 0, b'\n', 0xc3] };
+        let msg = FromAgent::Log { request: 7, chunk: Some(chunk.clone()), error: None };
+        let text = serde_json::to_string(&msg).unwrap();
+        assert_eq!(text, r#"{"type":"log","request":7,"chunk":{"size":10,"offset":4,"data":"/wAKww=="}}"#);
+        assert_eq!(serde_json::from_str::<FromAgent>(&text).unwrap(), msg);
+        assert!(serde_json::from_str::<FromAgent>(
+            r#"{"type":"log","request":1,"chunk":{"size":1,"offset":0,"data":"%%"}}"#
+        )
+        .is_err());
+    }
 }

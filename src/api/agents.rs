@@ -54,6 +54,7 @@ fn decode(frame: Message) -> Result<Option<FromAgent>, String> {
                 }
                 FromAgent::Status(s) => truncate(&mut s.message),
                 FromAgent::Pong => {}
+                FromAgent::Log { error, .. } => truncate(error),
             }
             Ok(Some(msg))
         }

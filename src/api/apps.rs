@@ -378,20 +378,20 @@ async fn app_tasks(st: &AppState, id: PathId, headers: &HeaderMap) -> ApiResult<
     Ok(Json(json!({ "tasks": tasks })).into_response())
 }
 
-/// Largest log chunk returned by one request.
-const MAX_LOG_CHUNK: u64 = 1024 * 1024;
-
 /// `GET /v2/apps/{id}/tasks/{taskId}/logs?stream=stdout|stderr&offset=&length=`: a byte
-/// range of the task's output. `offset` may be negative (from the end); the total size
-/// is in `X-Dromos-Log-Size`, so a client can follow the log by asking from there.
+/// range of the task's output (at most 1 MiB), read from whichever agent ran the task.
+/// `offset` may be negative (from the end); the total size is in `X-Dromos-Log-Size`
+/// and the start of the range in `X-Dromos-Log-Offset`, so a client can follow the log.
 async fn task_logs(st: &AppState, id: PathId, task: &str, params: &Params) -> ApiResult<Response> {
-    use std::io::{Read, Seek, SeekFrom};
+    use crate::agent::protocol::LogStream;
+    use crate::master::logs::LogError;
     let task_id: TaskId = task.parse().map_err(|_| ApiError::NotFound(format!("Task '{task}' does not exist")))?;
     if !task_id.as_str().starts_with(&format!("{}.", id.safe_id())) {
         return Err(ApiError::NotFound(format!("Task '{task}' does not exist")));
     }
     let stream = match params.get("stream").unwrap_or("stdout") {
-        s @ ("stdout" | "stderr") => s,
+        "stdout" => LogStream::Stdout,
+        "stderr" => LogStream::Stderr,
         other => return Err(ApiError::BadRequest(format!("stream must be stdout or stderr, not '{other}'"))),
     };
     let parse = |k: &str| -> ApiResult<Option<i64>> {
@@ -401,22 +401,13 @@ async fn task_logs(st: &AppState, id: PathId, task: &str, params: &Params) -> Ap
             .transpose()
     };
     let offset = parse("offset")?.unwrap_or(0);
-    let length = parse("length")?.unwrap_or(64 * 1024).clamp(0, MAX_LOG_CHUNK as i64) as u64;
-    let path = crate::agent::sandbox_of(&st.agent_dir, &task_id).join(stream);
-    let read = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, u64, Vec<u8>)> {
-        let mut f = std::fs::File::open(&path)?;
-        let size = f.metadata()?.len();
-        let start = if offset < 0 { size.saturating_sub(offset.unsigned_abs()) } else { (offset as u64).min(size) };
-        f.seek(SeekFrom::Start(start))?;
-        let mut buf = Vec::new();
-        f.take(length).read_to_end(&mut buf)?;
-        Ok((size, start, buf))
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let (size, start, buf) = read.map_err(|_| ApiError::NotFound(format!("No {stream} log for task '{task}'")))?;
-    let mut resp = ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], buf).into_response();
-    for (k, v) in [("x-dromos-log-size", size), ("x-dromos-log-offset", start)] {
+    let length = parse("length")?.unwrap_or(64 * 1024).clamp(0, crate::agent::MAX_LOG_CHUNK as i64) as u64;
+    let chunk = st.master.read_log(&id, &task_id, stream, offset, length).await.map_err(|e| match e {
+        LogError::NotFound(m) => ApiError::NotFound(m),
+        e @ (LogError::AgentUnavailable(_) | LogError::AgentSilent(_)) => ApiError::Unavailable(e.to_string()),
+    })?;
+    let mut resp = ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], chunk.data).into_response();
+    for (k, v) in [("x-dromos-log-size", chunk.size), ("x-dromos-log-offset", chunk.offset)] {
         if let Ok(v) = HeaderValue::from_str(&v.to_string()) {
             resp.headers_mut().insert(k, v);
         }

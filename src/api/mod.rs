@@ -21,7 +21,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use error::ApiError;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Shared by all handlers.
@@ -32,8 +31,6 @@ pub struct AppState {
     pub token: Option<Arc<str>>,
     /// `host:port` this instance answers on (reported as the leader).
     pub leader: Arc<str>,
-    /// The embedded agent's directory (task sandboxes, for logs).
-    pub agent_dir: Arc<PathBuf>,
     pub store_backend: &'static str,
 }
 

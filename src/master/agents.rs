@@ -168,10 +168,19 @@ impl Master {
     }
 
     pub(super) fn send_to(&self, agent: &AgentId, msg: ToAgent) {
-        let sent = self.links().links.get(agent).map(|l| l.tx.send(msg).is_ok());
-        if sent != Some(true) {
+        if !self.try_send_to(agent, msg) {
             tracing::debug!(%agent, "agent not connected; command dropped (reconciliation repairs it)");
         }
+    }
+
+    /// Sends a command if the agent has a link; false if it has none.
+    pub(super) fn try_send_to(&self, agent: &AgentId, msg: ToAgent) -> bool {
+        self.links().links.get(agent).is_some_and(|l| l.tx.send(msg).is_ok())
+    }
+
+    /// The embedded agent, if this master has one.
+    pub(super) fn local_agent(&self) -> Option<AgentId> {
+        self.links().links.iter().find(|(_, l)| l.local).map(|(id, _)| id.clone())
     }
 
     /// The `registered` answer for a session.
@@ -292,7 +301,7 @@ impl Master {
                             }
                         }
                         FromAgent::Status(s) => h.apply(state, &agent, s, now),
-                        FromAgent::Pong => {}
+                        FromAgent::Pong | FromAgent::Log { .. } => {}
                     }
                 }
                 let StatusHandling { changes, acks, orphans, failures, .. } = h;

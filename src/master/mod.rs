@@ -13,6 +13,7 @@
 //!   are acknowledged to the agent after they are committed.
 
 pub mod agents;
+pub mod logs;
 pub mod plans;
 pub mod state;
 
@@ -94,6 +95,7 @@ pub struct Master {
     store: Store,
     writes: mpsc::Sender<WriteJob>,
     links: Mutex<agents::Links>,
+    logs: Mutex<logs::PendingLogs>,
     inbox: mpsc::UnboundedSender<(AgentId, FromAgent)>,
     inbox_rx: Mutex<Option<mpsc::UnboundedReceiver<(AgentId, FromAgent)>>>,
     liveness: Liveness,
@@ -138,6 +140,7 @@ impl Master {
             store,
             writes: tx,
             links: Mutex::new(agents::Links::default()),
+            logs: Mutex::new(logs::PendingLogs::default()),
             inbox,
             inbox_rx: Mutex::new(Some(inbox_rx)),
             liveness: config.liveness,
@@ -266,6 +269,15 @@ impl Master {
             let mut batch = Vec::new();
             // Waits for one message, then takes whatever else is queued: one write per burst.
             while inbox.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                // Log answers go straight to their waiting request, not the write path.
+                batch.retain_mut(|(agent, msg)| match msg {
+                    FromAgent::Log { request, chunk, error } => {
+                        let answer = chunk.take().ok_or_else(|| error.take().unwrap_or_default());
+                        m.deliver_log(agent, *request, answer);
+                        false
+                    }
+                    _ => true,
+                });
                 if let Err(e) = m.on_agent_messages(std::mem::take(&mut batch)).await {
                     tracing::error!("handling agent messages failed: {e}");
                 }

@@ -92,6 +92,17 @@ fn apps_spread_over_remote_agents_that_report_resources_roles_and_attributes() {
         wait_for(&format!("{url} to answer"), T, || ureq::get(&url).call().ok().map(|_| ()));
     }
     assert_eq!(per_host.values().copied().collect::<Vec<_>>(), vec![2, 2, 2], "{per_host:?}");
+    // Each task's logs come from its own agent, through the master.
+    for t in &tasks {
+        let logs = format!("/v2/apps/web/tasks/{}/logs?stream=stderr", t["id"].as_str().unwrap());
+        wait_for("the access log of a task on a remote agent", T, || {
+            let r = d.call("GET", &logs, None);
+            (r.status == 200 && r.text.contains("\"GET / HTTP/1.1\" 200")).then_some(())
+        });
+    }
+    let missing =
+        d.call("GET", "/v2/apps/web/tasks/web.instance-00000000-0000-0000-0000-000000000000._app.1/logs", None);
+    assert_eq!(missing.status, 404, "{}", missing.text);
     assert_eq!(agents_by_id(&d)[&a2.id]["usedResources"]["cpus"], 1.0);
     assert_eq!(a1.live_sandboxes().len() + a2.live_sandboxes().len() + a3.live_sandboxes().len(), 6);
 
