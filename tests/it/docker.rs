@@ -7,6 +7,7 @@ use crate::support::docker::{self as dk, Cleanup};
 use dromos::agent::docker::{DockerError, DockerExecutor, DockerNetwork, DockerPortMapping, DockerTask, DockerVolume};
 use dromos::domain::app::DockerParameter;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(20);
@@ -422,4 +423,43 @@ fn docker_apps_run_through_the_api_and_are_adopted_after_a_crash() {
     // Deleting the app stops the container; once acknowledged, it is removed.
     assert_eq!(d.call("DELETE", "/v2/apps/dweb", None).status, 200);
     wait_for("no containers left", t, || (dk::count(&new_agent) == 0).then_some(()));
+}
+
+/// Reliability case 6: dockerd restarts under a running Docker app. The agent does not
+/// crash; the container's end is reported as TASK_FAILED with the reason; the agent
+/// carries on with the restarted daemon and the app's task is replaced there.
+#[test]
+fn a_dockerd_restart_fails_running_containers_with_a_reason_and_the_agent_carries_on() {
+    use crate::support::dromos::Dromos;
+    use crate::support::wait_for;
+    use serde_json::json;
+    let mut daemon = dk::PrivateDockerd::start();
+    let host = daemon.host();
+    let dir = tempfile::tempdir().unwrap();
+    let d = Dromos::start_with_env(dir.path(), &[], &[("DOCKER_HOST", &host)]);
+    let t = Duration::from_secs(60);
+    let app = json!({"id": "/dd", "cmd": "exec sleep 1000", "cpus": 0.1, "mem": 16,
+        "container": {"type": "DOCKER", "docker": {"image": dk::IMAGE}}});
+    let r = d.call("POST", "/v2/apps", Some(&app));
+    assert_eq!(r.status, 201, "{}", r.text);
+    let running = |d: &Dromos| -> Option<String> {
+        let tasks = d.get("/v2/apps/dd/tasks")["tasks"].as_array().cloned().unwrap_or_default();
+        tasks.iter().find(|t| t["state"] == "TASK_RUNNING").map(|t| t["id"].as_str().unwrap().to_string())
+    };
+    let first = wait_for("the container to run", t, || running(&d));
+
+    daemon.restart();
+    let failure = wait_for("the container's end to be reported", t, || {
+        let f = d.app("/dd")["lastTaskFailure"].clone();
+        (f["taskId"] == first.as_str()).then_some(f)
+    });
+    assert_eq!(failure["state"], "TASK_FAILED");
+    let message = failure["message"].as_str().unwrap();
+    assert!(message.starts_with("Container exited with status"), "{message}");
+    let second = wait_for("a new container on the restarted daemon", t, || running(&d).filter(|id| *id != first));
+    let name = format!("dromos-{second}");
+    let out =
+        Command::new("docker").args(["-H", &host, "inspect", "-f", "{{.State.Running}}", &name]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "true");
+    assert_eq!(d.call("DELETE", "/v2/apps/dd", None).status, 200);
 }

@@ -41,7 +41,7 @@ impl Agent {
     }
 
     fn spawn(&mut self) {
-        let (child, line) = super::spawn_dromos(&self.args);
+        let (child, line) = super::spawn_dromos(&self.args, &[]);
         let id = line.strip_prefix("dromos agent ").and_then(|r| r.strip_suffix(" running"));
         self.id = id.unwrap_or_else(|| panic!("unexpected first line: {line:?}")).to_string();
         self.child = Some(child);

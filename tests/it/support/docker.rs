@@ -50,6 +50,12 @@ fn build_image() {
     if docker_ok(&["image", "inspect", IMAGE]) {
         return;
     }
+    import_busybox(None);
+}
+
+/// Imports the busybox rootfs as [`IMAGE`] into the daemon at `host` (the machine's
+/// daemon when `None`).
+fn import_busybox(host: Option<&str>) {
     let busybox = Path::new("/bin/busybox");
     assert!(
         is_static_elf(busybox),
@@ -74,9 +80,101 @@ fn build_image() {
         .spawn()
         .expect("cannot run tar");
     let tar_out = tar.stdout.take().unwrap();
-    let import = Command::new("docker").args(["import", "-", IMAGE]).stdin(tar_out).output().unwrap();
+    let mut docker = Command::new("docker");
+    if let Some(h) = host {
+        docker.args(["-H", h]);
+    }
+    let import = docker.args(["import", "-", IMAGE]).stdin(tar_out).output().unwrap();
     assert!(tar.wait().unwrap().success(), "tar of the busybox rootfs failed");
     assert!(import.status.success(), "docker import failed: {}", String::from_utf8_lossy(&import.stderr));
+}
+
+/// A Docker daemon of the test's own: its own socket, data root, exec root and network
+/// namespace, no bridge or iptables changes, vfs storage. A test may stop and start it (a "dockerd
+/// restart") without disturbing the machine's daemon or other tests. Stopped when
+/// dropped.
+pub struct PrivateDockerd {
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateDockerd {
+    /// Starts the daemon and imports the test image into it.
+    pub fn start() -> PrivateDockerd {
+        require();
+        // Short paths: containerd's sockets live under the exec root (108-byte limit).
+        let dir = tempfile::Builder::new().prefix("dd").tempdir_in("/tmp").unwrap();
+        std::fs::write(dir.path().join("daemon.json"), "{}").unwrap();
+        let mut d = PrivateDockerd { dir, child: None };
+        d.spawn();
+        import_busybox(Some(&d.host()));
+        d
+    }
+
+    /// `unix://<socket>`: for `DOCKER_HOST` and `docker -H`.
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.dir.path().join("d.sock").display())
+    }
+
+    fn spawn(&mut self) {
+        let p = |name: &str| self.dir.path().join(name).to_string_lossy().into_owned();
+        let log = std::fs::File::options().create(true).append(true).open(self.dir.path().join("log")).unwrap();
+        // In a network namespace of its own: a daemon without a bridge removes the
+        // `docker0` interface it finds, which is the machine daemon's.
+        let child = Command::new("unshare")
+            .args(["--net", "--", "dockerd"])
+            .args(["--config-file", &p("daemon.json"), "--data-root", &p("root"), "--exec-root", &p("x")])
+            .args(["--cgroup-parent", "dromos-test-dockerd"])
+            .args(["--pidfile", &p("pid"), "--host", &self.host(), "--storage-driver", "vfs"])
+            .args(["--bridge", "none", "--iptables=false", "--ip6tables=false", "--shutdown-timeout", "1"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd");
+        self.child = Some(child);
+        let started = std::time::Instant::now();
+        while !docker_ok(&["-H", &self.host(), "version"]) {
+            let log = std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default();
+            assert!(started.elapsed() < std::time::Duration::from_secs(60), "private dockerd did not start:\n{log}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the daemon the way a service manager does (SIGTERM, wait) and starts it
+    /// again on the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: a plain signal to a process this test started.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateDockerd {
+    fn drop(&mut self) {
+        // Without live-restore the daemon stops its containers as it shuts down.
+        self.stop();
+        // What it leaves mounted (its network namespace) would keep the dir from going.
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let mut inside: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|m| Path::new(m).starts_with(self.dir.path()))
+            .collect();
+        inside.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in inside {
+            if let Ok(c) = std::ffi::CString::new(m) {
+                // SAFETY: umount2 with a NUL-terminated path; a lazy detach of a test mount.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
+    }
 }
 
 /// True for an ELF file without a program interpreter (PT_INTERP), i.e. static.

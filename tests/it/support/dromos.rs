@@ -11,6 +11,7 @@ pub struct Dromos {
     pub data_dir: PathBuf,
     pub ports: String,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
     token: Option<String>,
 }
 
@@ -21,6 +22,11 @@ pub fn exe() -> &'static str {
 impl Dromos {
     /// Starts dromos in `data_dir` with extra flags.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Dromos {
+        Dromos::start_with_env(data_dir, extra, &[])
+    }
+
+    /// Starts dromos in `data_dir` with extra flags and environment variables.
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Dromos {
         let base = super::port_block();
         let mut d = Dromos {
             child: None,
@@ -28,6 +34,7 @@ impl Dromos {
             data_dir: data_dir.to_path_buf(),
             ports: format!("{base}-{}", base + 99),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             token: None,
         };
         d.spawn();
@@ -47,7 +54,7 @@ impl Dromos {
                 .collect();
         args.push(self.data_dir.to_string_lossy().to_string());
         args.extend(self.extra.iter().cloned());
-        let (child, line) = super::spawn_dromos(&args);
+        let (child, line) = super::spawn_dromos(&args, &self.env);
         let url =
             line.strip_prefix("dromos listening on ").unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
         self.url = url.to_string();

@@ -24,10 +24,11 @@ pub fn port_block() -> u16 {
 
 /// Starts `dromos <args>` (logging warnings to the test's stderr) and returns the
 /// process with the first line it printed on stdout (its address, or its agent id).
-pub fn spawn_dromos(args: &[String]) -> (Child, String) {
+pub fn spawn_dromos(args: &[String], env: &[(String, String)]) -> (Child, String) {
     let mut child = Command::new(dromos::exe())
         .args(args)
         .env("DROMOS_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
