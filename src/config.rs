@@ -132,6 +132,10 @@ pub struct ServeArgs {
     /// How often every agent re-registers for a full reconciliation [default: 10m].
     #[arg(long, env = "DROMOS_RECONCILE_INTERVAL")]
     pub reconcile_interval: Option<String>,
+    /// An agent unreachable this long, with no tasks left, is removed from the registry
+    /// [default: 14d].
+    #[arg(long, env = "DROMOS_AGENT_FORGET_AFTER")]
+    pub agent_forget_after: Option<String>,
     /// A role's weight for fair sharing, ROLE=WEIGHT (repeatable) [default: 1].
     #[arg(long = "role-weight", env = "DROMOS_ROLE_WEIGHTS", value_delimiter = ' ')]
     pub role_weights: Vec<String>,
@@ -190,6 +194,7 @@ struct FileConfig {
     agent_ping_timeouts: Option<u32>,
     agent_removal_rate_limit: Option<String>,
     reconcile_interval: Option<String>,
+    agent_forget_after: Option<String>,
     role_weights: Option<Vec<String>>,
     role_quotas: Option<Vec<String>>,
     allow_privileged: Option<bool>,
@@ -225,13 +230,14 @@ pub fn parse_duration(what: &'static str, s: &str) -> Result<Duration, ConfigErr
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| ConfigError::Setting(what, s.into(), "use e.g. 200ms, 15s, 1m or 1h"))?;
+    let n: f64 = num.parse().map_err(|_| ConfigError::Setting(what, s.into(), "use e.g. 200ms, 15s, 1m, 1h or 14d"))?;
     let secs = match unit.trim() {
         "ms" => n / 1000.0,
         "s" | "sec" | "secs" => n,
         "m" | "min" | "mins" => n * 60.0,
         "h" | "hr" | "hrs" => n * 3600.0,
-        _ => return Err(ConfigError::Setting(what, s.into(), "use e.g. 200ms, 15s, 1m or 1h")),
+        "d" | "day" | "days" => n * 86400.0,
+        _ => return Err(ConfigError::Setting(what, s.into(), "use e.g. 200ms, 15s, 1m, 1h or 14d")),
     };
     if !(secs > 0.0 && secs.is_finite()) {
         return Err(ConfigError::Setting(what, s.into(), "must be positive"));
@@ -455,6 +461,11 @@ impl Config {
                 "reconcile interval",
                 args.reconcile_interval.or(file.reconcile_interval),
                 defaults.reconcile_interval,
+            )?,
+            forget_after: dur(
+                "agent forget after",
+                args.agent_forget_after.or(file.agent_forget_after),
+                defaults.forget_after,
             )?,
         };
         let weights =

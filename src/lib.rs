@@ -14,12 +14,14 @@
 //! - [`api`]: the axum HTTP API (Marathon `/v2`, `/v1/agents`, the agent stream,
 //!   `/ping`, `/metrics`).
 //! - [`config`]: flags > `DROMOS_*` env > config file > defaults.
+//! - [`failpoint`]: named crash points for the fault tests.
 //! - [`server`]: wiring for `dromos serve` and `dromos agent`.
 
 pub mod agent;
 pub mod api;
 pub mod config;
 pub mod domain;
+pub mod failpoint;
 pub mod master;
 pub mod scheduler;
 pub mod server;

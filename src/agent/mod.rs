@@ -472,6 +472,7 @@ impl Agent {
     fn internal_event(&mut self, ev: Internal) {
         match ev {
             Internal::Started { task_id, pidfd } => {
+                crate::failpoint::hit("agent-after-start");
                 if let Some(t) = self.tasks.get_mut(&task_id) {
                     if t.terminal.is_none() {
                         t.state = TaskState::Running;
@@ -484,6 +485,7 @@ impl Agent {
                 }
             }
             Internal::ContainerStarted { task_id, container_id } => {
+                crate::failpoint::hit("agent-after-start");
                 if let Some(t) = self.tasks.get_mut(&task_id) {
                     t.container = Some(container_id.clone());
                     if t.terminal.is_none() {

@@ -61,6 +61,9 @@ pub struct Liveness {
     pub removal_limit: RemovalLimit,
     /// How often every agent is asked to re-register (full reconciliation).
     pub reconcile_interval: Duration,
+    /// An agent unreachable this long with no tasks left is removed from the registry
+    /// (Mesos's registry_max_agent_age), so the agent list does not grow forever.
+    pub forget_after: Duration,
 }
 
 impl Default for Liveness {
@@ -70,6 +73,7 @@ impl Default for Liveness {
             ping_timeouts: 5,
             removal_limit: RemovalLimit::Percent { percent: 10.0, window: Duration::from_secs(60) },
             reconcile_interval: Duration::from_secs(600),
+            forget_after: Duration::from_secs(14 * 24 * 3600),
         }
     }
 }
@@ -149,8 +153,11 @@ impl Master {
         self.links().last_seen.insert(id.clone(), Instant::now());
     }
 
+    /// An agent held back by the removal rate limit counts as disconnected: it is
+    /// silent beyond its budget, only not yet marked.
     pub fn connection(&self, id: &AgentId) -> Connection {
-        if self.links().links.contains_key(id) {
+        let l = self.links();
+        if l.links.contains_key(id) && !l.held_back.contains(id) {
             Connection::Connected
         } else {
             Connection::Disconnected
@@ -162,9 +169,10 @@ impl Master {
         self.links().held_back.len()
     }
 
-    /// Agents with a command link (placement only uses these).
+    /// Agents with a command link that are not overdue (placement only uses these).
     pub(super) fn connected_agents(&self) -> Vec<AgentId> {
-        self.links().links.keys().cloned().collect()
+        let l = self.links();
+        l.links.keys().filter(|id| !l.held_back.contains(*id)).cloned().collect()
     }
 
     pub(super) fn send_to(&self, agent: &AgentId, msg: ToAgent) {
@@ -251,6 +259,11 @@ impl Master {
             }
             now_marked.into_iter().map(|(_, id)| id).collect()
         };
+        let forget_after = self.liveness.forget_after;
+        let forget = !plan_forget(&*self.state.read().await, crate::master::now(), forget_after).is_empty();
+        if forget {
+            self.write(move |state, now| Ok((plan_forget(state, now, forget_after), ()))).await?;
+        }
         if marked.is_empty() {
             return Ok(());
         }
@@ -353,6 +366,19 @@ fn plan_unreachable(state: &State, now: Timestamp, agents: &[AgentId]) -> Vec<Ch
     changes
 }
 
+/// Removes agents unreachable for longer than `after` that have no tasks left.
+fn plan_forget(state: &State, now: Timestamp, after: Duration) -> Vec<Change> {
+    let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+    state
+        .agents
+        .values()
+        .filter(|r| r.mark == AgentMark::Unreachable)
+        .filter(|r| r.unreachable_since.is_some_and(|t| t.plus_millis(after_ms) <= now))
+        .filter(|r| state.tasks_on(&r.info.id).next().is_none())
+        .map(|r| Change::DeleteAgent(r.info.id.clone()))
+        .collect()
+}
+
 /// What handling a burst of status reports produced.
 #[derive(Default)]
 struct StatusHandling {
@@ -449,6 +475,47 @@ impl StatusHandling {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_unreachable_agents_without_tasks_are_forgotten() {
+        use crate::scheduler::reconcile::tests::{spec, task, version};
+        let rec = |id: &str, mark, since: Option<i64>| AgentRecord {
+            info: AgentInfo {
+                id: AgentId(id.into()),
+                hostname: "h".into(),
+                resources: Default::default(),
+                attributes: Default::default(),
+                containerizers: vec![],
+            },
+            mark,
+            registered_at: Timestamp::from_millis(0),
+            unreachable_since: since.map(Timestamp::from_millis),
+        };
+        let mut st = State::default();
+        for r in [
+            rec("old", AgentMark::Unreachable, Some(0)),
+            rec("recent", AgentMark::Unreachable, Some(9_000)),
+            rec("active", AgentMark::Active, None),
+        ] {
+            st.agents.insert(r.info.id.clone(), r);
+        }
+        let day = Duration::from_secs(10);
+        let forgotten = |st: &State| -> Vec<String> {
+            plan_forget(st, Timestamp::from_millis(10_000), day)
+                .into_iter()
+                .map(|c| match c {
+                    Change::DeleteAgent(id) => id.0,
+                    _ => panic!("only deletions"),
+                })
+                .collect()
+        };
+        assert_eq!(forgotten(&st), vec!["old"]);
+        // An agent that still has (unreachable) tasks is kept: they may come back.
+        let mut t = task(&version(spec("/app", 1), 0), 0, TaskState::Unreachable, 0);
+        t.agent_id = AgentId("old".into());
+        st.apply(&Change::PutTask(Box::new(t)));
+        assert!(forgotten(&st).is_empty());
+    }
 
     #[test]
     fn removal_limits() {

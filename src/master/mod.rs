@@ -311,6 +311,9 @@ impl Master {
                 info.since = prev.get(app).and_then(|p| p.since).or(Some(now()));
             }
         }
+        if !outcome.launches.is_empty() {
+            crate::failpoint::hit("master-after-launch-commit");
+        }
         for (agent, launch) in outcome.launches {
             self.send_to(&agent, ToAgent::Launch(launch));
         }

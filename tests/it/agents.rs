@@ -256,3 +256,63 @@ fn a_wiped_agent_stops_what_it_left_running_and_the_tasks_are_replaced_once() {
     assert_eq!(agents.keys().collect::<Vec<_>>(), vec![&a.id]);
     assert_eq!(a.live_sandboxes().len(), 1);
 }
+
+/// Reliability case 10: half the cluster goes silent at once. The removal rate limit
+/// (10% per minute, at least one agent) lets one agent be marked unreachable and holds
+/// the other back, visibly (metrics, agent state), without touching its tasks; when the
+/// partition heals, both agents are active again.
+#[test]
+fn a_partition_of_half_the_agents_is_held_back_by_the_removal_rate_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Dromos::start(
+        &dir.path().join("master"),
+        &[
+            "--no-agent",
+            "--auth-token",
+            TOKEN,
+            "--agent-ping-interval",
+            "200ms",
+            "--agent-ping-timeouts",
+            "5",
+            "--agent-removal-rate-limit",
+            "10%/10m",
+        ],
+    )
+    .with_token(TOKEN);
+    let agents: Vec<Agent> = (1..=4)
+        .map(|i| {
+            let host = format!("127.0.0.{i}");
+            Agent::start(&d.url, TOKEN, &dir.path().join(format!("a{i}")), &host, "cpus:1;mem:256", "rack:r")
+        })
+        .collect();
+    wait_agents_active(&d, 4);
+    let app = json!({"id": "/spread", "cmd": "exec sleep 1000", "instances": 4, "cpus": 0.5, "mem": 16,
+        "constraints": [], "unreachableStrategy": {"inactiveAfterSeconds": 3600, "expungeAfterSeconds": 7200}});
+    assert_eq!(d.call("POST", "/v2/apps", Some(&app)).status, 201);
+    wait_for("4 running", T, || (running(&d, "/spread").len() == 4).then_some(()));
+
+    agents[0].pause();
+    agents[1].pause();
+    let metric = |name: &str| -> String {
+        let text = d.call("GET", "/metrics", None).text;
+        text.lines().find_map(|l| l.strip_prefix(&format!("{name} ")).map(String::from)).unwrap_or_default()
+    };
+    wait_for("one agent marked, one held back", T, || {
+        (metric("dromos_agents_unreachable") == "1" && metric("dromos_agents_removal_held_back") == "1").then_some(())
+    });
+    let states: Vec<String> = agents_by_id(&d)
+        .values()
+        .map(|a| a["state"].as_str().unwrap().to_string())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(states, vec!["active", "disconnected", "unreachable"]);
+    let by_id = agents_by_id(&d);
+    let held = if by_id[&agents[0].id]["state"] == "disconnected" { &agents[0] } else { &agents[1] };
+    assert_eq!(by_id[&held.id]["tasks"], 1, "the held-back agent's task is left alone");
+
+    agents[0].resume();
+    agents[1].resume();
+    wait_agents_active(&d, 4);
+    wait_for("the held-back count to clear", T, || (metric("dromos_agents_removal_held_back") == "0").then_some(()));
+}

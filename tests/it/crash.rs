@@ -1,6 +1,7 @@
 //! Crash safety: `kill -9` of dromos in the middle of a scale-up loses nothing that was
 //! acknowledged, and the restarted dromos adopts the running processes instead of
-//! starting them twice.
+//! starting them twice. Fail points (`DROMOS_FAILPOINT`) crash it at the exact steps
+//! of reliability cases 2 and 3.
 
 use crate::support::dromos::Dromos;
 use crate::support::wait_for;
@@ -78,4 +79,47 @@ fn tasks_that_died_while_dromos_was_down_are_replaced() {
         (app["tasksRunning"] == 3 && ids.len() == 3 && !ids.contains(&dead_id.as_str())).then_some(())
     });
     assert_eq!(d.live_sandboxes().len(), 3);
+}
+
+/// Reliability case 2: a crash after the new task was stored (STAGING) but before the
+/// launch went out. After the restart there is exactly one copy.
+#[test]
+fn a_crash_between_storing_a_launch_and_sending_it_leaves_exactly_one_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Dromos::start_with_env(dir.path(), &[], &[("DROMOS_FAILPOINT", "master-after-launch-commit")]);
+    let app = json!({"id": "/once", "cmd": "exec sleep 1000", "instances": 1, "cpus": 0.01, "mem": 8});
+    // The crash may beat the answer to the client; the app was committed before the
+    // scheduler saw it either way (the restart below finds it).
+    let _ = ureq::post(&format!("{}/v2/apps", d.url)).send_json(&app);
+    d.wait_crash();
+    assert!(d.live_sandboxes().is_empty(), "the launch was never sent");
+    d.set_env(&[]);
+    d.restart();
+    wait_for("one running copy", T, || {
+        let app = d.app("/once");
+        (app["tasksRunning"] == 1 && app["deployments"] == json!([])).then_some(())
+    });
+    assert_eq!(d.app("/once")["tasks"].as_array().unwrap().len(), 1);
+    assert_eq!(d.live_sandboxes().len(), 1, "exactly one process for the instance");
+}
+
+/// Reliability case 3: a crash after the task's process started but before its agent
+/// reported it running. The restarted agent adopts it: same task, same process.
+#[test]
+fn a_crash_after_a_task_started_but_before_it_was_reported_adopts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Dromos::start_with_env(dir.path(), &[], &[("DROMOS_FAILPOINT", "agent-after-start")]);
+    let app = json!({"id": "/started", "cmd": "exec sleep 1000", "instances": 1, "cpus": 0.01, "mem": 8});
+    let _ = ureq::post(&format!("{}/v2/apps", d.url)).send_json(&app); // may race the crash
+    d.wait_crash();
+    let before = d.live_sandboxes();
+    assert_eq!(before.len(), 1, "the process runs on");
+    d.set_env(&[]);
+    d.restart();
+    let task = wait_for("the task adopted as running", T, || {
+        let app = d.app("/started");
+        (app["tasksRunning"] == 1).then(|| app["tasks"][0]["id"].as_str().unwrap().to_string())
+    });
+    assert_eq!(task, before[0].0, "the same task");
+    assert_eq!(d.live_sandboxes(), before, "the same process, nothing launched again");
 }

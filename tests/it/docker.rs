@@ -463,3 +463,40 @@ fn a_dockerd_restart_fails_running_containers_with_a_reason_and_the_agent_carrie
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "true");
     assert_eq!(d.call("DELETE", "/v2/apps/dd", None).status, 200);
 }
+
+/// Reliability case 3 for containers: dromos crashes after the container started but
+/// before its agent reported TASK_RUNNING. The restarted agent finds the container by its
+/// labels and adopts it: the same task and container, none started again.
+#[test]
+fn a_crash_after_a_container_started_but_before_it_was_reported_adopts_it() {
+    use crate::support::dromos::Dromos;
+    use crate::support::wait_for;
+    use serde_json::json;
+    dk::require();
+    let image = dk::image();
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Dromos::start_with_env(dir.path(), &[], &[("DROMOS_FAILPOINT", "agent-after-start")]);
+    let agent_id = d.get("/v1/agents")["agents"][0]["id"].as_str().unwrap().to_string();
+    let _cleanup = Cleanup { agent_id: agent_id.clone() };
+    let app = json!({"id": "/dstart", "cmd": "exec sleep 1000", "cpus": 0.1, "mem": 16,
+        "container": {"type": "DOCKER", "docker": {"image": image}}});
+    let _ = ureq::post(&format!("{}/v2/apps", d.url)).send_json(&app); // may race the crash
+    d.wait_crash();
+    let filter = format!("label=dromos.agent-id={agent_id}");
+    let ps = Command::new("docker").args(["ps", "-q", "--no-trunc", "--filter", &filter]).output().unwrap();
+    let running: Vec<String> = String::from_utf8_lossy(&ps.stdout).split_whitespace().map(String::from).collect();
+    assert_eq!(running.len(), 1, "the container runs on without dromos");
+
+    d.set_env(&[]);
+    d.restart();
+    let t = Duration::from_secs(60);
+    let task = wait_for("the container adopted as running", t, || {
+        let app = d.app("/dstart");
+        (app["tasksRunning"] == 1).then(|| app["tasks"][0]["id"].as_str().unwrap().to_string())
+    });
+    let name = format!("dromos-{task}");
+    assert_eq!(dk::inspect(&name, "{{.Id}}"), running[0], "the same container");
+    assert_eq!(dk::count(&agent_id), 1, "none started again");
+    assert_eq!(d.call("DELETE", "/v2/apps/dstart", None).status, 200);
+    wait_for("no containers left", t, || (dk::count(&agent_id) == 0).then_some(()));
+}

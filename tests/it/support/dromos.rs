@@ -69,6 +69,21 @@ impl Dromos {
         }
     }
 
+    /// Waits until the process ends by itself (at a fail point), then forgets it.
+    pub fn wait_crash(&mut self) {
+        let mut c = self.child.take().expect("dromos is running");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while c.try_wait().expect("wait for dromos").is_none() {
+            assert!(std::time::Instant::now() < deadline, "dromos did not crash at its fail point");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// The environment of the next (re)start.
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    }
+
     /// Starts again on the same data dir (after `kill9`).
     pub fn restart(&mut self) {
         self.kill9();
