@@ -80,58 +80,66 @@ impl Cgroups {
     /// Creates task `name`'s cgroup with `limits`; returns its directories, which the
     /// supervisor joins. `name` is a validated task id (path-safe).
     pub fn create_task(&self, name: &str, limits: Limits) -> io::Result<Vec<PathBuf>> {
-        let dirs = self.task_dirs(name);
-        for d in &dirs {
-            match fs::create_dir(d) {
-                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
-                _ => {}
-            }
-        }
         let mem = (limits.mem_mb > 0.0).then(|| ((limits.mem_mb * 1024.0 * 1024.0) as u64).max(4 << 20));
         let quota = (limits.cpus > 0.0).then(|| ((limits.cpus * CFS_PERIOD_US as f64) as u64).max(1000));
-        let written = match self {
-            Cgroups::V2 { .. } => {
-                let d = &dirs[0];
-                let mut r = Ok(());
+        // (directory, file, value, whether the file may be absent), in writing order.
+        const OPTIONAL: bool = true;
+        const REQUIRED: bool = false;
+        let mut writes: Vec<(PathBuf, &str, String, bool)> = Vec::new();
+        let dirs = match self {
+            Cgroups::V2 { dir } => {
+                let d = dir.join(name);
                 if let Some(bytes) = mem {
-                    r = r.and_then(|_| fs::write(d.join("memory.max"), bytes.to_string()));
+                    writes.push((d.clone(), "memory.max", bytes.to_string(), REQUIRED));
                     // No swap beyond the limit (the file is absent without swap accounting).
-                    if d.join("memory.swap.max").exists() {
-                        r = r.and_then(|_| fs::write(d.join("memory.swap.max"), "0"));
-                    }
+                    writes.push((d.clone(), "memory.swap.max", "0".into(), OPTIONAL));
                 }
                 if let Some(q) = quota {
-                    r = r.and_then(|_| fs::write(d.join("cpu.max"), format!("{q} {CFS_PERIOD_US}")));
+                    writes.push((d.clone(), "cpu.max", format!("{q} {CFS_PERIOD_US}"), REQUIRED));
                     // cpu.weight is 1..=10000, 100 for one share of 1024: 100 per core.
                     let weight = ((limits.cpus * 100.0) as u64).clamp(1, 10_000);
-                    r = r.and_then(|_| fs::write(d.join("cpu.weight"), weight.to_string()));
+                    writes.push((d.clone(), "cpu.weight", weight.to_string(), REQUIRED));
                 }
-                r
+                vec![d]
             }
-            Cgroups::V1 { .. } => {
-                let (m, c) = (&dirs[0], &dirs[1]);
-                let mut r = Ok(());
+            Cgroups::V1 { memory, cpu } => {
+                let (m, c) = (memory.join(name), cpu.join(name));
                 if let Some(bytes) = mem {
-                    r = r.and_then(|_| fs::write(m.join("memory.limit_in_bytes"), bytes.to_string()));
+                    writes.push((m.clone(), "memory.limit_in_bytes", bytes.to_string(), REQUIRED));
                     // memory + swap = memory: no swap (absent without swap accounting).
-                    if m.join("memory.memsw.limit_in_bytes").exists() {
-                        r = r.and_then(|_| fs::write(m.join("memory.memsw.limit_in_bytes"), bytes.to_string()));
-                    }
+                    writes.push((m.clone(), "memory.memsw.limit_in_bytes", bytes.to_string(), OPTIONAL));
                 }
                 if let Some(q) = quota {
-                    r = r.and_then(|_| fs::write(c.join("cpu.cfs_period_us"), CFS_PERIOD_US.to_string()));
-                    r = r.and_then(|_| fs::write(c.join("cpu.cfs_quota_us"), q.to_string()));
-                    let shares = ((limits.cpus * 1024.0) as u64).max(2);
-                    r = r.and_then(|_| fs::write(c.join("cpu.shares"), shares.to_string()));
+                    // The period is the kernel's default (100 ms) in a new cgroup.
+                    writes.push((c.clone(), "cpu.cfs_quota_us", q.to_string(), REQUIRED));
+                    writes.push((c.clone(), "cpu.shares", ((limits.cpus * 1024.0) as u64).max(2).to_string(), REQUIRED));
                 }
-                r
+                vec![m, c]
             }
         };
-        if let Err(e) = written {
-            remove(&dirs);
-            return Err(e);
+        let made = (|| {
+            for d in &dirs {
+                match fs::create_dir(d) {
+                    Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                    _ => {}
+                }
+            }
+            for (dir, file, value, optional) in &writes {
+                let path = dir.join(file);
+                if *optional && !path.exists() {
+                    continue;
+                }
+                fs::write(path, value)?;
+            }
+            Ok(())
+        })();
+        match made {
+            Ok(()) => Ok(dirs),
+            Err(e) => {
+                remove(&dirs);
+                Err(e)
+            }
         }
-        Ok(dirs)
     }
 }
 
@@ -219,7 +227,6 @@ mod tests {
         assert_eq!(read("m/t1/memory.limit_in_bytes"), (64u64 << 20).to_string());
         assert_eq!(read("m/t1/memory.memsw.limit_in_bytes"), (64u64 << 20).to_string());
         assert_eq!(read("c/t1/cpu.cfs_quota_us"), "50000");
-        assert_eq!(read("c/t1/cpu.cfs_period_us"), "100000");
         assert_eq!(read("c/t1/cpu.shares"), "512");
         assert_eq!(dirs.len(), 2);
 

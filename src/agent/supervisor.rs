@@ -7,8 +7,8 @@
 //!    the task's cgroup when the agent made one ([`super::cgroups`]);
 //! 4. on SIGTERM (a kill), sends SIGTERM to the task's group and SIGKILL after the grace
 //!    period; when the task ends, kills whatever is left of its group;
-//! 5. records how the task ended in `exit.json` (OOM kills included), removes the
-//!    task's cgroup, then exits.
+//! 5. records how the task ended in `exit.json` (OOM kills included), tries to remove
+//!    the task's cgroup (the agent finishes that), then exits.
 //!
 //! It uses blocking calls only (sigtimedwait), so a thousand idle supervisors cost no CPU.
 
@@ -84,12 +84,16 @@ fn signal_set() -> libc::sigset_t {
 }
 
 fn finish(sandbox: &Path, cgroup: &[PathBuf], rec: &ExitRecord) -> ! {
-    cgroups::remove(cgroup);
     let data = serde_json::to_vec(rec).unwrap_or_default();
     let code = match write_atomic(&sandbox.join(EXIT_FILE), &data) {
         Ok(()) => 0,
         Err(_) => 1,
     };
+    // One try: a cgroup whose last process is still on its way out cannot go yet, and
+    // the agent removes it when the end is acknowledged.
+    for d in cgroup {
+        let _ = std::fs::remove_dir(d);
+    }
     std::process::exit(code)
 }
 
