@@ -42,7 +42,7 @@ fn bench_placement() {
             dromos::api::dto::app::parse_app(body, None).expect("valid")
         })
         .collect();
-    let requests: Vec<LaunchRequest> = specs.iter().map(|s| LaunchRequest { app: s, count: 1000 }).collect();
+    let requests: Vec<LaunchRequest> = specs.iter().map(|s| LaunchRequest::new(s, 1000)).collect();
     let mut best = f64::MAX;
     for _ in 0..5 {
         let mut a = agents.clone();
@@ -207,7 +207,7 @@ fn bench_drf() {
             dromos::api::dto::app::parse_app(body, None).expect("valid")
         })
         .collect();
-    let requests: Vec<LaunchRequest> = specs.iter().map(|s| LaunchRequest { app: s, count: 5000 }).collect();
+    let requests: Vec<LaunchRequest> = specs.iter().map(|s| LaunchRequest::new(s, 5000)).collect();
     let mut policy = RolePolicy::default();
     for i in 0..100 {
         policy.weights.insert(format!("r{i}"), 1.0 + (i % 5) as f64);

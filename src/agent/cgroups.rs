@@ -112,7 +112,12 @@ impl Cgroups {
                 if let Some(q) = quota {
                     // The period is the kernel's default (100 ms) in a new cgroup.
                     writes.push((c.clone(), "cpu.cfs_quota_us", q.to_string(), REQUIRED));
-                    writes.push((c.clone(), "cpu.shares", ((limits.cpus * 1024.0) as u64).max(2).to_string(), REQUIRED));
+                    writes.push((
+                        c.clone(),
+                        "cpu.shares",
+                        ((limits.cpus * 1024.0) as u64).max(2).to_string(),
+                        REQUIRED,
+                    ));
                 }
                 vec![m, c]
             }

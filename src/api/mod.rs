@@ -10,6 +10,7 @@ pub mod apps;
 pub mod dto;
 pub mod error;
 pub mod extract;
+pub mod queue;
 pub mod system;
 pub mod tasks;
 
@@ -18,7 +19,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use error::ApiError;
 use std::sync::Arc;
@@ -57,6 +58,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v2/apps/{appId}/versions/{version}"),
     ("GET", "/v2/tasks"),
     ("POST", "/v2/tasks/delete"),
+    ("GET", "/v2/queue"),
+    ("DELETE", "/v2/queue/{appId}/delay"),
     ("GET", "/v1/agents"),
     ("GET", "/v1/agents/{agentId}"),
     ("GET", "/v1/agent/stream"),
@@ -79,6 +82,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v2/tasks", get(tasks::list))
         .route("/v2/tasks/delete", post(tasks::delete_many))
+        .route("/v2/queue", get(queue::list))
+        .route("/v2/queue/{*rest}", delete(queue::delete_delay))
         .route("/v1/agents", get(agents::list))
         .route("/v1/agents/{agent_id}", get(agents::get_one))
         .route("/v1/agent/stream", get(agents::stream))

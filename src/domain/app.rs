@@ -99,6 +99,12 @@ impl ConstraintOperator {
     }
 }
 
+/// Compiles a constraint regex for whole-value matching (Marathon used Java's
+/// `String.matches`).
+pub fn whole_match_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    regex::Regex::new(&format!("^(?:{pattern})$"))
+}
+
 /// `["field", "OPERATOR"]` or `["field", "OPERATOR", "value"]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Constraint {
@@ -130,6 +136,12 @@ impl Constraint {
             (MaxPer, None) => return Err("MAX_PER requires a value".into()),
             (MaxPer, Some(v)) if v.parse::<u32>().is_err() => return Err("Value was not a valid integer".into()),
             (GroupBy, Some(v)) if v.parse::<u32>().is_err() => return Err("Value was not a valid integer".into()),
+            (Like | Unlike, Some(v)) => {
+                if let Err(e) = whole_match_regex(v) {
+                    let first = e.to_string().lines().last().unwrap_or_default().trim().to_string();
+                    return Err(format!("'{v}' is not a valid regular expression: {first}"));
+                }
+            }
             _ => {}
         }
         Ok(Constraint { field: field.clone(), operator, value })

@@ -26,7 +26,9 @@ use crate::domain::task::{task_environment, Goal};
 use crate::domain::AppSpec;
 use crate::domain::{AgentId, AgentMark, InstanceId, PathId, Resources, Task, TaskId, TaskState, Timestamp, Violation};
 use crate::scheduler::placement::Rejection;
-use crate::scheduler::{place, reconcile_app, AgentCapacity, Backoff, Fairness, LaunchRequest, RolePolicy};
+use crate::scheduler::{
+    place, reconcile_app, AgentCapacity, AgentFields, Backoff, ConstraintTracker, Fairness, LaunchRequest, RolePolicy,
+};
 use crate::store::{Change, Store, StoreError};
 use state::State;
 use std::any::Any;
@@ -77,7 +79,12 @@ pub const SERVICE_PORTS: (u16, u16) = (10000, 20000);
 pub struct QueueInfo {
     pub count: u32,
     pub delayed_until: Option<Timestamp>,
+    /// How many agents turned the app down in the last pass, by Marathon's reason names
+    /// (its processedOffersSummary).
     pub rejections: BTreeMap<&'static str, u32>,
+    /// The same for each constraint that turned agents down (a dromos detail: Marathon
+    /// only said "UnfulfilledConstraint").
+    pub constraints: Vec<(crate::domain::app::Constraint, u32)>,
     pub since: Option<Timestamp>,
 }
 
@@ -393,15 +400,27 @@ fn plan_tick(
         }
     }
 
+    // Constraints read agents' hostnames and attributes, also of agents that are not
+    // connected right now (their instances still count).
+    let fields: HashMap<AgentId, AgentFields> = if state.apps.values().any(|a| !a.current.spec.constraints.is_empty()) {
+        state.agents.values().map(|r| (r.info.id.clone(), AgentFields::new(&r.info))).collect()
+    } else {
+        HashMap::new()
+    };
+
     // Reconcile every app.
     let mut requests = Vec::new();
     let mut stop = Vec::new();
     for (id, rec) in &state.apps {
         let tasks: Vec<&Task> = state.tasks_of(id).collect();
-        let plan = reconcile_app(&rec.current, &tasks, backoffs.get(id), now);
+        let plan = reconcile_app(&rec.current, &tasks, backoffs.get(id), now, &fields);
         stop.extend(plan.kill);
         if plan.launch > 0 {
-            requests.push(LaunchRequest { app: &rec.current.spec, count: plan.launch });
+            let spec = &rec.current.spec;
+            // Every active instance counts for the constraints, also those on their way out.
+            let placed = tasks.iter().filter(|t| t.is_active()).filter_map(|t| fields.get(&t.agent_id));
+            let constraints = ConstraintTracker::new(&spec.constraints, placed);
+            requests.push(LaunchRequest { app: spec, count: plan.launch, constraints });
         } else if plan.delayed_until.is_some() {
             let missing = rec
                 .current
@@ -451,7 +470,7 @@ fn plan_tick(
             id: task_id.clone(),
             app_id: spec.id.clone(),
             agent_id: agent.id.clone(),
-            host: agent.hostname.clone(),
+            host: agent.hostname().to_string(),
             state: TaskState::Staging,
             goal: Goal::Running,
             ports: p.ports.clone(),
@@ -467,7 +486,7 @@ fn plan_tick(
             (None, false) => TaskCommand::Argv(spec.args.clone()),
             (None, true) => TaskCommand::Argv(vec![]),
         };
-        let env = task_environment(&rec.current, &task_id, &agent.hostname, &p.ports);
+        let env = task_environment(&rec.current, &task_id, agent.hostname(), &p.ports);
         out.launches.push((
             agent.id.clone(),
             LaunchTask {
@@ -486,8 +505,16 @@ fn plan_tick(
     }
     for (ri, (left, why)) in &result.unplaced {
         let app = requests[*ri].app;
-        let rejections = why.iter().map(|(r, n): (&Rejection, &u32)| (r.name(), *n)).collect();
-        out.queue.insert(app.id.clone(), QueueInfo { count: *left, delayed_until: None, rejections, since: None });
+        let mut info = QueueInfo { count: *left, ..Default::default() };
+        for (r, n) in why {
+            *info.rejections.entry(r.name()).or_default() += n;
+            if let Rejection::Constraint(i) = r {
+                if let Some(c) = app.constraints.get(*i as usize) {
+                    info.constraints.push((c.clone(), *n));
+                }
+            }
+        }
+        out.queue.insert(app.id.clone(), info);
     }
 
     // Deployments whose every action is carried out are finished.

@@ -205,7 +205,7 @@ mod tests {
                 total.add(&p.free);
             }
         }
-        let requests: Vec<LaunchRequest> = apps.iter().map(|a| LaunchRequest { app: a, count: a.instances }).collect();
+        let requests: Vec<LaunchRequest> = apps.iter().map(|a| LaunchRequest::new(a, a.instances)).collect();
         let mut f = Fairness::new(total, HashMap::new(), policy);
         let r = place(agents, &requests, &mut 0, &mut f);
         (0..apps.len()).map(|i| r.placed.iter().filter(|p| p.request == i).count()).collect()
@@ -246,7 +246,7 @@ mod tests {
     fn existing_usage_counts() {
         let apps = [app("/a", "a", 1.0, 1.0, 10), app("/b", "b", 1.0, 1.0, 10)];
         let mut agents = vec![agent(0, 6.0, 6.0)];
-        let requests: Vec<LaunchRequest> = apps.iter().map(|a| LaunchRequest { app: a, count: 10 }).collect();
+        let requests: Vec<LaunchRequest> = apps.iter().map(|a| LaunchRequest::new(a, 10)).collect();
         let policy = RolePolicy::default();
         let usage = HashMap::from([("a".to_string(), Resources::new(4.0, 4.0, 0.0, 0.0))]);
         let mut f = Fairness::new(Resources::new(10.0, 10.0, 0.0, 0.0), usage, &policy);
@@ -261,7 +261,7 @@ mod tests {
         let mut policy = RolePolicy::default();
         policy.quotas.insert("a".into(), Quota { cpus: Some(3.0), ..Default::default() });
         let mut agents = vec![agent(0, 10.0, 10.0)];
-        let requests = [LaunchRequest { app: &apps[0], count: 10 }];
+        let requests = [LaunchRequest::new(&apps[0], 10)];
         let mut f = Fairness::new(Resources::new(10.0, 10.0, 0.0, 0.0), HashMap::new(), &policy);
         let r = place(&mut agents, &requests, &mut 0, &mut f);
         assert_eq!(r.placed.len(), 3);

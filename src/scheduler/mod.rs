@@ -2,6 +2,7 @@
 //!
 //! - [`reconcile`]: desired vs actual per app -> how many to launch, which tasks to kill.
 //! - [`placement`]: fits launch requests into agents' free resources and host ports.
+//! - [`constraints`]: Marathon's placement constraints (UNIQUE, GROUP_BY, ...).
 //! - [`drf`]: whose turn it is between roles (weighted Dominant Resource Fairness, quotas).
 //! - [`backoff`]: Marathon's launch backoff after failed tasks.
 //!
@@ -10,11 +11,13 @@
 //! draws random numbers, so everything is unit-tested and benchmarked directly.
 
 pub mod backoff;
+pub mod constraints;
 pub mod drf;
 pub mod placement;
 pub mod reconcile;
 
 pub use backoff::Backoff;
+pub use constraints::{AgentFields, ConstraintTracker};
 pub use drf::{Fairness, RolePolicy};
 pub use placement::{place, AgentCapacity, LaunchRequest, PlacementResult, PortPool};
 pub use reconcile::{reconcile_app, AppPlan};

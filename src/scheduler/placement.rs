@@ -4,9 +4,11 @@
 //! cluster and a placement costs O(1) when most agents have room (the benchmark places
 //! 100,000 tasks on 10,000 agents). Each agent offers one pool per role; a task draws
 //! from the pools of its accepted roles, its own role's reservation first. Which role
-//! places next is decided by [`super::drf`]. Placement constraints (issue "Marathon
-//! scheduling semantics") plug into [`AgentCapacity::rejects`].
+//! places next is decided by [`super::drf`]. An agent with room must also satisfy the
+//! app's placement constraints ([`super::constraints`]), given where its instances run,
+//! including those placed earlier in the same pass.
 
+use super::constraints::{AgentFields, ConstraintTracker};
 use super::drf::Fairness;
 use crate::domain::agent::Containerizer;
 use crate::domain::resources::EPS;
@@ -128,7 +130,8 @@ pub struct PoolCapacity {
 #[derive(Debug, Clone)]
 pub struct AgentCapacity {
     pub id: AgentId,
-    pub hostname: String,
+    /// Hostname and attributes, as constraints read them.
+    pub fields: AgentFields,
     pub pools: Vec<PoolCapacity>,
     pub containerizers: Vec<Containerizer>,
 }
@@ -146,6 +149,8 @@ pub enum Rejection {
     InsufficientPorts,
     /// The role's quota would be exceeded (counted once per request, not per agent).
     RoleQuotaExceeded,
+    /// The agent does not satisfy the app's constraint with this index.
+    Constraint(u16),
 }
 
 impl Rejection {
@@ -159,6 +164,7 @@ impl Rejection {
             Rejection::InsufficientGpus => "InsufficientGpus",
             Rejection::InsufficientPorts => "InsufficientPorts",
             Rejection::RoleQuotaExceeded => "RoleQuotaExceeded",
+            Rejection::Constraint(_) => "UnfulfilledConstraint",
         }
     }
 }
@@ -172,11 +178,15 @@ fn ordered_roles<'a>(accepted: &[&'a str]) -> Vec<&'a str> {
 }
 
 impl AgentCapacity {
+    pub fn hostname(&self) -> &str {
+        &self.fields.hostname
+    }
+
     /// The full capacity of an agent, before any task.
     pub fn new(info: &AgentInfo) -> AgentCapacity {
         AgentCapacity {
             id: info.id.clone(),
-            hostname: info.hostname.clone(),
+            fields: AgentFields::new(info),
             pools: info
                 .resources
                 .pools
@@ -284,10 +294,19 @@ impl AgentCapacity {
 }
 
 /// `count` more tasks of `app` are wanted.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LaunchRequest<'a> {
     pub app: &'a AppSpec,
     pub count: u32,
+    /// The app's constraints, with where its instances already run.
+    pub constraints: ConstraintTracker,
+}
+
+impl<'a> LaunchRequest<'a> {
+    /// A request for an app without constraints, or whose instances run nowhere yet.
+    pub fn new(app: &'a AppSpec, count: u32) -> LaunchRequest<'a> {
+        LaunchRequest { app, count, constraints: ConstraintTracker::new(&app.constraints, []) }
+    }
 }
 
 /// One placed task: request index, agent index, assigned host ports.
@@ -325,6 +344,7 @@ pub fn place(
             ports: r.app.requested_host_ports(),
         })
         .collect();
+    let mut trackers: Vec<ConstraintTracker> = requests.iter().map(|r| r.constraints.clone()).collect();
     let mut turns = fairness.turns(requests);
     while let Some(ri) = turns.next_request() {
         let req = &requests[ri];
@@ -338,8 +358,9 @@ pub fn place(
             turns.finish(ri, fairness);
             continue;
         }
-        match place_one(agents, req.app, shape, cursor) {
+        match place_one(agents, req.app, shape, &trackers[ri], cursor) {
             Ok((agent, ports)) => {
+                trackers[ri].record(&agents[agent].fields);
                 out.placed.push(Placement { request: ri, agent, ports });
                 fairness.charge(role, &need);
                 turns.placed(ri, fairness);
@@ -368,6 +389,7 @@ fn place_one(
     agents: &mut [AgentCapacity],
     app: &AppSpec,
     shape: &TaskShape,
+    constraints: &ConstraintTracker,
     cursor: &mut usize,
 ) -> Result<(usize, Vec<u16>), BTreeMap<Rejection, u32>> {
     let mut reasons: BTreeMap<Rejection, u32> = BTreeMap::new();
@@ -377,6 +399,10 @@ fn place_one(
         let agent = &mut agents[ai];
         if let Some(r) = agent.rejects(app, &shape.need, &shape.roles, shape.ports.len()) {
             *reasons.entry(r).or_default() += 1;
+            continue;
+        }
+        if let Some(c) = constraints.violated(&agent.fields) {
+            *reasons.entry(Rejection::Constraint(c.min(u16::MAX as usize) as u16)).or_default() += 1;
             continue;
         }
         match agent.take(&shape.need, &shape.roles, &shape.ports) {
@@ -420,7 +446,7 @@ mod tests {
         app.cpus = 0.1;
         app.mem = 64.0;
         let mut cur = 0;
-        let r = place(&mut agents, &[LaunchRequest { app: &app, count: 6 }], &mut cur);
+        let r = place(&mut agents, &[LaunchRequest::new(&app, 6)], &mut cur);
         assert_eq!(r.placed.len(), 6);
         assert!(r.unplaced.is_empty());
         for a in 0..3 {
@@ -432,12 +458,51 @@ mod tests {
     }
 
     #[test]
+    fn constraints_hold_within_one_pass_and_name_the_blocking_constraint() {
+        // Six agents in three racks; UNIQUE hostname and GROUP_BY rack with three racks.
+        let mut agents: Vec<_> = (0..6).map(|i| agent(i, 4.0, 4096.0, PortRange::new(31000, 31010))).collect();
+        for (i, a) in agents.iter_mut().enumerate() {
+            a.fields.attributes.insert("rack".into(), format!("r{}", i / 2));
+        }
+        let mut app = spec("/web", 8);
+        app.cpus = 0.1;
+        app.constraints = vec![
+            crate::domain::app::Constraint::parse(&["hostname".into(), "UNIQUE".into()]).unwrap(),
+            crate::domain::app::Constraint::parse(&["rack".into(), "GROUP_BY".into(), "3".into()]).unwrap(),
+        ];
+        let mut cur = 0;
+        let r = place(&mut agents, &[LaunchRequest::new(&app, 8)], &mut cur);
+        // One per host, and the racks stay even: 2, 2, 2.
+        let hosts: std::collections::BTreeSet<usize> = r.placed.iter().map(|p| p.agent).collect();
+        assert_eq!((r.placed.len(), hosts.len()), (6, 6));
+        let (left, why) = &r.unplaced[&0];
+        assert_eq!(*left, 2);
+        assert_eq!(why[&Rejection::Constraint(0)], 6, "every host is taken: the UNIQUE constraint says so");
+        assert_eq!(Rejection::Constraint(0).name(), "UnfulfilledConstraint");
+
+        // Instances placed earlier count: with two already in rack r0, GROUP_BY sends the
+        // next ones to r1 and r2 first.
+        let mut agents: Vec<_> = (0..6).map(|i| agent(i, 4.0, 4096.0, PortRange::new(31000, 31010))).collect();
+        for (i, a) in agents.iter_mut().enumerate() {
+            a.fields.attributes.insert("rack".into(), format!("r{}", i / 2));
+        }
+        app.constraints.truncate(0);
+        app.constraints.push(crate::domain::app::Constraint::parse(&["rack".into(), "GROUP_BY".into()]).unwrap());
+        let placed = [agents[0].fields.clone(), agents[1].fields.clone()];
+        let req = LaunchRequest { app: &app, count: 2, constraints: ConstraintTracker::new(&app.constraints, &placed) };
+        let r = place(&mut agents, &[req], &mut cur);
+        let racks: Vec<String> = r.placed.iter().map(|p| agents[p.agent].fields.attributes["rack"].clone()).collect();
+        assert_eq!(racks.len(), 2);
+        assert!(!racks.contains(&"r0".to_string()), "{racks:?}");
+    }
+
+    #[test]
     fn stops_when_resources_run_out_and_says_why() {
         let mut agents = vec![agent(0, 0.25, 1024.0, PortRange::new(31000, 31010))];
         let mut app = spec("/web", 5);
         app.cpus = 0.1;
         let mut cur = 0;
-        let r = place(&mut agents, &[LaunchRequest { app: &app, count: 5 }], &mut cur);
+        let r = place(&mut agents, &[LaunchRequest::new(&app, 5)], &mut cur);
         assert_eq!(r.placed.len(), 2);
         let (left, why) = &r.unplaced[&0];
         assert_eq!(*left, 3);
@@ -452,7 +517,7 @@ mod tests {
         app.mem = 1.0;
         app.port_definitions.push(app.port_definitions[0].clone());
         let mut cur = 0;
-        let r = place(&mut agents, &[LaunchRequest { app: &app, count: 3 }], &mut cur);
+        let r = place(&mut agents, &[LaunchRequest::new(&app, 3)], &mut cur);
         assert_eq!(r.placed.len(), 1);
         assert_eq!(r.unplaced[&0].1[&Rejection::InsufficientPorts], 1);
     }
@@ -466,7 +531,7 @@ mod tests {
         app.require_ports = true;
         app.port_definitions[0].port = 31005;
         let mut cur = 0;
-        let r = place(&mut agents, &[LaunchRequest { app: &app, count: 3 }], &mut cur);
+        let r = place(&mut agents, &[LaunchRequest::new(&app, 3)], &mut cur);
         assert_eq!(r.placed.len(), 2, "one per agent: the port is taken after that");
         assert!(r.placed.iter().all(|p| p.ports == vec![31005]));
     }
@@ -478,7 +543,7 @@ mod tests {
         app.container =
             Some(serde_json::from_value(serde_json::json!({"type":"DOCKER","docker":{"image":"busybox"}})).unwrap());
         let mut cur = 0;
-        let r = place(&mut agents, &[LaunchRequest { app: &app, count: 1 }], &mut cur);
+        let r = place(&mut agents, &[LaunchRequest::new(&app, 1)], &mut cur);
         assert!(r.placed.is_empty());
         assert_eq!(r.unplaced[&0].1[&Rejection::NoContainerizer], 1);
     }
@@ -503,23 +568,19 @@ mod tests {
         // web (role *) gets only the unreserved cpu; batch its 2 reserved cpus first,
         // then nothing more: the unreserved one is gone.
         let mut cur = 0;
-        let r = place(
-            &mut agents,
-            &[LaunchRequest { app: &web, count: 3 }, LaunchRequest { app: &batch, count: 3 }],
-            &mut cur,
-        );
+        let r = place(&mut agents, &[LaunchRequest::new(&web, 3), LaunchRequest::new(&batch, 3)], &mut cur);
         let count = |i| r.placed.iter().filter(|p| p.request == i).count();
         assert_eq!((count(0), count(1)), (1, 2));
         // Only-reserved: an app that accepts just `*` never sees the batch pool.
         let mut agents = vec![AgentCapacity::new(&info)];
         let mut only_star = batch.clone();
         only_star.accepted_resource_roles = Some(vec!["*".into()]);
-        let r = place(&mut agents, &[LaunchRequest { app: &only_star, count: 3 }], &mut cur);
+        let r = place(&mut agents, &[LaunchRequest::new(&only_star, 3)], &mut cur);
         assert_eq!(r.placed.len(), 1);
         let mut only_gpu_role = web.clone();
         only_gpu_role.role = Some("gpu".into());
         only_gpu_role.accepted_resource_roles = Some(vec!["gpu".into()]);
-        let r = place(&mut agents, &[LaunchRequest { app: &only_gpu_role, count: 1 }], &mut cur);
+        let r = place(&mut agents, &[LaunchRequest::new(&only_gpu_role, 1)], &mut cur);
         assert_eq!(r.unplaced[&0].1[&Rejection::UnfulfilledRole], 1);
     }
 

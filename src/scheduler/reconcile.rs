@@ -7,9 +7,11 @@
 //! arrives with the deployments issue.
 
 use super::backoff::Backoff;
-use crate::domain::app::{KillSelection, UnreachableStrategy};
+use super::constraints::{group_by_victims, AgentFields};
+use crate::domain::app::{ConstraintOperator, KillSelection, UnreachableStrategy};
 use crate::domain::task::Goal;
-use crate::domain::{AppVersion, Task, TaskId, TaskState, Timestamp};
+use crate::domain::{AgentId, AppVersion, Task, TaskId, TaskState, Timestamp};
+use std::collections::HashMap;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AppPlan {
@@ -34,13 +36,37 @@ fn kill_rank(t: &Task) -> u8 {
 
 /// Picks `n` tasks to kill from `tasks` by state, then `killSelection` (by stage time).
 fn pick_victims(mut tasks: Vec<&Task>, n: usize, sel: KillSelection) -> impl Iterator<Item = &Task> {
+    sort_for_killing(&mut tasks, sel);
+    tasks.into_iter().take(n)
+}
+
+fn sort_for_killing(tasks: &mut [&Task], sel: KillSelection) {
     tasks.sort_by(|a, b| {
         kill_rank(a).cmp(&kill_rank(b)).then_with(|| match sel {
             KillSelection::YoungestFirst => b.staged_at.cmp(&a.staged_at),
             KillSelection::OldestFirst => a.staged_at.cmp(&b.staged_at),
         })
     });
-    tasks.into_iter().take(n)
+}
+
+/// The surplus to kill on scale-down: with a GROUP_BY constraint, from the most used
+/// values of its field first (Marathon keeps the spread even this way); otherwise, and
+/// within a value, by state and `killSelection`.
+fn scale_down_victims<'a>(
+    app: &AppVersion,
+    mut tasks: Vec<&'a Task>,
+    n: usize,
+    agents: &HashMap<AgentId, AgentFields>,
+) -> Vec<&'a Task> {
+    sort_for_killing(&mut tasks, app.spec.kill_selection);
+    let group_by = app.spec.constraints.iter().find(|c| c.operator == ConstraintOperator::GroupBy);
+    match group_by {
+        None => tasks.into_iter().take(n).collect(),
+        Some(c) => {
+            let value = |i: usize| agents.get(&tasks[i].agent_id).and_then(|f| f.get(&c.field)).map(String::from);
+            group_by_victims(tasks.len(), n, value).into_iter().map(|i| tasks[i]).collect()
+        }
+    }
 }
 
 /// An unreachable task that its app's `unreachableStrategy` no longer counts: it is
@@ -54,8 +80,16 @@ pub fn is_inactive(t: &Task, strategy: &UnreachableStrategy, now: Timestamp) -> 
     }
 }
 
-/// Decides launches and kills for one app. `tasks` are all known tasks of the app.
-pub fn reconcile_app(app: &AppVersion, tasks: &[&Task], backoff: Option<&Backoff>, now: Timestamp) -> AppPlan {
+/// Decides launches and kills for one app. `tasks` are all known tasks of the app;
+/// `agents` has the constraint fields of the agents they run on (needed only for apps
+/// with a GROUP_BY constraint).
+pub fn reconcile_app(
+    app: &AppVersion,
+    tasks: &[&Task],
+    backoff: Option<&Backoff>,
+    now: Timestamp,
+    agents: &HashMap<AgentId, AgentFields>,
+) -> AppPlan {
     let spec = &app.spec;
     let wanted = spec.instances as usize;
     let config = app.version_info.last_config_change_at;
@@ -68,7 +102,7 @@ pub fn reconcile_app(app: &AppVersion, tasks: &[&Task], backoff: Option<&Backoff
 
     let mut plan = AppPlan::default();
     let surplus = current.len().saturating_sub(wanted);
-    plan.kill.extend(pick_victims(current.clone(), surplus, spec.kill_selection).map(|t| t.id.clone()));
+    plan.kill.extend(scale_down_victims(app, current.clone(), surplus, agents).into_iter().map(|t| t.id.clone()));
     let kept_current: Vec<&Task> = current.iter().copied().filter(|t| !plan.kill.contains(&t.id)).collect();
 
     let missing = wanted.saturating_sub(kept_current.len()) as u32;
@@ -130,6 +164,11 @@ pub(crate) mod tests {
         }
     }
 
+    /// Reconciles with no agent fields (no app here has a GROUP_BY constraint).
+    fn plan_of(app: &AppVersion, tasks: &[&Task], backoff: Option<&Backoff>, now: Timestamp) -> AppPlan {
+        reconcile_app(app, tasks, backoff, now, &HashMap::new())
+    }
+
     fn refs(v: &[Task]) -> Vec<&Task> {
         v.iter().collect()
     }
@@ -144,11 +183,11 @@ pub(crate) mod tests {
         lost.unreachable_since = Some(Timestamp::from_millis(1_000));
         let tasks = vec![lost, task(&app, 2, TaskState::Running, 0)];
         let at = |secs: i64| Timestamp::from_millis(1_000 + secs * 1000);
-        assert_eq!(reconcile_app(&app, &refs(&tasks), None, at(59)).launch, 0, "still counted");
-        assert_eq!(reconcile_app(&app, &refs(&tasks), None, at(60)).launch, 1, "replaced");
+        assert_eq!(plan_of(&app, &refs(&tasks), None, at(59)).launch, 0, "still counted");
+        assert_eq!(plan_of(&app, &refs(&tasks), None, at(60)).launch, 1, "replaced");
         let mut disabled = app.clone();
         disabled.spec.unreachable_strategy = UnreachableStrategy::Disabled;
-        assert_eq!(reconcile_app(&disabled, &refs(&tasks), None, at(10_000)).launch, 0, "never replaced");
+        assert_eq!(plan_of(&disabled, &refs(&tasks), None, at(10_000)).launch, 0, "never replaced");
     }
 
     #[test]
@@ -157,7 +196,7 @@ pub(crate) mod tests {
         let back = task(&app, 1, TaskState::Running, 0);
         let replacement = task(&app, 3, TaskState::Running, 0);
         let tasks = vec![back, task(&app, 2, TaskState::Running, 0), replacement.clone()];
-        let p = reconcile_app(&app, &refs(&tasks), None, Timestamp::from_millis(10));
+        let p = plan_of(&app, &refs(&tasks), None, Timestamp::from_millis(10));
         assert_eq!(p.kill, vec![replacement.id], "youngest first: the replacement goes");
     }
 
@@ -165,7 +204,7 @@ pub(crate) mod tests {
     fn launches_missing_instances() {
         let app = version(spec("/a", 3), 0);
         let tasks = vec![task(&app, 1, TaskState::Running, 0)];
-        let p = reconcile_app(&app, &refs(&tasks), None, Timestamp::from_millis(10));
+        let p = plan_of(&app, &refs(&tasks), None, Timestamp::from_millis(10));
         assert_eq!(p.launch, 2);
         assert!(p.kill.is_empty());
     }
@@ -176,7 +215,7 @@ pub(crate) mod tests {
         let mut stopping = task(&app, 2, TaskState::Running, 0);
         stopping.goal = Goal::Stopped;
         let tasks = vec![task(&app, 1, TaskState::Failed, 0), stopping];
-        assert_eq!(reconcile_app(&app, &refs(&tasks), None, Timestamp::from_millis(10)).launch, 2);
+        assert_eq!(plan_of(&app, &refs(&tasks), None, Timestamp::from_millis(10)).launch, 2);
     }
 
     #[test]
@@ -188,21 +227,51 @@ pub(crate) mod tests {
             task(&app, 3, TaskState::Running, 0),
             task(&app, 4, TaskState::Staging, 0),
         ];
-        let p = reconcile_app(&app, &refs(&tasks), None, Timestamp::from_millis(10));
+        let p = plan_of(&app, &refs(&tasks), None, Timestamp::from_millis(10));
         assert_eq!(p.kill, vec![tasks[3].id.clone(), tasks[2].id.clone()]);
         let mut oldest = app.clone();
         oldest.spec.kill_selection = KillSelection::OldestFirst;
-        let p = reconcile_app(&oldest, &refs(&tasks), None, Timestamp::from_millis(10));
+        let p = plan_of(&oldest, &refs(&tasks), None, Timestamp::from_millis(10));
         assert_eq!(p.kill, vec![tasks[3].id.clone(), tasks[0].id.clone()]);
+    }
+
+    #[test]
+    fn group_by_steers_scale_down_to_the_most_used_values() {
+        let mut spec = spec("/a", 3);
+        spec.constraints = vec![crate::domain::app::Constraint::parse(&["rack".into(), "GROUP_BY".into()]).unwrap()];
+        let app = version(spec, 0);
+        // Agents: a1 and a2 in r1, a3 in r2, a4 in r3. Tasks 1, 2 on r1; 3 on r2; 4 (the
+        // youngest, which killSelection alone would pick) on r3.
+        let mut agents = HashMap::new();
+        for (a, rack) in [("a1", "r1"), ("a2", "r1"), ("a3", "r2"), ("a4", "r3")] {
+            let f = AgentFields {
+                hostname: a.into(),
+                attributes: [("rack".to_string(), rack.to_string())].into_iter().collect(),
+            };
+            agents.insert(AgentId(a.into()), f);
+        }
+        let tasks: Vec<Task> = ["a1", "a2", "a3", "a4"]
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let mut t = task(&app, i as u32 + 1, TaskState::Running, 0);
+                t.agent_id = AgentId(a.to_string());
+                t
+            })
+            .collect();
+        let p = reconcile_app(&app, &refs(&tasks), None, Timestamp::from_millis(10), &agents);
+        assert_eq!(p.kill, vec![tasks[1].id.clone()], "the younger of r1's two, not r3's only one");
+        let p = plan_of(&app, &refs(&tasks), None, Timestamp::from_millis(10));
+        assert_eq!(p.kill, vec![tasks[3].id.clone()], "without agent fields: youngest first");
     }
 
     #[test]
     fn backoff_delays_launches() {
         let app = version(spec("/a", 1), 0);
         let b = Backoff::after_failure(None, &app.spec, Timestamp::from_millis(0), Timestamp::from_millis(1_000));
-        let p = reconcile_app(&app, &[], Some(&b), Timestamp::from_millis(1_500));
+        let p = plan_of(&app, &[], Some(&b), Timestamp::from_millis(1_500));
         assert_eq!((p.launch, p.delayed_until), (0, Some(Timestamp::from_millis(2_000))));
-        let p = reconcile_app(&app, &[], Some(&b), Timestamp::from_millis(2_000));
+        let p = plan_of(&app, &[], Some(&b), Timestamp::from_millis(2_000));
         assert_eq!(p.launch, 1);
     }
 
@@ -210,18 +279,18 @@ pub(crate) mod tests {
     fn upgrade_starts_new_before_killing_old() {
         let app = version(spec("/a", 2), 100);
         let old = vec![task(&app, 1, TaskState::Running, 0), task(&app, 2, TaskState::Running, 0)];
-        let p = reconcile_app(&app, &refs(&old), None, Timestamp::from_millis(200));
+        let p = plan_of(&app, &refs(&old), None, Timestamp::from_millis(200));
         assert_eq!((p.launch, p.kill.len()), (2, 0));
 
         let mut all = old.clone();
         all.push(task(&app, 3, TaskState::Running, 100));
         all.push(task(&app, 4, TaskState::Staging, 100));
-        let p = reconcile_app(&app, &refs(&all), None, Timestamp::from_millis(200));
+        let p = plan_of(&app, &refs(&all), None, Timestamp::from_millis(200));
         assert_eq!(p.launch, 0);
         assert_eq!(p.kill, vec![old[0].id.clone()], "one new task runs: one old task goes");
 
         all[3].state = TaskState::Running;
-        let p = reconcile_app(&app, &refs(&all), None, Timestamp::from_millis(200));
+        let p = plan_of(&app, &refs(&all), None, Timestamp::from_millis(200));
         assert_eq!(p.kill.len(), 2);
     }
 
@@ -229,7 +298,7 @@ pub(crate) mod tests {
     fn scale_to_zero_kills_everything() {
         let app = version(spec("/a", 0), 100);
         let tasks = vec![task(&app, 1, TaskState::Running, 100), task(&app, 2, TaskState::Running, 0)];
-        let p = reconcile_app(&app, &refs(&tasks), None, Timestamp::from_millis(200));
+        let p = plan_of(&app, &refs(&tasks), None, Timestamp::from_millis(200));
         assert_eq!(p.kill.len(), 2);
         assert_eq!(p.launch, 0);
     }

@@ -316,3 +316,66 @@ fn a_partition_of_half_the_agents_is_held_back_by_the_removal_rate_limit() {
     wait_agents_active(&d, 4);
     wait_for("the held-back count to clear", T, || (metric("dromos_agents_removal_held_back") == "0").then_some(()));
 }
+
+/// Tasks' hosts' racks, per running task of `app`.
+fn racks_of(d: &Dromos, app: &str, rack_of: &BTreeMap<String, String>) -> Vec<String> {
+    let mut r: Vec<String> = running(d, app).values().map(|h| rack_of[h].clone()).collect();
+    r.sort();
+    r
+}
+
+#[test]
+fn constraints_spread_apps_over_hosts_and_racks_and_the_queue_says_what_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = master(dir.path());
+    let hosts = [("127.0.0.1", "r1"), ("127.0.0.2", "r2"), ("127.0.0.3", "r3"), ("127.0.0.4", "r1")];
+    let _agents: Vec<Agent> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, (h, rack))| {
+            Agent::start(&d.url, TOKEN, &dir.path().join(format!("a{i}")), h, "cpus:2;mem:512", &format!("rack:{rack}"))
+        })
+        .collect();
+    wait_agents_active(&d, 4);
+    let rack_of: BTreeMap<String, String> = hosts.iter().map(|(h, r)| (h.to_string(), r.to_string())).collect();
+
+    let web = json!({"id": "/spread/web", "cmd": "exec sleep 1000", "instances": 3, "cpus": 0.1, "mem": 16,
+        "constraints": [["hostname", "UNIQUE"], ["rack", "GROUP_BY", "3"]]});
+    assert_eq!(d.call("POST", "/v2/apps", Some(&web)).status, 201);
+    wait_for("3 running", T, || (running(&d, "/spread/web").len() == 3).then_some(()));
+    assert_eq!(racks_of(&d, "/spread/web", &rack_of), vec!["r1", "r2", "r3"]);
+
+    // Five instances on four hosts: one waits, and the queue names the constraint.
+    let r = d.call("PUT", "/v2/apps/spread/web", Some(&json!({"instances": 5})));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let entry = wait_for("the fifth instance in the queue", T, || {
+        let q = d.get("/v2/queue");
+        let e = q["queue"].as_array().unwrap().iter().find(|e| e["app"]["id"] == "/spread/web").cloned();
+        e.filter(|e| e["count"] == 1 && e["unfulfilledConstraints"].as_array().is_some_and(|c| !c.is_empty()))
+    });
+    assert_eq!(running(&d, "/spread/web").len(), 4);
+    assert_eq!(entry["unfulfilledConstraints"][0]["constraint"], json!(["hostname", "UNIQUE"]));
+    assert_eq!(entry["unfulfilledConstraints"][0]["declined"], 4);
+    let summary = entry["processedOffersSummary"]["rejectSummaryLastOffers"].as_array().unwrap();
+    let unfulfilled = summary.iter().find(|s| s["reason"] == "UnfulfilledConstraint").unwrap();
+    assert_eq!((unfulfilled["declined"].as_u64(), unfulfilled["processed"].as_u64()), (Some(4), Some(4)));
+    assert_eq!(d.call("DELETE", "/v2/queue/spread/web/delay", None).status, 204);
+    assert_eq!(d.call("DELETE", "/v2/queue/nope/delay", None).status, 404);
+
+    // Scale-down keeps the racks even: the second r1 instance goes.
+    assert_eq!(d.call("PUT", "/v2/apps/spread/web", Some(&json!({"instances": 3}))).status, 200);
+    wait_for("3 running", T, || (running(&d, "/spread/web").len() == 3).then_some(()));
+    assert_eq!(racks_of(&d, "/spread/web", &rack_of), vec!["r1", "r2", "r3"]);
+
+    // LIKE keeps an app to the racks it names.
+    let picky = json!({"id": "/spread/picky", "cmd": "exec sleep 1000", "instances": 4, "cpus": 0.1, "mem": 16,
+        "constraints": [["rack", "LIKE", "r[23]"]]});
+    assert_eq!(d.call("POST", "/v2/apps", Some(&picky)).status, 201);
+    wait_for("4 running", T, || (running(&d, "/spread/picky").len() == 4).then_some(()));
+    assert_eq!(racks_of(&d, "/spread/picky", &rack_of), vec!["r2", "r2", "r3", "r3"]);
+
+    let bad = json!({"id": "/spread/bad", "cmd": "x", "constraints": [["rack", "LIKE", "r[2"]]});
+    let r = d.call("POST", "/v2/apps", Some(&bad));
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("/constraints/0") && r.text.contains("regular expression"), "{}", r.text);
+}

@@ -563,6 +563,12 @@ mod tests {
             errs(parse_app(json!({"id": "/a", "cmd": "x", "constraints": [["host", "SOMETIMES"]]}), None)),
             vec!["/constraints/0"]
         );
+        let bad = json!({"id": "/a", "cmd": "x", "constraints": [["rack", "LIKE", "r.*"], ["rack", "UNLIKE", "r[0-"],
+            ["rack", "MAX_PER", "many"], ["hostname", "UNIQUE", "x"], ["rack", "GROUP_BY", "-1"], ["rack", "IS"]]});
+        assert_eq!(
+            errs(parse_app(bad, None)),
+            vec!["/constraints/1", "/constraints/2", "/constraints/3", "/constraints/4", "/constraints/5"]
+        );
         assert_eq!(
             errs(parse_app(json!({"id": "/a", "cmd": "x", "upgradeStrategy": {"minimumHealthCapacity": 2}}), None)),
             vec!["/upgradeStrategy/minimumHealthCapacity"]
