@@ -42,6 +42,7 @@ pub async fn run(mut config: Config) -> boxed::Result<()> {
     let master = Master::start(store, config.master.clone()).await?;
 
     let agent_dir = config.data_dir.join("agent");
+    let mut local_agent = None;
     if let Some((resources, attributes)) = config.agent.clone() {
         let agent_cfg = AgentConfig {
             dir: agent_dir.clone(),
@@ -53,9 +54,18 @@ pub async fn run(mut config: Config) -> boxed::Result<()> {
             cgroups: detect_cgroups(),
         };
         let (agent_id, agent_tx) = agent::start(agent_cfg, master.inbox()).await?;
-        master.attach_local_agent(agent_id, agent_tx);
+        master.attach_local_agent(agent_id.clone(), agent_tx);
+        local_agent = Some(agent_id);
     }
     master.run();
+    // The embedded agent registers at once; take requests after that, so its tasks are
+    // reconciled before the first write (bounded, in case the store is slow).
+    if let Some(id) = &local_agent {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !master.has_registered(id) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
 
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;

@@ -89,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/agent/stream", get(agents::stream))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), hold_writes_while_recovering))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), marathon_headers))
         .with_state(state)
@@ -135,6 +136,30 @@ async fn authenticate(State(st): State<AppState>, req: Request, next: Next) -> R
         if req.uri().path() != "/ping" && !authorized(req.headers().get(header::AUTHORIZATION), token) {
             let mut resp = ApiError::Unauthorized.into_response();
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"dromos\""));
+            return resp;
+        }
+    }
+    next.run(req).await
+}
+
+/// After a start, writes wait until the known agents have registered again (bounded),
+/// so no decision is made on a half-known cluster: 503 with `Retry-After` (reliability
+/// case 7). Reads are served at once.
+async fn hold_writes_while_recovering(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let write = !matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    if write && req.uri().path().starts_with("/v2/") {
+        if let Some(r) = st.master.recovering().await {
+            let retry = r.left.as_secs().clamp(1, 5);
+            let message = format!(
+                "dromos is recovering after a start: waiting for {} agent(s) to register again \
+                 (at most {} s more); retry shortly",
+                r.waiting_for,
+                r.left.as_secs() + 1
+            );
+            let mut resp = ApiError::Unavailable(message).into_response();
+            if let Ok(v) = HeaderValue::from_str(&retry.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
             return resp;
         }
     }

@@ -100,6 +100,20 @@ pub(super) struct Links {
     removals: VecDeque<Instant>,
     /// Agents overdue but held back by the rate limit (shown in metrics and the agent list).
     pub(super) held_back: HashSet<AgentId>,
+    /// Agents whose registration was applied since this master started (recovery).
+    registered: HashSet<AgentId>,
+}
+
+/// Longest the master waits after a start for known agents to re-register before it
+/// takes writes again (at most the ping budget, which may be long).
+const RECOVERY_MAX: Duration = Duration::from_secs(30);
+
+/// The master is recovering after a start: some agents it knows have not registered
+/// again yet. Writes wait (503 with Retry-After) until they have, or `left` has passed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Recovering {
+    pub waiting_for: usize,
+    pub left: Duration,
 }
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
@@ -209,6 +223,34 @@ impl Master {
         }
     }
 
+    /// Whether the master still recovers from its start (see [`Recovering`]). Once over,
+    /// it stays over.
+    pub async fn recovering(&self) -> Option<Recovering> {
+        if self.recovered.load(Ordering::Relaxed) {
+            return None;
+        }
+        let bound = self.liveness.budget().min(RECOVERY_MAX);
+        let elapsed = self.started.elapsed();
+        let waiting_for = if elapsed >= bound {
+            0
+        } else {
+            let st = self.state.read().await;
+            let l = self.links();
+            st.agents.values().filter(|r| r.mark == AgentMark::Active && !l.registered.contains(&r.info.id)).count()
+        };
+        if waiting_for == 0 {
+            self.recovered.store(true, Ordering::Relaxed);
+            tracing::info!("recovery over: taking writes");
+            return None;
+        }
+        Some(Recovering { waiting_for, left: bound - elapsed })
+    }
+
+    /// Whether `id`'s registration has been applied since this master started.
+    pub fn has_registered(&self, id: &AgentId) -> bool {
+        self.links().registered.contains(id)
+    }
+
     /// One liveness step: ping remote agents, then mark those silent beyond the budget
     /// unreachable, as far as the removal rate limit allows. Public so tests drive it.
     pub async fn check_liveness(&self) -> Result<(), MasterError> {
@@ -278,6 +320,8 @@ impl Master {
     /// Applies a burst of agent messages in one write, then acknowledges terminal
     /// statuses and kills tasks the master does not know.
     pub(super) async fn on_agent_messages(&self, msgs: Vec<(AgentId, FromAgent)>) -> Result<(), MasterError> {
+        let registering: Vec<AgentId> =
+            msgs.iter().filter(|(_, m)| matches!(m, FromAgent::Register { .. })).map(|(a, _)| a.clone()).collect();
         let out = self
             .write(move |state, now| {
                 let mut h = StatusHandling::default();
@@ -322,6 +366,7 @@ impl Master {
             })
             .await?;
         let (acks, orphans, failures) = out;
+        self.links().registered.extend(registering);
         for (agent, task_id, state) in acks {
             self.send_to(&agent, ToAgent::Ack { task_id, state });
         }

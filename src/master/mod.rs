@@ -17,7 +17,7 @@ pub mod logs;
 pub mod plans;
 pub mod state;
 
-pub use agents::{Connection, Liveness, RemovalLimit};
+pub use agents::{Connection, Liveness, Recovering, RemovalLimit};
 
 use crate::agent::docker::{DockerNetwork, DockerPortMapping, DockerTask, DockerVolume};
 use crate::agent::protocol::{FromAgent, LaunchTask, TaskCommand, ToAgent};
@@ -102,6 +102,8 @@ pub struct Master {
     store: Store,
     writes: mpsc::Sender<WriteJob>,
     links: Mutex<agents::Links>,
+    /// Set once the start-up recovery is over ([`Master::recovering`]).
+    recovered: std::sync::atomic::AtomicBool,
     logs: Mutex<logs::PendingLogs>,
     inbox: mpsc::UnboundedSender<(AgentId, FromAgent)>,
     inbox_rx: Mutex<Option<mpsc::UnboundedReceiver<(AgentId, FromAgent)>>>,
@@ -147,6 +149,7 @@ impl Master {
             store,
             writes: tx,
             links: Mutex::new(agents::Links::default()),
+            recovered: std::sync::atomic::AtomicBool::new(false),
             logs: Mutex::new(logs::PendingLogs::default()),
             inbox,
             inbox_rx: Mutex::new(Some(inbox_rx)),

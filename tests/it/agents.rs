@@ -379,3 +379,37 @@ fn constraints_spread_apps_over_hosts_and_racks_and_the_queue_says_what_blocks()
     assert_eq!(r.status, 422, "{}", r.text);
     assert!(r.text.contains("/constraints/0") && r.text.contains("regular expression"), "{}", r.text);
 }
+
+/// Reliability case 7: a master restart. Reads are served at once; writes wait (503 with
+/// Retry-After) until the known agents have registered again; no task is killed or
+/// started again.
+#[test]
+fn after_a_master_restart_writes_wait_for_the_agents_and_no_task_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Dromos::start(
+        &dir.path().join("master"),
+        &["--no-agent", "--auth-token", TOKEN, "--agent-ping-interval", "2s", "--agent-ping-timeouts", "5"],
+    )
+    .with_token(TOKEN);
+    let a = Agent::start(&d.url, TOKEN, &dir.path().join("a1"), "127.0.0.1", "cpus:2;mem:1024", "rack:r1");
+    wait_agents_active(&d, 1);
+    let app = json!({"id": "/keep", "cmd": "exec sleep 1000", "instances": 3, "cpus": 0.1, "mem": 16});
+    assert_eq!(d.call("POST", "/v2/apps", Some(&app)).status, 201);
+    wait_for("3 running", T, || (running(&d, "/keep").len() == 3).then_some(()));
+    let (tasks, processes) = (running(&d, "/keep"), a.live_sandboxes());
+
+    // The agent cannot answer (frozen) while the master restarts.
+    a.pause();
+    d.restart();
+    assert_eq!(d.app("/keep")["instances"], 3, "reads are served at once");
+    let other = json!({"id": "/other", "cmd": "exec sleep 1000", "cpus": 0.1, "mem": 16});
+    let r = d.call("POST", "/v2/apps", Some(&other));
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert!(r.text.contains("recovering"), "{}", r.text);
+    assert!(r.header("retry-after").is_some());
+
+    a.resume();
+    wait_for("writes to be taken again", T, || (d.call("POST", "/v2/apps", Some(&other)).status == 201).then_some(()));
+    assert_eq!(running(&d, "/keep"), tasks, "the same tasks");
+    assert_eq!(a.live_sandboxes(), processes, "the same processes");
+}

@@ -47,8 +47,11 @@ impl Dromos {
     }
 
     fn spawn(&mut self) {
+        // A restart listens where the last run did, as a real restart would (agents and
+        // clients keep their master URL); the first start takes a free port.
+        let listen = self.url.strip_prefix("http://").unwrap_or("127.0.0.1:0").to_string();
         let mut args: Vec<String> =
-            ["serve", "--listen", "127.0.0.1:0", "--agent-ports", &self.ports, "--hostname", "127.0.0.1", "--data-dir"]
+            ["serve", "--listen", &listen, "--agent-ports", &self.ports, "--hostname", "127.0.0.1", "--data-dir"]
                 .iter()
                 .map(|s| s.to_string())
                 .collect();
