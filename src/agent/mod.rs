@@ -23,6 +23,7 @@
 
 pub mod cgroups;
 pub mod docker;
+pub mod health;
 pub mod leftovers;
 pub mod link;
 pub mod process;
@@ -84,6 +85,11 @@ struct Tracked {
     kill_requested: bool,
     /// Set once the task ended; resent until acknowledged.
     terminal: Option<TaskStatus>,
+    /// The task's health checks and environment (from its launch), and, while it runs,
+    /// the running checks.
+    health_checks: Vec<protocol::HealthCheckTask>,
+    env: BTreeMap<String, String>,
+    checks: Option<health::Checks>,
 }
 
 fn now() -> Timestamp {
@@ -202,9 +208,19 @@ pub async fn start(
     }
     let (tx, rx) = mpsc::unbounded_channel();
     let (itx, irx) = mpsc::unbounded_channel();
-    let mut agent = Agent { id: id.clone(), cfg, master, internal: itx, tasks: HashMap::new(), replaces };
+    let probes = Arc::new(tokio::sync::Semaphore::new(health::MAX_CONCURRENT));
+    let mut agent = Agent { id: id.clone(), cfg, master, internal: itx, tasks: HashMap::new(), replaces, probes };
     let docker_sandboxes = tokio::task::block_in_place(|| agent.recover());
     agent.recover_containers(docker_sandboxes).await;
+    let running: Vec<TaskId> = agent
+        .tasks
+        .iter()
+        .filter(|(_, t)| t.terminal.is_none() && t.state == TaskState::Running)
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in running {
+        agent.start_checks(&id);
+    }
     agent.register();
     tokio::spawn(agent.run(rx, irx));
     Ok((id, tx))
@@ -218,6 +234,8 @@ struct Agent {
     tasks: HashMap<TaskId, Tracked>,
     /// Earlier agents of this directory whose tasks were stopped at start.
     replaces: Vec<AgentId>,
+    /// Bounds the health probes running at once.
+    probes: Arc<tokio::sync::Semaphore>,
 }
 
 impl Agent {
@@ -252,38 +270,41 @@ impl Agent {
             return Vec::new();
         };
         let mut containers = Vec::new();
-        let sandboxes: Vec<(TaskId, PathBuf)> = entries
+        // Process tasks, with their launch (None if task.json cannot be read).
+        let sandboxes: Vec<(TaskId, PathBuf, Option<LaunchTask>)> = entries
             .flatten()
             .filter_map(|e| Some((e.file_name().to_str()?.parse::<TaskId>().ok()?, e.path())))
             .filter(|(_, sb)| sb.join("task.json").exists() && !sb.join("acked").exists())
-            .filter(|(id, sb)| match read_json::<LaunchTask>(&sb.join("task.json")) {
+            .filter_map(|(id, sb)| match read_json::<LaunchTask>(&sb.join("task.json")) {
                 Some(l) if l.docker.is_some() => {
-                    containers.push((id.clone(), sb.clone(), l));
-                    false
+                    containers.push((id, sb, l));
+                    None
                 }
-                _ => true,
+                l => Some((id, sb, l)),
             })
             .collect();
         // A crash can fall between a supervisor's start and its first record: give such
         // supervisors a moment to write it, so they are adopted rather than duplicated.
         let deadline = std::time::Instant::now() + RECORD_GRACE;
-        while sandboxes.iter().any(|(_, sb)| !sb.join(SUPERVISOR_FILE).exists() && !sb.join(EXIT_FILE).exists())
+        while sandboxes.iter().any(|(_, sb, _)| !sb.join(SUPERVISOR_FILE).exists() && !sb.join(EXIT_FILE).exists())
             && std::time::Instant::now() < deadline
         {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        for (task_id, sandbox) in sandboxes {
+        for (task_id, sandbox, launch) in sandboxes {
             let sup: Option<SupervisorRecord> = read_json(&sandbox.join(SUPERVISOR_FILE));
             let exit: Option<ExitRecord> = read_json(&sandbox.join(EXIT_FILE));
-            let grace = read_json::<LaunchTask>(&sandbox.join("task.json")).map(|l| l.kill_grace_ms).unwrap_or(3000);
             let mut tracked = Tracked {
                 sandbox: sandbox.clone(),
                 state: TaskState::Running,
                 pidfd: None,
                 container: None,
-                kill_grace: std::time::Duration::from_millis(grace),
+                kill_grace: std::time::Duration::from_millis(launch.as_ref().map_or(3000, |l| l.kill_grace_ms)),
                 kill_requested: false,
                 terminal: None,
+                health_checks: launch.as_ref().map(|l| l.health_checks.clone()).unwrap_or_default(),
+                env: launch.map(|l| l.env).unwrap_or_default(),
+                checks: None,
             };
             match (sup, exit) {
                 (_, Some(rec)) => {
@@ -331,7 +352,7 @@ impl Agent {
     async fn recover_containers(&mut self, sandboxes: Vec<(TaskId, PathBuf, LaunchTask)>) {
         let Some(docker) = self.cfg.docker.clone() else {
             for (task_id, sandbox, l) in sandboxes {
-                let mut t = Tracked::new(sandbox, l.kill_grace_ms);
+                let mut t = Tracked::new(sandbox, &l);
                 t.terminal = Some(lost(&task_id, "Docker is not available on this agent any more"));
                 t.state = TaskState::Lost;
                 self.tasks.insert(task_id, t);
@@ -347,7 +368,7 @@ impl Agent {
         };
         let by_task: HashMap<&str, &docker::FoundContainer> = found.iter().map(|c| (c.task_id.as_str(), c)).collect();
         for (task_id, sandbox, l) in &sandboxes {
-            let mut t = Tracked::new(sandbox.clone(), l.kill_grace_ms);
+            let mut t = Tracked::new(sandbox.clone(), l);
             match by_task.get(task_id.as_str()) {
                 Some(c) => {
                     t.container = Some(c.container_id.clone());
@@ -388,6 +409,11 @@ impl Agent {
             .collect();
         let replaces = self.replaces.clone();
         self.send(FromAgent::Register { protocol: PROTOCOL_VERSION, info: self.info(), tasks, replaces });
+        for (task_id, t) in &self.tasks {
+            for (index, health) in t.checks.iter().flat_map(|c| c.latest()) {
+                self.send(FromAgent::Health { task_id: task_id.clone(), index, health });
+            }
+        }
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<ToAgent>, mut irx: mpsc::UnboundedReceiver<Internal>) {
@@ -434,6 +460,7 @@ impl Agent {
                         self.send(FromAgent::Status(s));
                     } else {
                         t.kill_requested = true;
+                        t.checks = None; // a task on its way out is not checked any more
                         if let Some(fd) = &t.pidfd {
                             if let Err(e) = fd.signal(libc::SIGTERM) {
                                 tracing::warn!(task = %task_id, "kill failed: {e}");
@@ -481,6 +508,7 @@ impl Agent {
                         }
                         t.pidfd = Some(pidfd);
                         self.report(&task_id, TaskState::Running, None);
+                        self.start_checks(&task_id);
                     }
                 }
             }
@@ -497,6 +525,7 @@ impl Agent {
                             }
                         }
                         self.report(&task_id, TaskState::Running, None);
+                        self.start_checks(&task_id);
                     }
                 }
             }
@@ -508,10 +537,35 @@ impl Agent {
                     let status = TaskStatus { task_id: task_id.clone(), state, message, timestamp: now() };
                     t.state = state;
                     t.pidfd = None;
+                    t.checks = None;
                     t.terminal = Some(status.clone());
                     self.send(FromAgent::Status(status));
                 }
             }
+        }
+    }
+
+    /// Starts the health checks of a task that now runs (if it has any).
+    fn start_checks(&mut self, task_id: &TaskId) {
+        let (master, agent) = (self.master.clone(), self.id.clone());
+        let report: health::Report = Arc::new(move |task, index, h| {
+            let msg = FromAgent::Health { task_id: task.clone(), index, health: h.clone() };
+            let _ = master.send((agent.clone(), msg));
+        });
+        let host = self.cfg.hostname.clone();
+        let probes = self.probes.clone();
+        if let Some(t) = self.tasks.get_mut(task_id) {
+            if t.health_checks.is_empty() || t.checks.is_some() {
+                return;
+            }
+            let target = health::Target {
+                task_id: task_id.clone(),
+                host,
+                started: now(),
+                sandbox: t.sandbox.clone(),
+                env: t.env.clone(),
+            };
+            t.checks = Some(health::Checks::start(target, &t.health_checks, probes, report));
         }
     }
 
@@ -520,7 +574,7 @@ impl Agent {
             return; // a repeated launch is a no-op: the task already exists here
         }
         let sandbox = sandbox_of(&self.cfg.dir, &l.task_id);
-        self.tasks.insert(l.task_id.clone(), Tracked::new(sandbox.clone(), l.kill_grace_ms));
+        self.tasks.insert(l.task_id.clone(), Tracked::new(sandbox.clone(), &l));
         self.report(&l.task_id, TaskState::Starting, None);
         if l.docker.is_some() {
             return self.launch_container(l, sandbox);
@@ -607,15 +661,18 @@ impl Agent {
 }
 
 impl Tracked {
-    fn new(sandbox: PathBuf, kill_grace_ms: u64) -> Tracked {
+    fn new(sandbox: PathBuf, launch: &LaunchTask) -> Tracked {
         Tracked {
             sandbox,
             state: TaskState::Staging,
             pidfd: None,
             container: None,
-            kill_grace: std::time::Duration::from_millis(kill_grace_ms),
+            kill_grace: std::time::Duration::from_millis(launch.kill_grace_ms),
             kill_requested: false,
             terminal: None,
+            health_checks: launch.health_checks.clone(),
+            env: launch.env.clone(),
+            checks: None,
         }
     }
 }

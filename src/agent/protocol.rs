@@ -39,6 +39,9 @@ pub struct LaunchTask {
     pub cpus: f64,
     #[serde(default)]
     pub mem_mb: f64,
+    /// The app's health checks, resolved for this task; the agent runs them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_checks: Vec<HealthCheckTask>,
     /// Set for tasks that run as Docker containers (`container.type: DOCKER`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker: Option<Box<super::docker::DockerTask>>,
@@ -91,6 +94,45 @@ pub enum ToAgent {
         stream: LogStream,
         offset: i64,
         length: u64,
+    },
+}
+
+/// One health check of one task, resolved by the master: what to probe and how often.
+/// Checks probe only the task itself: its host (the agent's hostname) and one of its
+/// own ports, or a command in its sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheckTask {
+    pub kind: CheckKind,
+    /// The task's host port to probe (HTTP, HTTPS, TCP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    pub grace_ms: u64,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub delay_ms: u64,
+    /// 0: never kill.
+    pub max_consecutive_failures: u32,
+    #[serde(default)]
+    pub ignore_http1xx: bool,
+    /// Why the check cannot run as defined (it then fails with this cause).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum CheckKind {
+    Http {
+        path: String,
+    },
+    Https {
+        path: String,
+    },
+    Tcp,
+    /// `/bin/sh -c command` in the task's sandbox with its environment; exit 0 passes.
+    Command {
+        command: String,
     },
 }
 
@@ -165,6 +207,14 @@ pub enum FromAgent {
     },
     Status(TaskStatus),
     Pong,
+    /// A health check's state changed (alive, or a counted failure), or the agent
+    /// (re)registered: `index` is the check's place in the app's `healthChecks`.
+    #[serde(rename_all = "camelCase")]
+    Health {
+        task_id: TaskId,
+        index: u16,
+        health: crate::domain::health::Health,
+    },
     /// The answer to `readLog`: the chunk, or why there is none.
     Log {
         request: u64,

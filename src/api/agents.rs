@@ -55,6 +55,7 @@ fn decode(frame: Message) -> Result<Option<FromAgent>, String> {
                 FromAgent::Status(s) => truncate(&mut s.message),
                 FromAgent::Pong => {}
                 FromAgent::Log { error, .. } => truncate(error),
+                FromAgent::Health { health, .. } => truncate(&mut health.last_failure_cause),
             }
             Ok(Some(msg))
         }

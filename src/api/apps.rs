@@ -341,7 +341,7 @@ pub async fn kill_tasks(st: &AppState, ids: Vec<TaskId>, params: &Params, single
             None => Json(json!({"deploymentId": null, "version": null})).into_response(),
         });
     }
-    let tasks: Vec<Value> = killed.iter().map(|(t, sp)| task_json(t, sp)).collect();
+    let tasks: Vec<Value> = killed.iter().map(|(t, sp)| task_json(t, sp, None)).collect();
     if single {
         if let Some(t) = tasks.into_iter().next() {
             return Ok(Json(json!({ "task": t })).into_response());
@@ -371,7 +371,7 @@ async fn app_tasks(st: &AppState, id: PathId, headers: &HeaderMap) -> ApiResult<
             state
                 .tasks_of(&r.current.spec.id)
                 .filter(|t| t.is_active())
-                .map(move |t| task_json(t, &sp))
+                .map(|t| task_json(t, &sp, state.health.get(&t.id)))
                 .collect::<Vec<_>>()
         })
         .collect();

@@ -40,7 +40,7 @@ pub async fn list(State(st): State<AppState>, params: Params, headers: HeaderMap
         })
         .map(|t| {
             let sp = state.apps.get(&t.app_id).map(|r| r.current.spec.service_ports()).unwrap_or_default();
-            task_json(t, &sp)
+            task_json(t, &sp, state.health.get(&t.id))
         })
         .collect();
     Ok(Json(json!({ "tasks": tasks })).into_response())

@@ -1,5 +1,5 @@
 //! Pure domain types and their invariants: ids, app definitions, tasks, agents and
-//! resources, deployments, timestamps.
+//! resources, deployments, health check state, timestamps.
 //!
 //! Nothing here does I/O or knows about tokio, sqlx or axum (DESIGN.md's dependency rule):
 //! the scheduler core computes over these types, the master persists them, the API converts
@@ -10,6 +10,7 @@ pub mod agent;
 pub mod app;
 pub mod deployment;
 pub mod docker;
+pub mod health;
 pub mod ids;
 pub mod resources;
 pub mod task;

@@ -358,7 +358,7 @@ impl Master {
                             }
                         }
                         FromAgent::Status(s) => h.apply(state, &agent, s, now),
-                        FromAgent::Pong | FromAgent::Log { .. } => {}
+                        FromAgent::Pong | FromAgent::Log { .. } | FromAgent::Health { .. } => {}
                     }
                 }
                 let StatusHandling { changes, acks, orphans, failures, .. } = h;

@@ -13,6 +13,7 @@
 //!   are acknowledged to the agent after they are committed.
 
 pub mod agents;
+pub mod health;
 pub mod logs;
 pub mod plans;
 pub mod state;
@@ -280,15 +281,31 @@ impl Master {
             // Waits for one message, then takes whatever else is queued: one write per burst.
             while inbox.recv_many(&mut batch, MAX_BATCH).await > 0 {
                 // Log answers go straight to their waiting request, not the write path.
+                let mut health = Vec::new();
                 batch.retain_mut(|(agent, msg)| match msg {
                     FromAgent::Log { request, chunk, error } => {
                         let answer = chunk.take().ok_or_else(|| error.take().unwrap_or_default());
                         m.deliver_log(agent, *request, answer);
                         false
                     }
+                    FromAgent::Health { task_id, index, health: h } => {
+                        health.push((agent.clone(), task_id.clone(), *index, std::mem::take(h)));
+                        false
+                    }
                     _ => true,
                 });
-                if let Err(e) = m.on_agent_messages(std::mem::take(&mut batch)).await {
+                // Status updates first: a health report may be about a task that has
+                // just been reported running in the same burst.
+                let result = match batch.is_empty() {
+                    true => Ok(()),
+                    false => m.on_agent_messages(std::mem::take(&mut batch)).await,
+                };
+                for (agent, task, index, h) in health {
+                    if let Err(e) = m.on_health(agent, task, index, h).await {
+                        tracing::error!("handling a health report failed: {e}");
+                    }
+                }
+                if let Err(e) = result {
                     tracing::error!("handling agent messages failed: {e}");
                 }
             }
@@ -502,6 +519,7 @@ fn plan_tick(
                 kill_grace_ms: spec.task_kill_grace_period_seconds.unwrap_or(3) * 1000,
                 cpus: spec.limits().0,
                 mem_mb: spec.limits().1,
+                health_checks: health::health_check_tasks(spec, &p.ports),
             },
         ));
         changes.push(Change::PutTask(Box::new(task)));

@@ -1,10 +1,11 @@
 //! The master's in-memory view of the store. Only the write path changes it, and only
 //! with changes it has committed, so readers never see anything that is not durable.
 
+use crate::domain::health::Health;
 use crate::domain::task::TaskFailure;
 use crate::domain::{AgentId, AgentRecord, AppVersion, Deployment, PathId, Task, TaskId, Timestamp};
 use crate::store::{Change, Snapshot};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 #[derive(Debug, Clone)]
 pub struct AppRecord {
@@ -21,6 +22,9 @@ pub struct State {
     pub tasks_by_app: BTreeMap<PathId, BTreeSet<TaskId>>,
     pub deployments: BTreeMap<String, Deployment>,
     pub agents: BTreeMap<AgentId, AgentRecord>,
+    /// Health check states of running tasks, by check index, as their agents report
+    /// them. Soft state: never stored; agents send it again when they register.
+    pub health: HashMap<TaskId, BTreeMap<u16, Health>>,
 }
 
 impl State {
@@ -80,6 +84,7 @@ impl State {
             }
             Change::PutTask(t) => self.insert_task((**t).clone()),
             Change::DeleteTask(id) => {
+                self.health.remove(id);
                 if let Some(t) = self.tasks.remove(id) {
                     if let Some(set) = self.tasks_by_app.get_mut(&t.app_id) {
                         set.remove(id);

@@ -130,8 +130,9 @@ pub struct PoolCapacity {
 #[derive(Debug, Clone)]
 pub struct AgentCapacity {
     pub id: AgentId,
-    /// Hostname and attributes, as constraints read them.
-    pub fields: AgentFields,
+    /// Hostname and attributes, as constraints read them (shared: the placement scans
+    /// agents a lot, so they stay small).
+    pub fields: std::sync::Arc<AgentFields>,
     pub pools: Vec<PoolCapacity>,
     pub containerizers: Vec<Containerizer>,
 }
@@ -186,7 +187,7 @@ impl AgentCapacity {
     pub fn new(info: &AgentInfo) -> AgentCapacity {
         AgentCapacity {
             id: info.id.clone(),
-            fields: AgentFields::new(info),
+            fields: std::sync::Arc::new(AgentFields::new(info)),
             pools: info
                 .resources
                 .pools
@@ -360,7 +361,9 @@ pub fn place(
         }
         match place_one(agents, req.app, shape, &trackers[ri], cursor) {
             Ok((agent, ports)) => {
-                trackers[ri].record(&agents[agent].fields);
+                if !trackers[ri].is_empty() {
+                    trackers[ri].record(&agents[agent].fields);
+                }
                 out.placed.push(Placement { request: ri, agent, ports });
                 fairness.charge(role, &need);
                 turns.placed(ri, fairness);
@@ -384,6 +387,20 @@ struct TaskShape<'a> {
     ports: Vec<Option<u16>>,
 }
 
+/// Counts of rejection reasons. Only a handful of distinct reasons occur, so a short
+/// list beats a map in the placement's hottest loop (one entry per agent looked at).
+#[derive(Default)]
+struct Tally(Vec<(Rejection, u32)>);
+
+impl Tally {
+    fn add(&mut self, r: Rejection) {
+        match self.0.iter_mut().find(|(x, _)| *x == r) {
+            Some((_, n)) => *n += 1,
+            None => self.0.push((r, 1)),
+        }
+    }
+}
+
 /// Finds an agent for one task of `app`, round-robin from `cursor`.
 fn place_one(
     agents: &mut [AgentCapacity],
@@ -392,28 +409,30 @@ fn place_one(
     constraints: &ConstraintTracker,
     cursor: &mut usize,
 ) -> Result<(usize, Vec<u16>), BTreeMap<Rejection, u32>> {
-    let mut reasons: BTreeMap<Rejection, u32> = BTreeMap::new();
+    let mut reasons = Tally::default();
     let n = agents.len();
     for step in 0..n {
         let ai = (*cursor + step) % n;
         let agent = &mut agents[ai];
         if let Some(r) = agent.rejects(app, &shape.need, &shape.roles, shape.ports.len()) {
-            *reasons.entry(r).or_default() += 1;
+            reasons.add(r);
             continue;
         }
-        if let Some(c) = constraints.violated(&agent.fields) {
-            *reasons.entry(Rejection::Constraint(c.min(u16::MAX as usize) as u16)).or_default() += 1;
-            continue;
+        if !constraints.is_empty() {
+            if let Some(c) = constraints.violated(&agent.fields) {
+                reasons.add(Rejection::Constraint(u16::try_from(c).unwrap_or(u16::MAX)));
+                continue;
+            }
         }
         match agent.take(&shape.need, &shape.roles, &shape.ports) {
             Some(ports) => {
                 *cursor = (ai + 1) % n;
                 return Ok((ai, ports));
             }
-            None => *reasons.entry(Rejection::InsufficientPorts).or_default() += 1,
+            None => reasons.add(Rejection::InsufficientPorts),
         }
     }
-    Err(reasons)
+    Err(reasons.0.into_iter().collect())
 }
 
 #[cfg(test)]
@@ -462,7 +481,7 @@ mod tests {
         // Six agents in three racks; UNIQUE hostname and GROUP_BY rack with three racks.
         let mut agents: Vec<_> = (0..6).map(|i| agent(i, 4.0, 4096.0, PortRange::new(31000, 31010))).collect();
         for (i, a) in agents.iter_mut().enumerate() {
-            a.fields.attributes.insert("rack".into(), format!("r{}", i / 2));
+            std::sync::Arc::make_mut(&mut a.fields).attributes.insert("rack".into(), format!("r{}", i / 2));
         }
         let mut app = spec("/web", 8);
         app.cpus = 0.1;
@@ -484,11 +503,11 @@ mod tests {
         // next ones to r1 and r2 first.
         let mut agents: Vec<_> = (0..6).map(|i| agent(i, 4.0, 4096.0, PortRange::new(31000, 31010))).collect();
         for (i, a) in agents.iter_mut().enumerate() {
-            a.fields.attributes.insert("rack".into(), format!("r{}", i / 2));
+            std::sync::Arc::make_mut(&mut a.fields).attributes.insert("rack".into(), format!("r{}", i / 2));
         }
         app.constraints.truncate(0);
         app.constraints.push(crate::domain::app::Constraint::parse(&["rack".into(), "GROUP_BY".into()]).unwrap());
-        let placed = [agents[0].fields.clone(), agents[1].fields.clone()];
+        let placed = [(*agents[0].fields).clone(), (*agents[1].fields).clone()];
         let req = LaunchRequest { app: &app, count: 2, constraints: ConstraintTracker::new(&app.constraints, &placed) };
         let r = place(&mut agents, &[req], &mut cur);
         let racks: Vec<String> = r.placed.iter().map(|p| agents[p.agent].fields.attributes["rack"].clone()).collect();

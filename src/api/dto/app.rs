@@ -490,14 +490,31 @@ pub fn app_json(rec: &crate::master::state::AppRecord, state: &crate::master::st
     v["versionInfo"] = json!(rec.current.version_info);
     v["tasksStaged"] = json!(count(TaskState::Staging) + count(TaskState::Starting));
     v["tasksRunning"] = json!(count(TaskState::Running));
-    // Without health checks no task counts as healthy (Marathon's convention).
-    v["tasksHealthy"] = json!(0);
-    v["tasksUnhealthy"] = json!(0);
+    // A running task is healthy when every health check has reported it alive, and
+    // unhealthy when any has reported it not alive. Without health checks no task counts
+    // either way (Marathon's convention).
+    let checks = spec.health_checks.len();
+    let (mut healthy, mut unhealthy) = (0, 0);
+    if checks > 0 {
+        for t in tasks.iter().filter(|t| t.state == TaskState::Running) {
+            let h = state.health.get(&t.id);
+            if h.is_some_and(|h| h.values().any(|c| !c.alive)) {
+                unhealthy += 1;
+            } else if h.is_some_and(|h| h.len() == checks && h.values().all(|c| c.alive)) {
+                healthy += 1;
+            }
+        }
+    }
+    v["tasksHealthy"] = json!(healthy);
+    v["tasksUnhealthy"] = json!(unhealthy);
     v["deployments"] = json!(state.deployments_of(&spec.id).map(|d| json!({"id": d.id})).collect::<Vec<_>>());
     if embed.tasks {
         let sp = spec.service_ports();
-        v["tasks"] =
-            json!(tasks.iter().filter(|t| t.is_active()).map(|t| super::task::task_json(t, &sp)).collect::<Vec<_>>());
+        v["tasks"] = json!(tasks
+            .iter()
+            .filter(|t| t.is_active())
+            .map(|t| super::task::task_json(t, &sp, state.health.get(&t.id)))
+            .collect::<Vec<_>>());
     }
     if embed.last_task_failure {
         if let Some(f) = &rec.last_failure {

@@ -1,9 +1,23 @@
 //! Task JSON (reference section 7.1) and Marathon's text/plain task list (7.3).
 
+use crate::domain::health::Health;
 use crate::domain::{AppSpec, Task};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
-pub fn task_json(t: &Task, service_ports: &[u16]) -> Value {
+/// A task as Marathon shows it; `health` is the state of each of its app's health
+/// checks that has reported (`healthCheckResults`).
+pub fn task_json(t: &Task, service_ports: &[u16], health: Option<&BTreeMap<u16, Health>>) -> Value {
+    let instance = t.id.instance_id();
+    let results: Vec<Value> = health
+        .into_iter()
+        .flat_map(|h| h.values())
+        .map(|h| {
+            let mut v = serde_json::to_value(h).unwrap_or_else(|_| json!({}));
+            v["instanceId"] = json!(instance.as_str());
+            v
+        })
+        .collect();
     let mut v = json!({
         "id": t.id,
         "appId": t.app_id,
@@ -15,7 +29,7 @@ pub fn task_json(t: &Task, service_ports: &[u16]) -> Value {
         "ipAddresses": [],
         "stagedAt": t.staged_at,
         "version": t.version,
-        "healthCheckResults": [],
+        "healthCheckResults": results,
         "localVolumes": [],
         "role": "*",
     });

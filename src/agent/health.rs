@@ -1,0 +1,202 @@
+//! Health checks, run by the agent that runs the task (Marathon ran HTTP and TCP checks
+//! from its leader, which did not scale past a few thousand tasks; Mesos ran its checks
+//! on the agent, as here).
+//!
+//! Each check of a running task is one tokio task: it waits `delaySeconds`, then probes
+//! every `intervalSeconds` with a `timeoutSeconds` deadline, and applies each result to
+//! the check's state ([`crate::domain::health`]). It reports to the master only when the
+//! state says so (alive changed, or a failure counted), plus the current state of every
+//! check whenever the agent (re)registers. The master decides about kills.
+//!
+//! Probes reach only the task itself: its host and one of its own ports (the master
+//! resolves `port`/`portIndex` against the task's ports), or a command in its sandbox.
+//! At most [`MAX_CONCURRENT`] probes run at once; a probe that hangs fails at its
+//! timeout and its connection is dropped.
+
+use super::protocol::{CheckKind, HealthCheckTask};
+use crate::domain::health::{Effect, Health, Outcome, Policy};
+use crate::domain::{TaskId, Timestamp};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio::task::AbortHandle;
+
+/// Probes running at once on one agent.
+pub const MAX_CONCURRENT: usize = 1024;
+
+/// Where a check's results go: (task, check index, state).
+pub type Report = Arc<dyn Fn(&TaskId, u16, &Health) + Send + Sync>;
+
+/// What a task's checks need to know about it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub task_id: TaskId,
+    pub host: String,
+    pub started: Timestamp,
+    pub sandbox: PathBuf,
+    pub env: BTreeMap<String, String>,
+}
+
+/// The running checks of one task; dropping it stops them.
+pub struct Checks {
+    handles: Vec<AbortHandle>,
+    /// The latest state of each check, re-sent when the agent registers.
+    latest: Arc<std::sync::Mutex<BTreeMap<u16, Health>>>,
+}
+
+impl Drop for Checks {
+    fn drop(&mut self) {
+        for h in &self.handles {
+            h.abort();
+        }
+    }
+}
+
+impl Checks {
+    /// Starts every check of `target` (on the current tokio runtime).
+    pub fn start(target: Target, checks: &[HealthCheckTask], limit: Arc<Semaphore>, report: Report) -> Checks {
+        let latest: Arc<std::sync::Mutex<BTreeMap<u16, Health>>> = Arc::default();
+        let handles = checks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let run = run_check(target.clone(), i as u16, c.clone(), limit.clone(), report.clone(), latest.clone());
+                tokio::spawn(run).abort_handle()
+            })
+            .collect();
+        Checks { handles, latest }
+    }
+
+    /// The latest state of each check that has one.
+    pub fn latest(&self) -> Vec<(u16, Health)> {
+        self.latest.lock().map(|m| m.iter().map(|(i, h)| (*i, h.clone())).collect()).unwrap_or_default()
+    }
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_datetime(chrono::Utc::now())
+}
+
+async fn run_check(
+    target: Target,
+    index: u16,
+    check: HealthCheckTask,
+    limit: Arc<Semaphore>,
+    report: Report,
+    latest: Arc<std::sync::Mutex<BTreeMap<u16, Health>>>,
+) {
+    // The grace period counts from the task's start, or from now if checking restarts.
+    let since = target.started.max(now());
+    let policy = Policy { grace_ms: check.grace_ms as i64, max_consecutive_failures: check.max_consecutive_failures };
+    tokio::time::sleep(Duration::from_millis(check.delay_ms)).await;
+    let mut every = tokio::time::interval(Duration::from_millis(check.interval_ms.max(100)));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut health = Health::default();
+    loop {
+        every.tick().await;
+        let outcome = {
+            // The semaphore is never closed, so acquiring only waits.
+            let _permit = limit.acquire().await;
+            let timeout = Duration::from_millis(check.timeout_ms.max(1));
+            match tokio::time::timeout(timeout, probe(&target, &check)).await {
+                Ok(o) => o,
+                Err(_) => Outcome::Unhealthy(format!("no answer within {} ms", timeout.as_millis())),
+            }
+        };
+        let effect: Effect = health.observe(outcome, now(), since, policy);
+        if effect.worth_reporting() {
+            if let Ok(mut m) = latest.lock() {
+                m.insert(index, health.clone());
+            }
+            report(&target.task_id, index, &health);
+        }
+    }
+}
+
+/// Runs one check once.
+pub async fn probe(target: &Target, check: &HealthCheckTask) -> Outcome {
+    if let Some(e) = &check.error {
+        return Outcome::Unhealthy(e.clone());
+    }
+    match &check.kind {
+        CheckKind::Tcp => match check.port {
+            Some(p) => match TcpStream::connect((target.host.as_str(), p)).await {
+                Ok(_) => Outcome::Healthy,
+                Err(e) => Outcome::Unhealthy(format!("TCP connection to {}:{p} failed: {e}", target.host)),
+            },
+            None => Outcome::Unhealthy("the check has no port".into()),
+        },
+        CheckKind::Http { path } => match check.port {
+            Some(p) => http_probe(&target.host, p, path, check.ignore_http1xx).await,
+            None => Outcome::Unhealthy("the check has no port".into()),
+        },
+        CheckKind::Https { .. } => Outcome::Unhealthy("HTTPS health checks are not supported yet".into()),
+        CheckKind::Command { command } => command_probe(target, command).await,
+    }
+}
+
+/// HTTP GET `path`: 200-399 passes; 1xx is ignored when asked to.
+async fn http_probe(host: &str, port: u16, path: &str, ignore_1xx: bool) -> Outcome {
+    let mut conn = match TcpStream::connect((host, port)).await {
+        Ok(c) => c,
+        Err(e) => return Outcome::Unhealthy(format!("HTTP connection to {host}:{port} failed: {e}")),
+    };
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: dromos-health-check\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    );
+    if let Err(e) = conn.write_all(req.as_bytes()).await {
+        return Outcome::Unhealthy(format!("HTTP request to {host}:{port} failed: {e}"));
+    }
+    // Only the status line matters: read until its end (bounded).
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 256];
+    while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < 4096 {
+        match conn.read(&mut chunk).await {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => return Outcome::Unhealthy(format!("HTTP response from {host}:{port} failed: {e}")),
+        }
+    }
+    let line = String::from_utf8_lossy(&buf);
+    let status = line.strip_prefix("HTTP/1.").and_then(|r| r.get(2..5)).and_then(|c| c.parse::<u16>().ok());
+    match status {
+        Some(s) if (200..400).contains(&s) => Outcome::Healthy,
+        Some(s) if (100..200).contains(&s) && ignore_1xx => Outcome::Ignored,
+        Some(s) => Outcome::Unhealthy(format!("HTTP status {s}")),
+        None => Outcome::Unhealthy("not an HTTP response".into()),
+    }
+}
+
+/// `/bin/sh -c command` in the task's sandbox with its environment: exit 0 passes. The
+/// command is killed if the check times out (the future is dropped).
+async fn command_probe(target: &Target, command: &str) -> Outcome {
+    let mut cmd = tokio::process::Command::new("/bin/sh");
+    cmd.arg("-c").arg(command).current_dir(&target.sandbox);
+    // The environment the task itself got: the agent's, without its own settings
+    // (above all DROMOS_AUTH_TOKEN), plus the task's.
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("DROMOS_") {
+            cmd.env_remove(&k);
+        }
+    }
+    let out = cmd
+        .envs(&target.env)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .status()
+        .await;
+    match out {
+        Ok(s) if s.success() => Outcome::Healthy,
+        Ok(s) => Outcome::Unhealthy(match s.code() {
+            Some(c) => format!("command exited with status {c}"),
+            None => "command was killed by a signal".into(),
+        }),
+        Err(e) => Outcome::Unhealthy(format!("cannot run the command: {e}")),
+    }
+}

@@ -1,0 +1,176 @@
+//! Health checks on the master's side: resolving an app's checks for one task (which of
+//! the task's own ports each probes), keeping the states agents report, and killing a
+//! task whose checks failed `maxConsecutiveFailures` times in a row (it is then replaced,
+//! after the app's launch backoff, as Marathon does).
+
+use super::{Master, MasterError};
+use crate::agent::protocol::{CheckKind, HealthCheckTask, ToAgent};
+use crate::domain::app::{HealthCheck, HealthProtocol};
+use crate::domain::health::Health;
+use crate::domain::task::{Goal, TaskFailure};
+use crate::domain::{AgentId, AppSpec, TaskId, TaskState};
+use crate::scheduler::Backoff;
+use crate::store::Change;
+
+/// The app's health checks for a task with host ports `ports` (in port-index order).
+/// A check may only probe one of the task's own ports: `port` must be one of them and
+/// `portIndex` must name one; otherwise the check carries an error and fails.
+pub fn health_check_tasks(spec: &AppSpec, ports: &[u16]) -> Vec<HealthCheckTask> {
+    let docker = spec.docker_image().is_some();
+    spec.health_checks
+        .iter()
+        .map(|hc| {
+            let mut check = resolve(hc, ports);
+            if docker && matches!(check.kind, CheckKind::Command { .. }) {
+                // It would have to run inside the container (docker exec).
+                check.error = Some("COMMAND health checks of Docker containers are not supported yet".into());
+            }
+            check
+        })
+        .collect()
+}
+
+fn resolve(hc: &HealthCheck, ports: &[u16]) -> HealthCheckTask {
+    let path = || hc.path.clone().unwrap_or_else(|| "/".into());
+    let kind = match hc.protocol {
+        HealthProtocol::Http | HealthProtocol::MesosHttp => CheckKind::Http { path: path() },
+        HealthProtocol::Https | HealthProtocol::MesosHttps => CheckKind::Https { path: path() },
+        HealthProtocol::Tcp | HealthProtocol::MesosTcp => CheckKind::Tcp,
+        HealthProtocol::Command => {
+            CheckKind::Command { command: hc.command.as_ref().map(|c| c.value.clone()).unwrap_or_default() }
+        }
+    };
+    let (port, error) = match (&kind, hc.port, hc.port_index) {
+        (CheckKind::Command { .. }, _, _) => (None, None),
+        (_, Some(p), _) => match u16::try_from(p).ok().filter(|p| ports.contains(p)) {
+            Some(p) => (Some(p), None),
+            None => (None, Some(format!("port {p} is not one of the task's ports {ports:?}"))),
+        },
+        (_, None, index) => {
+            let i = index.unwrap_or(0);
+            match usize::try_from(i).ok().and_then(|i| ports.get(i)) {
+                Some(p) => (Some(*p), None),
+                None => (None, Some(format!("the task has no host port at index {i}"))),
+            }
+        }
+    };
+    let ms = |s: i64| (s.max(0) as u64).saturating_mul(1000);
+    // delaySeconds belongs to Mesos-level checks (MESOS_*, COMMAND); Marathon ran its
+    // own HTTP, HTTPS and TCP checks without it.
+    let mesos_level = !matches!(hc.protocol, HealthProtocol::Http | HealthProtocol::Https | HealthProtocol::Tcp);
+    HealthCheckTask {
+        kind,
+        port,
+        grace_ms: ms(hc.grace_period_seconds),
+        interval_ms: ms(hc.interval_seconds),
+        timeout_ms: ms(hc.timeout_seconds),
+        delay_ms: if mesos_level { ms(hc.delay_seconds) } else { 0 },
+        max_consecutive_failures: hc.max_consecutive_failures.clamp(0, u32::MAX as i64) as u32,
+        ignore_http1xx: hc.ignore_http1xx,
+        error,
+    }
+}
+
+impl Master {
+    /// Records a health state an agent reported; kills the task when its check failed
+    /// too often in a row (only a running task of that agent, still wanted).
+    pub(super) async fn on_health(
+        &self,
+        agent: AgentId,
+        task_id: TaskId,
+        index: u16,
+        health: Health,
+    ) -> Result<(), MasterError> {
+        let due = {
+            let mut st = self.state.write().await;
+            let Some(task) = st.tasks.get(&task_id).filter(|t| t.agent_id == agent && t.is_active()) else {
+                return Ok(());
+            };
+            let max = st
+                .apps
+                .get(&task.app_id)
+                .and_then(|a| a.current.spec.health_checks.get(index as usize))
+                .map_or(0, |hc| hc.max_consecutive_failures.max(0) as u32);
+            let due = max > 0
+                && health.consecutive_failures >= max
+                && task.state == TaskState::Running
+                && task.goal == Goal::Running;
+            st.health.entry(task_id.clone()).or_default().insert(index, health.clone());
+            due
+        };
+        if !due {
+            return Ok(());
+        }
+        let cause = health.last_failure_cause.clone().unwrap_or_default();
+        let message = format!("killed after {} consecutive failed health checks: {cause}", health.consecutive_failures);
+        tracing::warn!(task = %task_id, "{message}");
+        let id = task_id.clone();
+        let failed = self
+            .write(move |state, now| {
+                let Some(t) = state.tasks.get(&id).filter(|t| t.goal == Goal::Running) else {
+                    return Ok((Vec::new(), None));
+                };
+                let mut t = t.clone();
+                t.goal = Goal::Stopped;
+                t.message = Some(message.clone());
+                let failure = TaskFailure {
+                    app_id: t.app_id.clone(),
+                    host: t.host.clone(),
+                    message,
+                    state: TaskState::Killed,
+                    task_id: t.id.clone(),
+                    timestamp: now,
+                    version: t.version,
+                    slave_id: t.agent_id.clone(),
+                };
+                let backoff = (t.app_id.clone(), t.config_version, now);
+                Ok((vec![Change::SetLastFailure(Box::new(failure)), Change::PutTask(Box::new(t))], Some(backoff)))
+            })
+            .await?;
+        if let Some((app, config, at)) = failed {
+            // Health-check kills count toward the launch backoff (Marathon's rule).
+            let st = self.state.read().await;
+            if let Some(rec) = st.apps.get(&app) {
+                let mut b = self.backoffs.lock().unwrap_or_else(|e| e.into_inner());
+                let next = Backoff::after_failure(b.get(&app), &rec.current.spec, config, at);
+                b.insert(app, next);
+            }
+            drop(st);
+            self.send_to(&agent, ToAgent::Kill { task_id });
+            self.wake();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::dto::app::parse_app;
+    use serde_json::json;
+
+    #[test]
+    fn checks_probe_only_the_tasks_own_ports() {
+        let spec = parse_app(
+            json!({"id": "/a", "cmd": "x", "portDefinitions": [{"port": 0}, {"port": 0}], "healthChecks": [
+                {"protocol": "HTTP", "path": "/health", "portIndex": 1, "gracePeriodSeconds": 5},
+                {"protocol": "MESOS_TCP"},
+                {"protocol": "TCP", "port": 8080},
+                {"protocol": "COMMAND", "command": {"value": "true"}}
+            ]}),
+            None,
+        )
+        .unwrap();
+        let checks = health_check_tasks(&spec, &[31000, 31001]);
+        assert_eq!(checks[0].kind, CheckKind::Http { path: "/health".into() });
+        assert_eq!((checks[0].port, checks[0].grace_ms, checks[0].interval_ms), (Some(31001), 5000, 60_000));
+        assert_eq!((checks[1].kind.clone(), checks[1].port), (CheckKind::Tcp, Some(31000)));
+        assert_eq!(checks[2].port, None);
+        assert!(checks[2].error.as_deref().unwrap().contains("not one of the task's ports"));
+        assert_eq!(checks[3].kind, CheckKind::Command { command: "true".into() });
+        assert_eq!(checks[3].max_consecutive_failures, 3);
+        assert_eq!((checks[0].delay_ms, checks[1].delay_ms, checks[3].delay_ms), (0, 15_000, 15_000));
+        // A task that got fewer ports than the index needs fails its check with a reason.
+        assert!(health_check_tasks(&spec, &[31000])[0].error.is_some());
+    }
+}

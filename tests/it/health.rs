@@ -1,0 +1,100 @@
+//! Health checks end to end: real HTTP servers as tasks, checked by the agent that runs
+//! them; a task whose checks fail too often in a row is killed and replaced.
+//!
+//! Each task serves its own sandbox (`python3 -m http.server`), so the test makes a task
+//! healthy or not by creating or removing the file its check asks for.
+
+use crate::support::dromos::Dromos;
+use crate::support::wait_for;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(60);
+
+fn first_task(d: &Dromos, app: &str) -> Value {
+    d.app(app)["tasks"][0].clone()
+}
+
+#[test]
+fn http_checks_mark_tasks_healthy_and_unhealthy_and_failing_tasks_are_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Dromos::start(dir.path(), &[]);
+    let app = json!({
+        "id": "/hc/web", "instances": 1, "cpus": 0.1, "mem": 64,
+        "cmd": "touch ok; exec python3 -m http.server $PORT0 --bind $HOST",
+        "healthChecks": [{"protocol": "HTTP", "path": "/ok", "portIndex": 0, "gracePeriodSeconds": 30,
+                          "intervalSeconds": 1, "timeoutSeconds": 1, "maxConsecutiveFailures": 3}]
+    });
+    assert_eq!(d.call("POST", "/v2/apps", Some(&app)).status, 201);
+    let task = wait_for("a healthy task", T, || {
+        let a = d.app("/hc/web");
+        (a["tasksHealthy"] == 1).then(|| a["tasks"][0].clone())
+    });
+    let tid = task["id"].as_str().unwrap().to_string();
+    let result = &task["healthCheckResults"][0];
+    assert_eq!(result["alive"], true);
+    assert_eq!(result["consecutiveFailures"], 0);
+    assert!(result["firstSuccess"].is_string() && result["lastSuccess"].is_string());
+    assert!(tid.starts_with(result["instanceId"].as_str().unwrap()));
+
+    // The endpoint starts failing (404): unhealthy, then killed after three failures in
+    // a row and replaced by a new, healthy task.
+    std::fs::remove_file(d.data_dir.join("agent/sandboxes").join(&tid).join("ok")).unwrap();
+    let bad = wait_for("the task to turn unhealthy", T, || {
+        let a = d.app("/hc/web");
+        (a["tasksUnhealthy"] == 1).then(|| a["tasks"][0]["healthCheckResults"][0].clone())
+    });
+    assert_eq!(bad["alive"], false);
+    assert_eq!(bad["lastFailureCause"], "HTTP status 404");
+    let replacement = wait_for("a healthy replacement", T, || {
+        let a = d.app("/hc/web");
+        let t = a["tasks"][0].clone();
+        (a["tasksHealthy"] == 1 && t["id"] != tid.as_str()).then_some(t)
+    });
+    assert_ne!(replacement["id"], tid.as_str());
+    let failure = d.app("/hc/web")["lastTaskFailure"].clone();
+    assert_eq!(failure["taskId"], tid.as_str(), "{failure} {}", d.get("/v2/apps/hc/web/tasks"));
+    assert!(failure["message"].as_str().unwrap().contains("3 consecutive failed health checks"), "{failure}");
+}
+
+#[test]
+fn tcp_and_command_checks_and_checks_that_point_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Dromos::start(dir.path(), &[]);
+    let app = json!({
+        "id": "/hc/mixed", "instances": 1, "cpus": 0.1, "mem": 64,
+        "cmd": "touch ready; exec python3 -m http.server $PORT0 --bind $HOST",
+        "healthChecks": [
+            {"protocol": "TCP", "portIndex": 0, "intervalSeconds": 1, "timeoutSeconds": 1},
+            {"protocol": "COMMAND", "command": {"value": "test -f ready && test -n \"$MESOS_TASK_ID\""},
+             "intervalSeconds": 1, "timeoutSeconds": 2, "delaySeconds": 0}
+        ]
+    });
+    assert_eq!(d.call("POST", "/v2/apps", Some(&app)).status, 201);
+    wait_for("both checks alive", T, || (d.app("/hc/mixed")["tasksHealthy"] == 1).then_some(()));
+    let results = first_task(&d, "/hc/mixed")["healthCheckResults"].as_array().unwrap().clone();
+    assert_eq!(results.len(), 2);
+    assert!(results.iter().all(|r| r["alive"] == true), "{results:?}");
+
+    // A check may not point anywhere but at the task's own ports: it fails, with why.
+    let elsewhere = json!({
+        "id": "/hc/elsewhere", "instances": 1, "cpus": 0.1, "mem": 64,
+        "cmd": "exec python3 -m http.server $PORT0 --bind $HOST",
+        "healthChecks": [{"protocol": "HTTP", "port": 22, "gracePeriodSeconds": 0, "intervalSeconds": 1,
+                          "maxConsecutiveFailures": 0}]
+    });
+    assert_eq!(d.call("POST", "/v2/apps", Some(&elsewhere)).status, 201);
+    let r = wait_for("the check to fail", T, || {
+        let a = d.app("/hc/elsewhere");
+        (a["tasksUnhealthy"] == 1).then(|| a["tasks"][0]["healthCheckResults"][0].clone())
+    });
+    assert!(r["lastFailureCause"].as_str().unwrap().contains("not one of the task's ports"), "{r}");
+    // maxConsecutiveFailures 0: never killed, however many failures.
+    let id = first_task(&d, "/hc/elsewhere")["id"].clone();
+    wait_for("more than three failures in a row", T, || {
+        let t = first_task(&d, "/hc/elsewhere");
+        (t["healthCheckResults"][0]["consecutiveFailures"].as_u64() > Some(3)).then_some(())
+    });
+    assert_eq!(first_task(&d, "/hc/elsewhere")["id"], id);
+    assert!(d.app("/hc/elsewhere")["lastTaskFailure"].is_null());
+}
