@@ -12,6 +12,8 @@
 //! 7. Agent loss: a real agent frozen (SIGSTOP); time until its task runs elsewhere.
 //! 8. Constraint-heavy placement: 10,000 agents in 50 racks, 1,000 apps x 100
 //!    instances with UNIQUE hostname + GROUP_BY rack.
+//! 9. Health checking: one agent's checker running 5,000 HTTP checks with a 1 s interval
+//!    against a local endpoint; the endpoint counts the probes it answers.
 
 use dromos::domain::agent::Containerizer;
 use dromos::domain::task::Goal;
@@ -108,6 +110,76 @@ fn bench_constraints() {
     );
 }
 
+fn bench_health(rt: &tokio::runtime::Runtime) {
+    use dromos::agent::health::{Checks, Target, MAX_CONCURRENT};
+    use dromos::agent::protocol::{CheckKind, HealthCheckTask};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const CHECKS: usize = 5000;
+    const SECONDS: u64 = 10;
+    rt.block_on(async {
+        // The endpoint: answers every request with 200 and counts them.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let answered = Arc::new(AtomicU64::new(0));
+        let count = answered.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    if conn.read(&mut buf).await.is_ok_and(|n| n > 0) {
+                        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        let check = HealthCheckTask {
+            kind: CheckKind::Http { path: "/health".into() },
+            port: Some(port),
+            grace_ms: 0,
+            interval_ms: 1000,
+            timeout_ms: 1000,
+            delay_ms: 0,
+            max_consecutive_failures: 3,
+            ignore_http1xx: false,
+            error: None,
+        };
+        let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT));
+        let reports = Arc::new(AtomicU64::new(0));
+        let r = reports.clone();
+        let report: dromos::agent::health::Report = Arc::new(move |_, _, _| {
+            r.fetch_add(1, Ordering::Relaxed);
+        });
+        let checks: Vec<Checks> = (0..CHECKS)
+            .map(|i| {
+                let target = Target {
+                    task_id: format!("bench_app.instance-{i:08}._app.1").parse().expect("task id"),
+                    host: "127.0.0.1".into(),
+                    started: Timestamp::from_millis(0),
+                    sandbox: std::env::temp_dir(),
+                    env: Default::default(),
+                };
+                Checks::start(target, std::slice::from_ref(&check), limit.clone(), report.clone())
+            })
+            .collect();
+        // Let the first round settle, then count a steady window.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let before = answered.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(SECONDS)).await;
+        let done = answered.load(Ordering::Relaxed) - before;
+        drop(checks);
+        println!(
+            "health: {CHECKS} HTTP checks at 1 s intervals on one agent: {:.0} probes/s answered over {SECONDS} s \
+             (due: {CHECKS}/s); {} state reports",
+            done as f64 / SECONDS as f64,
+            reports.load(Ordering::Relaxed)
+        );
+    });
+}
+
 fn bench_persistence(rt: &tokio::runtime::Runtime) {
     let dir = tempfile::tempdir().expect("tempdir");
     rt.block_on(async {
@@ -176,8 +248,10 @@ fn rss_mib(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn bench_local_agent() {
+/// `cgroups`: whether the tasks get cgroup limits (where the machine allows them).
+fn bench_local_agent(cgroups: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
+    let limits = if cgroups { "with cgroup limits" } else { "--no-cgroups" };
     let mut child = Command::new(env!("CARGO_BIN_EXE_dromos"))
         .args([
             "serve",
@@ -192,6 +266,7 @@ fn bench_local_agent() {
         ])
         .arg("--data-dir")
         .arg(dir.path())
+        .args((!cgroups).then_some("--no-cgroups"))
         .env("DROMOS_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -212,11 +287,11 @@ fn bench_local_agent() {
     }
     let secs = t.elapsed().as_secs_f64();
     println!(
-        "local agent: 1000 x `sleep 3600` from POST to all TASK_RUNNING in {secs:.2} s ({:.0} tasks/s)",
+        "local agent ({limits}): 1000 x `sleep 3600` from POST to all TASK_RUNNING in {secs:.2} s ({:.0} tasks/s)",
         1000.0 / secs
     );
     std::thread::sleep(Duration::from_secs(2));
-    println!("memory: dromos serve with 1000 running tasks: {:.1} MiB RSS", rss_mib(child.id()));
+    println!("memory ({limits}): dromos serve with 1000 running tasks: {:.1} MiB RSS", rss_mib(child.id()));
     let t = Instant::now();
     http("DELETE", &format!("{url}/v2/apps/bench/sleep"), None);
     loop {
@@ -227,7 +302,7 @@ fn bench_local_agent() {
         assert!(t.elapsed() < Duration::from_secs(120), "tasks did not stop");
         std::thread::sleep(Duration::from_millis(20));
     }
-    println!("local agent: 1000 tasks killed and gone in {:.2} s", t.elapsed().as_secs_f64());
+    println!("local agent ({limits}): 1000 tasks killed and gone in {:.2} s", t.elapsed().as_secs_f64());
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -441,11 +516,15 @@ fn main() {
     if on("constraints") {
         bench_constraints();
     }
+    if on("health") {
+        bench_health(&rt);
+    }
     if on("persistence") {
         bench_persistence(&rt);
     }
     if on("agent") {
-        bench_local_agent();
+        bench_local_agent(true);
+        bench_local_agent(false);
     }
     if on("drf") {
         bench_drf();

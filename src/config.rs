@@ -119,6 +119,9 @@ pub struct ServeArgs {
     /// Run without the embedded agent (tasks only run on `dromos agent` hosts).
     #[arg(long, env = "DROMOS_NO_AGENT")]
     pub no_agent: bool,
+    /// Run the embedded agent's process tasks without cgroup cpu and memory limits.
+    #[arg(long, env = "DROMOS_NO_CGROUPS")]
+    pub no_cgroups: bool,
     /// How often the master pings agents [default: 15s].
     #[arg(long, env = "DROMOS_AGENT_PING_INTERVAL")]
     pub agent_ping_interval: Option<String>,
@@ -171,6 +174,9 @@ pub struct AgentArgs {
     /// Attributes for placement constraints, e.g. 'rack:r1,zone:a'.
     #[arg(long, env = "DROMOS_ATTRIBUTES")]
     pub attributes: Option<String>,
+    /// Run process tasks without cgroup cpu and memory limits.
+    #[arg(long, env = "DROMOS_NO_CGROUPS")]
+    pub no_cgroups: bool,
 }
 
 /// The same settings as a file (kebab-case keys, e.g. `data-dir = "/var/lib/dromos"`).
@@ -190,6 +196,7 @@ struct FileConfig {
     agent_resources: Option<String>,
     agent_attributes: Option<String>,
     no_agent: Option<bool>,
+    no_cgroups: Option<bool>,
     agent_ping_interval: Option<String>,
     agent_ping_timeouts: Option<u32>,
     agent_removal_rate_limit: Option<String>,
@@ -211,6 +218,8 @@ pub struct Config {
     pub hostname: String,
     /// The embedded agent's resources and attributes; `None` without an embedded agent.
     pub agent: Option<(AgentResources, BTreeMap<String, Value>)>,
+    /// Whether process tasks get cgroup limits where the machine allows it.
+    pub cgroups: bool,
     pub master: MasterConfig,
 }
 
@@ -223,6 +232,8 @@ pub struct AgentSettings {
     pub hostname: String,
     pub resources: AgentResources,
     pub attributes: BTreeMap<String, Value>,
+    /// Whether process tasks get cgroup limits where the machine allows it.
+    pub cgroups: bool,
 }
 
 /// Parses `15s`, `200ms`, `1m`, `20mins`, `1h`.
@@ -347,6 +358,7 @@ impl AgentSettings {
             resources: agent_resources(a.resources.as_deref(), fallback, ports)?,
             attributes: a.attributes.as_deref().map(parse_attributes).transpose()?.unwrap_or_default(),
             hostname: a.hostname.unwrap_or_else(machine_hostname),
+            cgroups: !a.no_cgroups,
             work_dir,
         })
     }
@@ -480,6 +492,7 @@ impl Config {
             insecure,
             hostname: args.hostname.or(file.hostname).unwrap_or_else(machine_hostname),
             agent: (!no_agent).then(|| (resources, attributes.unwrap_or_default())),
+            cgroups: !(args.no_cgroups || file.no_cgroups.unwrap_or(false)),
             master: MasterConfig {
                 liveness,
                 roles: parse_role_policy(&weights, &quotas)?,

@@ -51,7 +51,7 @@ pub async fn run(mut config: Config) -> boxed::Result<()> {
             resources,
             attributes,
             docker: connect_docker().await,
-            cgroups: detect_cgroups(),
+            cgroups: if config.cgroups { detect_cgroups() } else { None },
         };
         let (agent_id, agent_tx) = agent::start(agent_cfg, master.inbox()).await?;
         master.attach_local_agent(agent_id.clone(), agent_tx);
@@ -94,7 +94,7 @@ pub async fn run_agent(settings: AgentSettings) -> boxed::Result<()> {
         resources: settings.resources.clone(),
         attributes: settings.attributes.clone(),
         docker: connect_docker().await,
-        cgroups: detect_cgroups(),
+        cgroups: if settings.cgroups { detect_cgroups() } else { None },
     };
     let (out_tx, out_rx) = tokio::sync::mpsc::unbounded_channel();
     let (id, commands) = agent::start(cfg, out_tx).await?;

@@ -92,8 +92,12 @@ async fn run_check(
     // The grace period counts from the task's start, or from now if checking restarts.
     let since = target.started.max(now());
     let policy = Policy { grace_ms: check.grace_ms as i64, max_consecutive_failures: check.max_consecutive_failures };
-    tokio::time::sleep(Duration::from_millis(check.delay_ms)).await;
-    let mut every = tokio::time::interval(Duration::from_millis(check.interval_ms.max(100)));
+    // Checks of tasks started together would probe in bursts, every interval: spread
+    // them by starting each at its own offset within the first interval.
+    let interval = Duration::from_millis(check.interval_ms.max(100));
+    let offset = spread(&target.task_id, index, interval);
+    tokio::time::sleep(Duration::from_millis(check.delay_ms) + offset).await;
+    let mut every = tokio::time::interval(interval);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut health = Health::default();
     loop {
@@ -115,6 +119,15 @@ async fn run_check(
             report(&target.task_id, index, &health);
         }
     }
+}
+
+/// A stable offset within `interval` for check `index` of `task`.
+fn spread(task: &TaskId, index: u16, interval: Duration) -> Duration {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (task.as_str(), index).hash(&mut h);
+    let ms = interval.as_millis().max(1) as u64;
+    Duration::from_millis(h.finish() % ms)
 }
 
 /// Runs one check once.

@@ -6,7 +6,7 @@
 //! ```text
 //! <agent dir>/agent_id                   stable id, created on first start
 //! <agent dir>/sandboxes/<task id>/       one per task (a validated TaskId: path-safe)
-//!     task.json        the launch, written (fsync) before the supervisor starts
+//!     task.json        the launch, written (atomically) before the supervisor starts
 //!     supervisor.json  supervisor pid + start time, written by the supervisor
 //!     stdout, stderr   the task's output
 //!     exit.json        how the task ended, written by the supervisor
@@ -34,7 +34,7 @@ use crate::domain::agent::Containerizer;
 use crate::domain::resources::Value;
 use crate::domain::{AgentId, AgentInfo, AgentResources, TaskId, TaskState, Timestamp};
 use docker::DockerExecutor;
-use process::{is_same_process, reap, write_atomic, PidFd};
+use process::{is_same_process, reap, replace_file, write_atomic, PidFd};
 use protocol::{FromAgent, LaunchTask, LogChunk, LogStream, TaskCommand, TaskStatus, ToAgent, PROTOCOL_VERSION};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
@@ -632,7 +632,7 @@ impl Agent {
             let task_id = l.task_id.clone();
             let checkpoint = serde_json::to_vec(&l).map_err(std::io::Error::other).and_then(|json| {
                 std::fs::create_dir_all(&sandbox)?;
-                write_atomic(&sandbox.join("task.json"), &json)
+                replace_file(&sandbox.join("task.json"), &json)
             });
             if let Err(e) = checkpoint {
                 let msg = format!("cannot write the sandbox: {e}");
@@ -759,7 +759,7 @@ struct SupervisorLaunch {
 /// (false). Blocking: runs on the blocking pool.
 fn spawn_supervisor(how: &SupervisorLaunch, sandbox: &Path, l: &LaunchTask) -> std::io::Result<(i32, PidFd, bool)> {
     std::fs::create_dir_all(sandbox)?;
-    write_atomic(&sandbox.join("task.json"), &serde_json::to_vec(l).map_err(std::io::Error::other)?)?;
+    replace_file(&sandbox.join("task.json"), &serde_json::to_vec(l).map_err(std::io::Error::other)?)?;
     let argv: Vec<String> = match &l.command {
         TaskCommand::Shell(cmd) => vec!["/bin/sh".into(), "-c".into(), cmd.clone()],
         TaskCommand::Argv(a) => a.clone(),

@@ -13,7 +13,7 @@
 //! It uses blocking calls only (sigtimedwait), so a thousand idle supervisors cost no CPU.
 
 use super::cgroups;
-use super::process::{signal_group, start_time, write_atomic};
+use super::process::{replace_file, signal_group, start_time};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -85,7 +85,7 @@ fn signal_set() -> libc::sigset_t {
 
 fn finish(sandbox: &Path, cgroup: &[PathBuf], rec: &ExitRecord) -> ! {
     let data = serde_json::to_vec(rec).unwrap_or_default();
-    let code = match write_atomic(&sandbox.join(EXIT_FILE), &data) {
+    let code = match replace_file(&sandbox.join(EXIT_FILE), &data) {
         Ok(()) => 0,
         Err(_) => 1,
     };
@@ -147,7 +147,7 @@ pub fn run(spec: Supervise) -> ! {
     };
     let me = std::process::id() as i32;
     let record = SupervisorRecord { pid: me, start_time: start_time(me).unwrap_or(0), task_pid };
-    let _ = write_atomic(&sandbox.join(SUPERVISOR_FILE), &serde_json::to_vec(&record).unwrap_or_default());
+    let _ = replace_file(&sandbox.join(SUPERVISOR_FILE), &serde_json::to_vec(&record).unwrap_or_default());
     // Tell the agent the task runs, then let go of the pipe: the agent may be gone later.
     let _ = writeln!(std::io::stdout(), "running {task_pid}");
     let _ = std::io::stdout().flush();
