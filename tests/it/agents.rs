@@ -14,21 +14,14 @@ const TOKEN: &str = "agents-test-token";
 
 /// A master with a 1 s ping budget (200 ms × 5) and no removal rate limit.
 fn master(dir: &std::path::Path) -> Dromos {
-    Dromos::start(
-        &dir.join("master"),
-        &[
-            "--no-agent",
-            "--auth-token",
-            TOKEN,
-            "--agent-ping-interval",
-            "200ms",
-            "--agent-ping-timeouts",
-            "5",
-            "--agent-removal-rate-limit",
-            "off",
-        ],
-    )
-    .with_token(TOKEN)
+    master_with_removal_limit(dir, "off")
+}
+
+fn master_with_removal_limit(dir: &std::path::Path, limit: &str) -> Dromos {
+    let args = ["--no-agent", "--auth-token", TOKEN, "--agent-ping-interval", "200ms", "--agent-ping-timeouts", "5"];
+    let mut args = args.to_vec();
+    args.extend(["--agent-removal-rate-limit", limit]);
+    Dromos::start(&dir.join("master"), &args).with_token(TOKEN)
 }
 
 fn agents_by_id(d: &Dromos) -> BTreeMap<String, Value> {
@@ -264,21 +257,7 @@ fn a_wiped_agent_stops_what_it_left_running_and_the_tasks_are_replaced_once() {
 #[test]
 fn a_partition_of_half_the_agents_is_held_back_by_the_removal_rate_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Dromos::start(
-        &dir.path().join("master"),
-        &[
-            "--no-agent",
-            "--auth-token",
-            TOKEN,
-            "--agent-ping-interval",
-            "200ms",
-            "--agent-ping-timeouts",
-            "5",
-            "--agent-removal-rate-limit",
-            "10%/10m",
-        ],
-    )
-    .with_token(TOKEN);
+    let d = master_with_removal_limit(dir.path(), "10%/10m");
     let agents: Vec<Agent> = (1..=4)
         .map(|i| {
             let host = format!("127.0.0.{i}");
