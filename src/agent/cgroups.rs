@@ -178,6 +178,25 @@ pub fn oom_killed(dirs: &[PathBuf]) -> bool {
     })
 }
 
+/// Kills every process still in a task's cgroup: those that left the task's process
+/// group (with `setsid`, say) are in it all the same.
+pub fn kill_all(dirs: &[PathBuf]) {
+    for d in dirs {
+        // cgroup v2 (5.14+) kills the whole cgroup in one write.
+        if fs::write(d.join("cgroup.kill"), "1").is_ok() {
+            continue;
+        }
+        for pid in fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default().lines() {
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                if pid > 1 {
+                    // SAFETY: kill(2) with a pid and a signal; no memory involved.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+    }
+}
+
 /// Removes a task's cgroup directories. A cgroup is removable once its processes are
 /// gone, which takes the kernel a moment after the last one was killed: retried
 /// briefly. Missing directories are fine.

@@ -184,11 +184,24 @@ async fn http_probe(host: &str, port: u16, path: &str, ignore_1xx: bool) -> Outc
     }
 }
 
-/// `/bin/sh -c command` in the task's sandbox with its environment: exit 0 passes. The
-/// command is killed if the check times out (the future is dropped).
+/// Kills a probe command's whole process group when dropped: after the command ended
+/// (whatever it left running goes too) or when the check timed out and the probe's
+/// future was dropped mid-way.
+struct GroupGuard(Option<i32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(group) = self.0 {
+            super::process::signal_group(group, libc::SIGKILL);
+        }
+    }
+}
+
+/// `/bin/sh -c command` in the task's sandbox with its environment, in a process group
+/// of its own: exit 0 passes.
 async fn command_probe(target: &Target, command: &str) -> Outcome {
     let mut cmd = tokio::process::Command::new("/bin/sh");
-    cmd.arg("-c").arg(command).current_dir(&target.sandbox);
+    cmd.arg("-c").arg(command).current_dir(&target.sandbox).process_group(0);
     // The environment the task itself got: the agent's, without its own settings
     // (above all DROMOS_AUTH_TOKEN), plus the task's.
     for (k, _) in std::env::vars_os() {
@@ -196,15 +209,17 @@ async fn command_probe(target: &Target, command: &str) -> Outcome {
             cmd.env_remove(&k);
         }
     }
-    let out = cmd
-        .envs(&target.env)
+    cmd.envs(&target.env)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .status()
-        .await;
-    match out {
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return Outcome::Unhealthy(format!("cannot run the command: {e}")),
+    };
+    let _group = GroupGuard(child.id().and_then(|p| i32::try_from(p).ok()));
+    match child.wait().await {
         Ok(s) if s.success() => Outcome::Healthy,
         Ok(s) => Outcome::Unhealthy(match s.code() {
             Some(c) => format!("command exited with status {c}"),

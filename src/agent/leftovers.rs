@@ -71,7 +71,15 @@ pub fn parse_supervisor(args: &[String], sandboxes: &Path) -> Option<LeftoverPro
     if sandbox.parent()? != sandboxes {
         return None;
     }
-    let task_id = sandbox.file_name()?.to_str()?.parse().ok()?;
+    let task_id: TaskId = sandbox.file_name()?.to_str()?.parse().ok()?;
+    // Only the task's own cgroups (`.../dromos/<task id>`) are ever removed.
+    let own = |d: &PathBuf| {
+        d.file_name().is_some_and(|n| n == task_id.as_str())
+            && d.parent().and_then(|p| p.file_name()).is_some_and(|n| n == "dromos")
+    };
+    if !cgroups.iter().all(own) {
+        return None;
+    }
     Some(LeftoverProcess { pid: 0, start_time: 0, task_id, agent_id, grace, cgroups })
 }
 
@@ -88,11 +96,31 @@ pub fn find_supervisors(sandboxes: &Path) -> Vec<LeftoverProcess> {
             let args: Vec<String> =
                 raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into()).collect();
             let mut p = parse_supervisor(&args, sandboxes)?;
+            if !is_our_program(pid) {
+                tracing::warn!(pid, "a process poses as a dromos supervisor of this directory: ignored");
+                return None;
+            }
             p.pid = pid;
             p.start_time = start_time(pid)?;
             Some(p)
         })
         .collect()
+}
+
+/// Whether `pid` runs this very program (also after it was replaced on disk by an
+/// upgrade: then its link ends in " (deleted)") as this very user: only then is it a
+/// supervisor this agent's predecessors started, and not a look-alike.
+fn is_our_program(pid: i32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(theirs), Ok(ours)) = (std::fs::read_link(format!("/proc/{pid}/exe")), std::env::current_exe()) else {
+        return false;
+    };
+    let theirs = theirs.to_string_lossy();
+    let same_exe = theirs.strip_suffix(" (deleted)").unwrap_or(&theirs) == ours.to_string_lossy();
+    // SAFETY: getuid has no preconditions.
+    let me = unsafe { libc::getuid() };
+    let same_user = std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == me);
+    same_exe && same_user
 }
 
 /// The direct children of `pid` (the supervisor's task, which leads its own group).
@@ -103,10 +131,15 @@ fn children(pid: i32) -> Vec<i32> {
 }
 
 /// Stops supervisors and their tasks: SIGTERM to each supervisor (which passes it on to
-/// its task's group), SIGKILL to what is left after the longest grace period. Returns
-/// once all are gone. Blocking.
+/// its task's group and kills the group when the task ends), SIGKILL after the longest
+/// grace period to supervisors still there, and then to their tasks' groups (read
+/// before, while the supervisor held them). Returns once all are gone. Blocking.
 pub fn stop_processes(procs: &[LeftoverProcess]) {
-    let groups: Vec<i32> = procs.iter().flat_map(|p| children(p.pid)).collect();
+    let groups: Vec<(usize, Vec<(i32, u64)>)> = procs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (i, children(p.pid).into_iter().filter_map(|c| Some((c, start_time(c)?))).collect()))
+        .collect();
     for p in procs {
         if is_same_process(p.pid, p.start_time) {
             // SAFETY: kill on a pid we just checked names the same process.
@@ -118,15 +151,20 @@ pub fn stop_processes(procs: &[LeftoverProcess]) {
     while procs.iter().any(|p| is_same_process(p.pid, p.start_time)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    for p in procs {
-        if is_same_process(p.pid, p.start_time) {
-            // SAFETY: as above.
-            unsafe { libc::kill(p.pid, libc::SIGKILL) };
+    for (i, group) in groups {
+        let p = &procs[i]; // i enumerates procs
+        if !is_same_process(p.pid, p.start_time) {
+            continue; // it ended on its own, and took its task's group with it
         }
-    }
-    // A supervisor killed outright leaves its task's group behind.
-    for g in groups {
-        signal_group(g, libc::SIGKILL);
+        // SAFETY: as above.
+        unsafe { libc::kill(p.pid, libc::SIGKILL) };
+        // Its task's group is left behind: kill it, but only while its leader is the
+        // process we saw (a group id can be reused once its leader is gone).
+        for (leader, started) in group {
+            if is_same_process(leader, started) {
+                signal_group(leader, libc::SIGKILL);
+            }
+        }
     }
     for p in procs {
         cgroups::remove(&p.cgroups);
@@ -151,14 +189,26 @@ pub async fn sweep(sandboxes: &Path, docker: Option<&DockerExecutor>) -> Sweep {
             Ok(found) => {
                 out.containers = found.len();
                 // All at once: each may take docker's default grace (10 s) to stop.
-                futures_util::future::join_all(found.iter().map(|c| async move {
+                let stopped = futures_util::future::join_all(found.iter().map(|c| async move {
                     if let Err(e) = docker.stop(&c.container_id, CONTAINER_GRACE).await {
                         tracing::warn!(container = %c.container_id, "cannot stop a leftover container: {e}");
+                        return false;
                     }
                     let _ = docker.remove(&c.container_id).await;
+                    true
                 }))
                 .await;
-                out.agents.extend(found.into_iter().map(|c| AgentId(c.agent_id)));
+                // An agent whose container may still run is not reported as replaced: the
+                // master then finds its tasks the slow way (ping budget), never doubled.
+                let mut failed = BTreeSet::new();
+                for (c, ok) in found.iter().zip(stopped) {
+                    if ok {
+                        out.agents.insert(AgentId(c.agent_id.clone()));
+                    } else {
+                        failed.insert(AgentId(c.agent_id.clone()));
+                    }
+                }
+                out.agents.retain(|a| !failed.contains(a));
             }
             Err(e) => tracing::warn!("cannot look for leftover containers: {e}"),
         }
@@ -180,7 +230,8 @@ mod tests {
         let p = parse_supervisor(
             &args(
                 "/usr/bin/dromos supervise --sandbox /var/lib/dromos/sandboxes/web.instance-1._app.1 \
-                 --grace-ms 5000 --agent-id agent-7 --cgroup /sys/fs/cgroup/dromos/t -- /bin/sh -c sleep",
+                 --grace-ms 5000 --agent-id agent-7 --cgroup /sys/fs/cgroup/dromos/web.instance-1._app.1 \
+                 -- /bin/sh -c sleep",
             ),
             sb,
         )
@@ -188,7 +239,7 @@ mod tests {
         assert_eq!(p.task_id.as_str(), "web.instance-1._app.1");
         assert_eq!(p.agent_id, Some(AgentId("agent-7".into())));
         assert_eq!(p.grace, Duration::from_secs(5));
-        assert_eq!(p.cgroups, vec![PathBuf::from("/sys/fs/cgroup/dromos/t")]);
+        assert_eq!(p.cgroups, vec![PathBuf::from("/sys/fs/cgroup/dromos/web.instance-1._app.1")]);
         // Older supervisors have no agent id; they are still found.
         let old = parse_supervisor(&args("dromos supervise --sandbox /var/lib/dromos/sandboxes/a.b -- x"), sb);
         assert_eq!(old.unwrap().agent_id, None);
@@ -199,6 +250,8 @@ mod tests {
             "dromos serve --sandbox /var/lib/dromos/sandboxes/a.b",
             "dromos supervise --sandbox /var/lib/dromos/sandboxes/a.b --grace-ms soon -- x",
             "dromos supervise --sandbox /var/lib/dromos/sandboxes/../x -- x",
+            "dromos supervise --sandbox /var/lib/dromos/sandboxes/a.b --cgroup /etc -- x",
+            "dromos supervise --sandbox /var/lib/dromos/sandboxes/a.b --cgroup /sys/fs/cgroup/dromos/c.d -- x",
             "dromos",
         ] {
             assert_eq!(parse_supervisor(&args(other), sb), None, "{other}");

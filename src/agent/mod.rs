@@ -105,18 +105,11 @@ pub fn sandbox_of(agent_dir: &Path, task: &TaskId) -> PathBuf {
     sandboxes_dir(agent_dir).join(task.as_str())
 }
 
-/// Reads the agent id, creating one on first start (or after the directory was wiped):
-/// then the second value is true.
-fn load_or_create_id(dir: &Path) -> std::io::Result<(AgentId, bool)> {
-    let path = dir.join("agent_id");
-    match std::fs::read_to_string(&path) {
-        Ok(s) if !s.trim().is_empty() => Ok((AgentId(s.trim().to_string()), false)),
-        _ => {
-            let id = AgentId(format!("agent-{}", uuid::Uuid::new_v4()));
-            write_atomic(&path, id.0.as_bytes())?;
-            Ok((id, true))
-        }
-    }
+/// The agent id stored in its directory, if there is one.
+fn stored_id(dir: &Path) -> Option<AgentId> {
+    let s = std::fs::read_to_string(dir.join("agent_id")).ok()?;
+    let id = s.trim();
+    (!id.is_empty()).then(|| AgentId(id.to_string()))
 }
 
 /// Removes the sandboxes of tasks whose end was acknowledged more than `keep` ago, so
@@ -138,7 +131,9 @@ pub fn exit_state(rec: &ExitRecord) -> (TaskState, String) {
     if let Some(e) = &rec.error {
         return (TaskState::Failed, e.clone());
     }
-    if rec.oom_killed {
+    // An OOM kill explains a failure; a task killed on request, or one that exited 0
+    // while a child of it was OOM-killed, ended as it says.
+    if rec.oom_killed && !rec.killed && rec.exit_code != Some(0) {
         return (TaskState::Failed, "Command was OOM-killed: it went over its memory limit".into());
     }
     let how = match (rec.exit_code, rec.signal) {
@@ -191,9 +186,10 @@ pub async fn start(
     master: MasterInbox,
 ) -> std::io::Result<(AgentId, mpsc::UnboundedSender<ToAgent>)> {
     std::fs::create_dir_all(sandboxes_dir(&cfg.dir))?;
-    let (id, new) = load_or_create_id(&cfg.dir)?;
+    let stored = stored_id(&cfg.dir);
+    let id = stored.clone().unwrap_or_else(|| AgentId(format!("agent-{}", uuid::Uuid::new_v4())));
     let mut replaces = Vec::new();
-    if new {
+    if stored.is_none() {
         let sweep = leftovers::sweep(&sandboxes_dir(&cfg.dir), cfg.docker.as_ref()).await;
         if sweep.processes + sweep.containers > 0 {
             tracing::warn!(
@@ -205,6 +201,8 @@ pub async fn start(
             );
         }
         replaces = sweep.agents.into_iter().filter(|a| *a != id).collect();
+        // Only now: a crash during the sweep must lead to another sweep on the next start.
+        write_atomic(&cfg.dir.join("agent_id"), id.0.as_bytes())?;
     }
     let (tx, rx) = mpsc::unbounded_channel();
     let (itx, irx) = mpsc::unbounded_channel();

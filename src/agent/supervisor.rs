@@ -173,8 +173,10 @@ pub fn run(spec: Supervise) -> ! {
                 // SAFETY: non-blocking wait for our one child.
                 let r = unsafe { libc::waitpid(task_pid, &mut status, libc::WNOHANG) };
                 if r == task_pid {
-                    // Whatever the task left behind in its group goes with it.
+                    // Whatever the task left behind goes with it: its group, and anything
+                    // that left the group but not the task's cgroup.
                     signal_group(task_pid, libc::SIGKILL);
+                    cgroups::kill_all(&cgroup);
                     let (exit_code, signal) = if libc::WIFEXITED(status) {
                         (Some(libc::WEXITSTATUS(status)), None)
                     } else {

@@ -234,6 +234,26 @@ fn d_hc_delay() -> i64 {
     15
 }
 
+impl HealthCheck {
+    /// Mesos ran these on the agent (MESOS_*, COMMAND); Marathon ran HTTP, HTTPS and TCP
+    /// itself. Some settings mean different things for the two.
+    pub fn is_mesos_level(&self) -> bool {
+        !matches!(self.protocol, HealthProtocol::Http | HealthProtocol::Https | HealthProtocol::Tcp)
+    }
+
+    /// Failures in a row after which the task is killed; `None`: never. A
+    /// `maxConsecutiveFailures` of 0 means never for Marathon-level checks and the first
+    /// failure for Mesos-level ones (both as the originals did).
+    pub fn kill_after(&self) -> Option<u32> {
+        let n = self.max_consecutive_failures.clamp(0, u32::MAX as i64) as u32;
+        match (n, self.is_mesos_level()) {
+            (0, false) => None,
+            (0, true) => Some(1),
+            (n, _) => Some(n),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum ReadinessProtocol {
@@ -917,8 +937,33 @@ impl AppSpec {
             }
         }
         let port_count = if host { self.port_definitions.len() } else { self.port_mappings().len() };
+        // Fixed host ports: the only ones an explicit health check `port` may name.
+        let fixed: Vec<i64> = if host {
+            self.port_definitions.iter().filter(|_| self.require_ports).map(|p| p.port).filter(|p| *p > 0).collect()
+        } else {
+            self.port_mappings().iter().filter_map(|m| m.host_port).filter(|p| *p > 0).collect()
+        };
         for (i, hc) in self.health_checks.iter().enumerate() {
-            validate_health_check(&mut v, &format!("/healthChecks/{i}"), hc, port_count);
+            let p = format!("/healthChecks/{i}");
+            validate_health_check(&mut v, &p, hc, port_count);
+            if matches!(hc.protocol, HealthProtocol::Https | HealthProtocol::MesosHttps) {
+                v.push(Violation::new(format!("{p}/protocol"), "HTTPS health checks are not supported yet"));
+            }
+            if hc.protocol == HealthProtocol::Command && self.docker_image().is_some() {
+                v.push(Violation::new(
+                    format!("{p}/protocol"),
+                    "COMMAND health checks of Docker containers are not supported yet",
+                ));
+            }
+            if let Some(port) = hc.port.filter(|p| !fixed.contains(p)) {
+                v.push(Violation::new(
+                    format!("{p}/port"),
+                    format!(
+                        "{port} is not one of the app's fixed host ports (requirePorts or a portMapping's \
+                         hostPort): a check only probes the task itself; use portIndex"
+                    ),
+                ));
+            }
         }
         if self.readiness_checks.len() > 1 {
             v.push(Violation::new("/readinessChecks", "Only one readinessCheck is allowed per app."));

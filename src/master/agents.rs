@@ -322,13 +322,18 @@ impl Master {
     pub(super) async fn on_agent_messages(&self, msgs: Vec<(AgentId, FromAgent)>) -> Result<(), MasterError> {
         let registering: Vec<AgentId> =
             msgs.iter().filter(|(_, m)| matches!(m, FromAgent::Register { .. })).map(|(a, _)| a.clone()).collect();
+        // An agent that still holds a session speaks for itself: nobody may replace it.
+        let names_earlier =
+            msgs.iter().any(|(_, m)| matches!(m, FromAgent::Register { replaces, .. } if !replaces.is_empty()));
+        let linked: HashSet<AgentId> =
+            if names_earlier { self.links().links.keys().cloned().collect() } else { HashSet::new() };
         let out = self
             .write(move |state, now| {
                 let mut h = StatusHandling::default();
                 for (agent, msg) in msgs {
                     match msg {
                         FromAgent::Register { info, tasks, replaces, .. } => {
-                            for old in &replaces {
+                            for old in replaces.iter().filter(|old| !linked.contains(*old)) {
                                 h.replaced_agent(state, old, &info, now);
                             }
                             let rec = AgentRecord {
@@ -442,7 +447,7 @@ impl StatusHandling {
     /// An agent came back under a new id after its directory was wiped, and stopped
     /// what the earlier agent `old` left running: `old`'s tasks are gone (confirmed
     /// dead, so they are replaced at once) and `old` is forgotten. Only an agent on the
-    /// same host can speak for an earlier one.
+    /// same host can speak for an earlier one, and only for one that is not connected.
     fn replaced_agent(&mut self, state: &State, old: &AgentId, new: &AgentInfo, now: Timestamp) {
         let Some(rec) = state.agents.get(old).filter(|r| r.info.id != new.id && r.info.hostname == new.hostname) else {
             return;

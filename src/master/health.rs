@@ -57,7 +57,7 @@ fn resolve(hc: &HealthCheck, ports: &[u16]) -> HealthCheckTask {
     let ms = |s: i64| (s.max(0) as u64).saturating_mul(1000);
     // delaySeconds belongs to Mesos-level checks (MESOS_*, COMMAND); Marathon ran its
     // own HTTP, HTTPS and TCP checks without it.
-    let mesos_level = !matches!(hc.protocol, HealthProtocol::Http | HealthProtocol::Https | HealthProtocol::Tcp);
+    let mesos_level = hc.is_mesos_level();
     HealthCheckTask {
         kind,
         port,
@@ -65,7 +65,7 @@ fn resolve(hc: &HealthCheck, ports: &[u16]) -> HealthCheckTask {
         interval_ms: ms(hc.interval_seconds),
         timeout_ms: ms(hc.timeout_seconds),
         delay_ms: if mesos_level { ms(hc.delay_seconds) } else { 0 },
-        max_consecutive_failures: hc.max_consecutive_failures.clamp(0, u32::MAX as i64) as u32,
+        max_consecutive_failures: hc.kill_after().unwrap_or(0),
         ignore_http1xx: hc.ignore_http1xx,
         error,
     }
@@ -86,13 +86,12 @@ impl Master {
             let Some(task) = st.tasks.get(&task_id).filter(|t| t.agent_id == agent && t.is_active()) else {
                 return Ok(());
             };
-            let max = st
+            let kill_after = st
                 .apps
                 .get(&task.app_id)
                 .and_then(|a| a.current.spec.health_checks.get(index as usize))
-                .map_or(0, |hc| hc.max_consecutive_failures.max(0) as u32);
-            let due = max > 0
-                && health.consecutive_failures >= max
+                .and_then(HealthCheck::kill_after);
+            let due = kill_after.is_some_and(|n| health.consecutive_failures >= n)
                 && task.state == TaskState::Running
                 && task.goal == Goal::Running;
             st.health.entry(task_id.clone()).or_default().insert(index, health.clone());
@@ -155,8 +154,7 @@ mod tests {
             json!({"id": "/a", "cmd": "x", "portDefinitions": [{"port": 0}, {"port": 0}], "healthChecks": [
                 {"protocol": "HTTP", "path": "/health", "portIndex": 1, "gracePeriodSeconds": 5},
                 {"protocol": "MESOS_TCP"},
-                {"protocol": "TCP", "port": 8080},
-                {"protocol": "COMMAND", "command": {"value": "true"}}
+                {"protocol": "COMMAND", "command": {"value": "true"}, "maxConsecutiveFailures": 0}
             ]}),
             None,
         )
@@ -165,11 +163,18 @@ mod tests {
         assert_eq!(checks[0].kind, CheckKind::Http { path: "/health".into() });
         assert_eq!((checks[0].port, checks[0].grace_ms, checks[0].interval_ms), (Some(31001), 5000, 60_000));
         assert_eq!((checks[1].kind.clone(), checks[1].port), (CheckKind::Tcp, Some(31000)));
-        assert_eq!(checks[2].port, None);
-        assert!(checks[2].error.as_deref().unwrap().contains("not one of the task's ports"));
-        assert_eq!(checks[3].kind, CheckKind::Command { command: "true".into() });
-        assert_eq!(checks[3].max_consecutive_failures, 3);
-        assert_eq!((checks[0].delay_ms, checks[1].delay_ms, checks[3].delay_ms), (0, 15_000, 15_000));
+        assert_eq!(checks[2].kind, CheckKind::Command { command: "true".into() });
+        assert_eq!(checks[2].max_consecutive_failures, 1, "Mesos-level: 0 kills on the first failure");
+        assert_eq!(checks[0].max_consecutive_failures, 3);
+        assert_eq!((checks[0].delay_ms, checks[1].delay_ms, checks[2].delay_ms), (0, 15_000, 15_000));
+        // An explicit port that is not the task's (validation stops it at the API; a
+        // stored definition could still carry it) fails with the reason.
+        let mut odd = spec.health_checks[1].clone();
+        odd.port = Some(8080);
+        odd.port_index = None;
+        let r = resolve(&odd, &[31000]);
+        assert_eq!(r.port, None);
+        assert!(r.error.as_deref().unwrap().contains("not one of the task's ports"));
         // A task that got fewer ports than the index needs fails its check with a reason.
         assert!(health_check_tasks(&spec, &[31000])[0].error.is_some());
     }

@@ -414,15 +414,17 @@ fn place_one(
     for step in 0..n {
         let ai = (*cursor + step) % n;
         let agent = &mut agents[ai];
-        if let Some(r) = agent.rejects(app, &shape.need, &shape.roles, shape.ports.len()) {
-            reasons.add(r);
-            continue;
-        }
+        // Constraints before resources, as Marathon checked offers (the queue's summary
+        // of "processed" counts follows that order).
         if !constraints.is_empty() {
             if let Some(c) = constraints.violated(&agent.fields) {
                 reasons.add(Rejection::Constraint(u16::try_from(c).unwrap_or(u16::MAX)));
                 continue;
             }
+        }
+        if let Some(r) = agent.rejects(app, &shape.need, &shape.roles, shape.ports.len()) {
+            reasons.add(r);
+            continue;
         }
         match agent.take(&shape.need, &shape.roles, &shape.ports) {
             Some(ports) => {

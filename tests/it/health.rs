@@ -76,25 +76,34 @@ fn tcp_and_command_checks_and_checks_that_point_elsewhere() {
     assert_eq!(results.len(), 2);
     assert!(results.iter().all(|r| r["alive"] == true), "{results:?}");
 
-    // A check may not point anywhere but at the task's own ports: it fails, with why.
-    let elsewhere = json!({
-        "id": "/hc/elsewhere", "instances": 1, "cpus": 0.1, "mem": 64,
+    // A check may not point anywhere but at the task itself.
+    let elsewhere = json!({"id": "/hc/elsewhere", "cmd": "x", "healthChecks": [{"protocol": "HTTP", "port": 22}]});
+    let r = d.call("POST", "/v2/apps", Some(&elsewhere));
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("/healthChecks/0/port"), "{}", r.text);
+    let https = json!({"id": "/hc/tls", "cmd": "x", "healthChecks": [{"protocol": "HTTPS"}]});
+    assert!(d.call("POST", "/v2/apps", Some(&https)).text.contains("/healthChecks/0/protocol"));
+    let in_container = json!({"id": "/hc/box", "cmd": "x", "container": {"type": "DOCKER", "docker": {"image": "busybox"}},
+        "healthChecks": [{"protocol": "COMMAND", "command": {"value": "true"}}]});
+    assert!(d.call("POST", "/v2/apps", Some(&in_container)).text.contains("/healthChecks/0/protocol"));
+
+    // maxConsecutiveFailures 0 on an HTTP check: unhealthy, but never killed, however
+    // many failures in a row.
+    let failing = json!({
+        "id": "/hc/failing", "instances": 1, "cpus": 0.1, "mem": 64,
         "cmd": "exec python3 -m http.server $PORT0 --bind $HOST",
-        "healthChecks": [{"protocol": "HTTP", "port": 22, "gracePeriodSeconds": 0, "intervalSeconds": 1,
+        "healthChecks": [{"protocol": "HTTP", "path": "/missing", "gracePeriodSeconds": 0, "intervalSeconds": 1,
                           "maxConsecutiveFailures": 0}]
     });
-    assert_eq!(d.call("POST", "/v2/apps", Some(&elsewhere)).status, 201);
-    let r = wait_for("the check to fail", T, || {
-        let a = d.app("/hc/elsewhere");
-        (a["tasksUnhealthy"] == 1).then(|| a["tasks"][0]["healthCheckResults"][0].clone())
+    assert_eq!(d.call("POST", "/v2/apps", Some(&failing)).status, 201);
+    let id = wait_for("the task to turn unhealthy", T, || {
+        let a = d.app("/hc/failing");
+        (a["tasksUnhealthy"] == 1).then(|| a["tasks"][0]["id"].clone())
     });
-    assert!(r["lastFailureCause"].as_str().unwrap().contains("not one of the task's ports"), "{r}");
-    // maxConsecutiveFailures 0: never killed, however many failures.
-    let id = first_task(&d, "/hc/elsewhere")["id"].clone();
     wait_for("more than three failures in a row", T, || {
-        let t = first_task(&d, "/hc/elsewhere");
+        let t = first_task(&d, "/hc/failing");
         (t["healthCheckResults"][0]["consecutiveFailures"].as_u64() > Some(3)).then_some(())
     });
-    assert_eq!(first_task(&d, "/hc/elsewhere")["id"], id);
-    assert!(d.app("/hc/elsewhere")["lastTaskFailure"].is_null());
+    assert_eq!(first_task(&d, "/hc/failing")["id"], id);
+    assert!(d.app("/hc/failing")["lastTaskFailure"].is_null());
 }
