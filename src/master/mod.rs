@@ -27,6 +27,7 @@ use crate::domain::task::{task_environment, Goal};
 use crate::domain::AppSpec;
 use crate::domain::{AgentId, AgentMark, InstanceId, PathId, Resources, Task, TaskId, TaskState, Timestamp, Violation};
 use crate::scheduler::placement::Rejection;
+use crate::scheduler::reconcile::Context as ReconcileContext;
 use crate::scheduler::{
     place, reconcile_app, AgentCapacity, AgentFields, Backoff, ConstraintTracker, Fairness, LaunchRequest, RolePolicy,
 };
@@ -433,7 +434,8 @@ fn plan_tick(
     let mut stop = Vec::new();
     for (id, rec) in &state.apps {
         let tasks: Vec<&Task> = state.tasks_of(id).collect();
-        let plan = reconcile_app(&rec.current, &tasks, backoffs.get(id), now, &fields);
+        let ctx = ReconcileContext { agents: &fields, health: &state.health };
+        let plan = reconcile_app(&rec.current, &tasks, backoffs.get(id), now, ctx);
         stop.extend(plan.kill);
         if plan.launch > 0 {
             let spec = &rec.current.spec;

@@ -4,6 +4,7 @@
 //! - [`placement`]: fits launch requests into agents' free resources and host ports.
 //! - [`constraints`]: Marathon's placement constraints (UNIQUE, GROUP_BY, ...).
 //! - [`drf`]: whose turn it is between roles (weighted Dominant Resource Fairness, quotas).
+//! - [`rolling`]: rolling-replacement arithmetic (`upgradeStrategy`).
 //! - [`backoff`]: Marathon's launch backoff after failed tasks.
 //!
 //! The master (imperative shell) gathers a snapshot, calls these, re-checks the result
@@ -15,6 +16,7 @@ pub mod constraints;
 pub mod drf;
 pub mod placement;
 pub mod reconcile;
+pub mod rolling;
 
 pub use backoff::Backoff;
 pub use constraints::{AgentFields, ConstraintTracker};

@@ -1,17 +1,18 @@
 //! Reconciliation of one app: compare the wanted instance count and config with the
 //! tasks that exist, and decide how many to launch and which to kill.
 //!
-//! Upgrades use Marathon's default strategy (minimumHealthCapacity 1, maximumOverCapacity
-//! 1): new-config tasks are started first and one old task is killed for each new one
-//! that runs, so capacity never drops below `instances`. Configurable rolling-upgrade math
-//! arrives with the deployments issue.
+//! Upgrades follow the app's `upgradeStrategy` ([`super::rolling`]): old-config tasks go
+//! and new ones start as far as `minimumHealthCapacity` and `maximumOverCapacity` allow,
+//! a new task counting once it runs and passes its health checks.
 
 use super::backoff::Backoff;
 use super::constraints::{group_by_victims, AgentFields};
+use super::rolling;
 use crate::domain::app::{ConstraintOperator, KillSelection, UnreachableStrategy};
+use crate::domain::health::Health;
 use crate::domain::task::Goal;
 use crate::domain::{AgentId, AppVersion, Task, TaskId, TaskState, Timestamp};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AppPlan {
@@ -34,12 +35,7 @@ fn kill_rank(t: &Task) -> u8 {
     }
 }
 
-/// Picks `n` tasks to kill from `tasks` by state, then `killSelection` (by stage time).
-fn pick_victims(mut tasks: Vec<&Task>, n: usize, sel: KillSelection) -> impl Iterator<Item = &Task> {
-    sort_for_killing(&mut tasks, sel);
-    tasks.into_iter().take(n)
-}
-
+/// Orders tasks for killing: by state (least useful first), then `killSelection`.
 fn sort_for_killing(tasks: &mut [&Task], sel: KillSelection) {
     tasks.sort_by(|a, b| {
         kill_rank(a).cmp(&kill_rank(b)).then_with(|| match sel {
@@ -80,15 +76,33 @@ pub fn is_inactive(t: &Task, strategy: &UnreachableStrategy, now: Timestamp) -> 
     }
 }
 
-/// Decides launches and kills for one app. `tasks` are all known tasks of the app;
-/// `agents` has the constraint fields of the agents they run on (needed only for apps
-/// with a GROUP_BY constraint).
+/// What reconciliation reads besides the app and its tasks.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// Constraint fields of the agents tasks run on (used for GROUP_BY scale-down).
+    pub agents: &'a HashMap<AgentId, AgentFields>,
+    /// Health check states of tasks, by check index (used for rolling upgrades).
+    pub health: &'a HashMap<TaskId, BTreeMap<u16, Health>>,
+}
+
+impl Context<'_> {
+    /// A running task that no health check has reported dead; with `checks` > 0, also
+    /// reported alive by that many checks.
+    fn healthy(&self, t: &Task, checks: usize) -> bool {
+        let reported = self.health.get(&t.id);
+        t.state == TaskState::Running
+            && !reported.is_some_and(|h| h.values().any(|c| !c.alive))
+            && (checks == 0 || reported.is_some_and(|h| h.len() >= checks))
+    }
+}
+
+/// Decides launches and kills for one app. `tasks` are all known tasks of the app.
 pub fn reconcile_app(
     app: &AppVersion,
     tasks: &[&Task],
     backoff: Option<&Backoff>,
     now: Timestamp,
-    agents: &HashMap<AgentId, AgentFields>,
+    ctx: Context,
 ) -> AppPlan {
     let spec = &app.spec;
     let wanted = spec.instances as usize;
@@ -102,21 +116,32 @@ pub fn reconcile_app(
 
     let mut plan = AppPlan::default();
     let surplus = current.len().saturating_sub(wanted);
-    plan.kill.extend(scale_down_victims(app, current.clone(), surplus, agents).into_iter().map(|t| t.id.clone()));
+    plan.kill.extend(scale_down_victims(app, current.clone(), surplus, ctx.agents).into_iter().map(|t| t.id.clone()));
     let kept_current: Vec<&Task> = current.iter().copied().filter(|t| !plan.kill.contains(&t.id)).collect();
 
-    let missing = wanted.saturating_sub(kept_current.len()) as u32;
+    // Old-config tasks are replaced as the upgrade strategy allows.
+    let checks = spec.health_checks.len();
+    let step = rolling::step(
+        rolling::Counts {
+            wanted,
+            old: old.len(),
+            old_healthy: old.iter().filter(|t| ctx.healthy(t, 0)).count(),
+            new: kept_current.len(),
+            new_healthy: kept_current.iter().filter(|t| ctx.healthy(t, checks)).count(),
+        },
+        &spec.upgrade_strategy,
+    );
+    let missing = wanted.saturating_sub(kept_current.len()).min(step.launch_new) as u32;
     if missing > 0 {
         match backoff.and_then(|b| b.blocks_until(config, now)) {
             Some(until) => plan.delayed_until = Some(until),
             None => plan.launch = missing,
         }
     }
-
-    // Old-config tasks go as new ones take over: keep running capacity at `wanted`.
-    let running_new = kept_current.iter().filter(|t| t.state == TaskState::Running).count();
-    let excess_old = (old.len() + running_new).saturating_sub(wanted);
-    plan.kill.extend(pick_victims(old, excess_old, KillSelection::OldestFirst).map(|t| t.id.clone()));
+    // The unhealthy old tasks go first, then the oldest.
+    let mut old = old;
+    old.sort_by_key(|t| (ctx.healthy(t, 0), t.staged_at));
+    plan.kill.extend(old.into_iter().take(step.kill_old).map(|t| t.id.clone()));
     plan
 }
 
@@ -164,9 +189,11 @@ pub(crate) mod tests {
         }
     }
 
-    /// Reconciles with no agent fields (no app here has a GROUP_BY constraint).
+    /// Reconciles with no agent fields (no app here has a GROUP_BY constraint) and no
+    /// health reports.
     fn plan_of(app: &AppVersion, tasks: &[&Task], backoff: Option<&Backoff>, now: Timestamp) -> AppPlan {
-        reconcile_app(app, tasks, backoff, now, &HashMap::new())
+        let (agents, health) = (HashMap::new(), HashMap::new());
+        reconcile_app(app, tasks, backoff, now, Context { agents: &agents, health: &health })
     }
 
     fn refs(v: &[Task]) -> Vec<&Task> {
@@ -259,7 +286,9 @@ pub(crate) mod tests {
                 t
             })
             .collect();
-        let p = reconcile_app(&app, &refs(&tasks), None, Timestamp::from_millis(10), &agents);
+        let health = HashMap::new();
+        let ctx = Context { agents: &agents, health: &health };
+        let p = reconcile_app(&app, &refs(&tasks), None, Timestamp::from_millis(10), ctx);
         assert_eq!(p.kill, vec![tasks[1].id.clone()], "the younger of r1's two, not r3's only one");
         let p = plan_of(&app, &refs(&tasks), None, Timestamp::from_millis(10));
         assert_eq!(p.kill, vec![tasks[3].id.clone()], "without agent fields: youngest first");
@@ -292,6 +321,38 @@ pub(crate) mod tests {
         all[3].state = TaskState::Running;
         let p = plan_of(&app, &refs(&all), None, Timestamp::from_millis(200));
         assert_eq!(p.kill.len(), 2);
+    }
+
+    #[test]
+    fn upgrade_follows_the_strategy_and_counts_new_tasks_once_healthy() {
+        // (1, 0) with health checks: one extra new task; it runs but no check has
+        // reported yet, so no old task goes; once its check reports alive, one does.
+        let mut s = spec("/a", 2);
+        s.upgrade_strategy.minimum_health_capacity = 1.0;
+        s.upgrade_strategy.maximum_over_capacity = 0.0;
+        s.health_checks = serde_json::from_value(serde_json::json!([{"protocol": "TCP"}])).unwrap();
+        let app = version(s, 100);
+        let mut all = vec![task(&app, 1, TaskState::Running, 0), task(&app, 2, TaskState::Running, 0)];
+        let p = plan_of(&app, &refs(&all), None, Timestamp::from_millis(200));
+        assert_eq!((p.launch, p.kill.len()), (1, 0), "one extra, nothing killed");
+        all.push(task(&app, 3, TaskState::Running, 100));
+        let p = plan_of(&app, &refs(&all), None, Timestamp::from_millis(200));
+        assert_eq!((p.launch, p.kill.len()), (0, 0), "the new task is not healthy yet");
+        let alive = Health { alive: true, ..Default::default() };
+        let health = HashMap::from([(all[2].id.clone(), BTreeMap::from([(0u16, alive)]))]);
+        let agents = HashMap::new();
+        let ctx = Context { agents: &agents, health: &health };
+        let p = reconcile_app(&app, &refs(&all), None, Timestamp::from_millis(200), ctx);
+        assert_eq!(p.kill, vec![all[0].id.clone()], "healthy: the oldest old task goes");
+        // An old task reported dead goes first.
+        let dead = Health { alive: false, ..Default::default() };
+        let health = HashMap::from([
+            (all[2].id.clone(), BTreeMap::from([(0u16, Health { alive: true, ..Default::default() })])),
+            (all[1].id.clone(), BTreeMap::from([(0u16, dead)])),
+        ]);
+        let ctx = Context { agents: &agents, health: &health };
+        let p = reconcile_app(&app, &refs(&all), None, Timestamp::from_millis(200), ctx);
+        assert_eq!(p.kill.first(), Some(&all[1].id));
     }
 
     #[test]

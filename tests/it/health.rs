@@ -107,3 +107,55 @@ fn tcp_and_command_checks_and_checks_that_point_elsewhere() {
     assert_eq!(first_task(&d, "/hc/failing")["id"], id);
     assert!(d.app("/hc/failing")["lastTaskFailure"].is_null());
 }
+
+/// A rolling upgrade (`upgradeStrategy` 1 / 0: one extra task at a time) waits for each
+/// new task to pass its health check before an old one goes; a new version whose checks
+/// fail stalls with every old task still serving; a fixed version then finishes it.
+#[test]
+fn rolling_upgrades_wait_for_healthy_new_tasks_and_stall_on_broken_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Dromos::start(dir.path(), &[]);
+    let version = |touch: bool, tag: &str| {
+        let cmd = if touch {
+            "touch ok; exec python3 -m http.server $PORT0 --bind $HOST"
+        } else {
+            "exec python3 -m http.server $PORT0 --bind $HOST"
+        };
+        json!({
+            "id": "/roll", "instances": 3, "cpus": 0.1, "mem": 64, "cmd": cmd, "env": {"TAG": tag},
+            "upgradeStrategy": {"minimumHealthCapacity": 1.0, "maximumOverCapacity": 0.0},
+            "healthChecks": [{"protocol": "HTTP", "path": "/ok", "gracePeriodSeconds": 0, "intervalSeconds": 1,
+                              "timeoutSeconds": 1, "maxConsecutiveFailures": 0}]
+        })
+    };
+    let tasks = |d: &Dromos| d.get("/v2/apps/roll/tasks")["tasks"].as_array().unwrap().clone();
+    assert_eq!(d.call("POST", "/v2/apps", Some(&version(true, "v1"))).status, 201);
+    wait_for("three healthy tasks", T, || (d.app("/roll")["tasksHealthy"] == 3).then_some(()));
+    let v1: Vec<String> = tasks(&d).iter().map(|t| t["id"].as_str().unwrap().to_string()).collect();
+
+    // A broken version: one new task starts and fails its check; no old task goes.
+    assert_eq!(d.call("PUT", "/v2/apps/roll", Some(&version(false, "v2"))).status, 200);
+    wait_for("the new task to fail its check twice", T, || {
+        tasks(&d)
+            .iter()
+            .find(|t| !v1.contains(&t["id"].as_str().unwrap().to_string()))
+            .filter(|t| t["healthCheckResults"][0]["consecutiveFailures"].as_u64() >= Some(2))
+            .map(|_| ())
+    });
+    let now: Vec<String> = tasks(&d).iter().map(|t| t["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(now.len(), 4, "one extra task at most: {now:?}");
+    assert!(v1.iter().all(|id| now.contains(id)), "every old task still serves");
+    assert_eq!(d.app("/roll")["tasksHealthy"], 3);
+
+    // A fixed version replaces everything, never below three healthy tasks.
+    assert_eq!(d.call("PUT", "/v2/apps/roll", Some(&version(true, "v3"))).status, 200);
+    wait_for("three healthy v3 tasks and nothing else", T, || {
+        let app = d.app("/roll");
+        assert!(app["tasksHealthy"].as_u64() >= Some(2), "healthy capacity dropped: {app}");
+        let ts = tasks(&d);
+        (ts.len() == 3
+            && app["tasksHealthy"] == 3
+            && ts.iter().all(|t| !v1.contains(&t["id"].as_str().unwrap().to_string())))
+        .then_some(())
+    });
+}
