@@ -7,6 +7,7 @@
 
 pub mod agents;
 pub mod apps;
+pub mod deployments;
 pub mod dto;
 pub mod error;
 pub mod extract;
@@ -58,6 +59,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v2/apps/{appId}/versions/{version}"),
     ("GET", "/v2/tasks"),
     ("POST", "/v2/tasks/delete"),
+    ("GET", "/v2/deployments"),
     ("GET", "/v2/queue"),
     ("DELETE", "/v2/queue/{appId}/delay"),
     ("GET", "/v1/agents"),
@@ -82,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v2/tasks", get(tasks::list))
         .route("/v2/tasks/delete", post(tasks::delete_many))
+        .route("/v2/deployments", get(deployments::list))
         .route("/v2/queue", get(queue::list))
         .route("/v2/queue/{*rest}", delete(queue::delete_delay))
         .route("/v1/agents", get(agents::list))

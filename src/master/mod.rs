@@ -545,7 +545,8 @@ fn plan_tick(
         let done = d.steps.iter().flatten().all(|a| {
             let app = state.apps.get(&a.app).map(|r| &r.current);
             let tasks: Vec<&Task> = state.tasks_of(&a.app).collect();
-            crate::scheduler::reconcile::action_done(a.action, app, &tasks)
+            let ctx = ReconcileContext { agents: &fields, health: &state.health };
+            crate::scheduler::reconcile::action_done(a.action, app, &tasks, ctx)
         });
         if done {
             changes.push(Change::DeleteDeployment(d.id.clone()));

@@ -366,17 +366,24 @@ pub(crate) mod tests {
 }
 
 /// Whether one deployment action has been carried out: the app runs exactly the wanted
-/// number of current-config tasks and nothing else (or, for a stop, nothing at all).
-pub fn action_done(action: crate::domain::deployment::ActionKind, app: Option<&AppVersion>, tasks: &[&Task]) -> bool {
+/// number of current-config tasks, each healthy by all its health checks, and nothing
+/// else (or, for a stop, nothing at all).
+pub fn action_done(
+    action: crate::domain::deployment::ActionKind,
+    app: Option<&AppVersion>,
+    tasks: &[&Task],
+    ctx: Context,
+) -> bool {
     use crate::domain::deployment::ActionKind;
     let active: Vec<&&Task> = tasks.iter().filter(|t| t.is_active()).collect();
     match (action, app) {
         (ActionKind::StopApplication, _) | (_, None) => active.is_empty(),
         (_, Some(app)) => {
             let config = app.version_info.last_config_change_at;
+            let checks = app.spec.health_checks.len();
             let ok = active
                 .iter()
-                .filter(|t| t.goal == Goal::Running && t.config_version == config && t.state == TaskState::Running)
+                .filter(|t| t.goal == Goal::Running && t.config_version == config && ctx.healthy(t, checks))
                 .count();
             ok == app.spec.instances as usize && active.len() == ok
         }
@@ -388,6 +395,11 @@ mod done_tests {
     use super::tests::{spec, task, version};
     use super::*;
     use crate::domain::deployment::ActionKind;
+
+    fn action_done(action: ActionKind, app: Option<&AppVersion>, tasks: &[&Task]) -> bool {
+        let (agents, health) = (HashMap::new(), HashMap::new());
+        super::action_done(action, app, tasks, Context { agents: &agents, health: &health })
+    }
 
     #[test]
     fn scale_is_done_when_exactly_the_wanted_tasks_run() {

@@ -146,6 +146,12 @@ fn rolling_upgrades_wait_for_healthy_new_tasks_and_stall_on_broken_ones() {
     assert_eq!(now.len(), 4, "one extra task at most: {now:?}");
     assert!(v1.iter().all(|id| now.contains(id)), "every old task still serves");
     assert_eq!(d.app("/roll")["tasksHealthy"], 3);
+    let deployments = d.get("/v2/deployments");
+    assert_eq!(deployments.as_array().unwrap().len(), 1, "{deployments}");
+    let dep = &deployments[0];
+    assert_eq!(dep["affectedApps"], json!(["/roll"]));
+    assert_eq!(dep["currentActions"][0]["action"], "RestartApplication");
+    assert_eq!((dep["currentStep"].as_u64(), dep["totalSteps"].as_u64()), (Some(1), Some(1)));
 
     // A fixed version replaces everything, never below three healthy tasks.
     assert_eq!(d.call("PUT", "/v2/apps/roll", Some(&version(true, "v3"))).status, 200);
