@@ -217,8 +217,12 @@ pub async fn put_route(
 ) -> ApiResult<Response> {
     match AppRoute::parse(&rest)? {
         AppRoute::App(id) => {
-            let partial = params.flag("partialUpdate", true)?;
-            update(&st, id, body, partial, false).await
+            let how = Update {
+                partial: params.flag("partialUpdate", true)?,
+                must_exist: false,
+                force: params.flag("force", false)?,
+            };
+            update(&st, id, body, how).await
         }
         _ => Err(not_allowed()),
     }
@@ -227,17 +231,20 @@ pub async fn put_route(
 pub async fn patch_route(
     State(st): State<AppState>,
     Path(rest): Path<String>,
+    params: Params,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     match AppRoute::parse(&rest)? {
-        AppRoute::App(id) => update(&st, id, body, true, true).await,
+        AppRoute::App(id) => {
+            update(&st, id, body, Update { partial: true, must_exist: true, force: params.flag("force", false)? }).await
+        }
         _ => Err(not_allowed()),
     }
 }
 
 pub async fn delete_route(State(st): State<AppState>, Path(rest): Path<String>, params: Params) -> ApiResult<Response> {
     match AppRoute::parse(&rest)? {
-        AppRoute::App(id) => delete_app(&st, id).await,
+        AppRoute::App(id) => delete_app(&st, id, params.flag("force", false)?).await,
         AppRoute::Tasks(id) => {
             let host = params.get("host").map(str::to_string);
             let ids: Vec<TaskId> = {
@@ -266,10 +273,11 @@ pub async fn delete_route(State(st): State<AppState>, Path(rest): Path<String>, 
     }
 }
 
-pub async fn post_route(State(st): State<AppState>, Path(rest): Path<String>) -> ApiResult<Response> {
+pub async fn post_route(State(st): State<AppState>, Path(rest): Path<String>, params: Params) -> ApiResult<Response> {
     match AppRoute::parse(&rest)? {
         AppRoute::Restart(id) => {
-            let dep = st.master.write(move |state, now| plans::restart_app(state, now, id)).await?;
+            let force = params.flag("force", false)?;
+            let dep = st.master.write(move |state, now| plans::restart_app(state, now, id, force)).await?;
             st.master.wake();
             Ok(deployment_result(StatusCode::OK, &dep))
         }
@@ -279,9 +287,20 @@ pub async fn post_route(State(st): State<AppState>, Path(rest): Path<String>) ->
 
 // ---------------------------------------------------------------- changes
 
+/// How a PUT or PATCH applies.
+struct Update {
+    /// Merge the body into the current definition (Marathon's `partialUpdate`).
+    partial: bool,
+    /// 404 instead of creating (PATCH).
+    must_exist: bool,
+    /// Override the lock of a running deployment (`force=true`).
+    force: bool,
+}
+
 /// PUT (create or update, partial by default, or rollback) and PATCH (partial update of
 /// an existing app).
-async fn update(st: &AppState, id: PathId, body: Value, partial: bool, must_exist: bool) -> ApiResult<Response> {
+async fn update(st: &AppState, id: PathId, body: Value, how: Update) -> ApiResult<Response> {
+    let Update { partial, must_exist, force } = how;
     let rollback = match rollback_version(&body) {
         Some(v) => {
             let ts = Timestamp::parse(v).ok_or_else(|| MasterError::VersionNotFound(id.clone(), v.to_string()))?;
@@ -305,7 +324,7 @@ async fn update(st: &AppState, id: PathId, body: Value, partial: bool, must_exis
             (cur.map(|r| r.current.version), spec)
         };
         st.master.admit(&spec)?;
-        let result = st.master.write(move |state, now| plans::put_app(state, now, spec, base)).await;
+        let result = st.master.write(move |state, now| plans::put_app(state, now, spec, base, force)).await;
         match result {
             Err(MasterError::Retry) => continue,
             Err(e) => return Err(e.into()),
@@ -318,8 +337,8 @@ async fn update(st: &AppState, id: PathId, body: Value, partial: bool, must_exis
     Err(MasterError::Retry.into())
 }
 
-async fn delete_app(st: &AppState, id: PathId) -> ApiResult<Response> {
-    let dep = st.master.write(move |state, now| plans::delete_app(state, now, id)).await?;
+async fn delete_app(st: &AppState, id: PathId, force: bool) -> ApiResult<Response> {
+    let dep = st.master.write(move |state, now| plans::delete_app(state, now, id, force)).await?;
     st.master.wake();
     Ok(deployment_result(StatusCode::OK, &dep))
 }
@@ -333,7 +352,9 @@ pub async fn kill_tasks(st: &AppState, ids: Vec<TaskId>, params: &Params, single
     if scale && wipe {
         return Err(ApiError::BadRequest("scale and wipe cannot be used together".into()));
     }
-    let (killed, deps) = st.master.write(move |state, now| plans::kill_tasks(state, now, &ids, scale, single)).await?;
+    let force = params.flag("force", false)?;
+    let (killed, deps) =
+        st.master.write(move |state, now| plans::kill_tasks(state, now, &ids, scale, single, force)).await?;
     st.master.wake();
     if scale {
         return Ok(match deps.first() {

@@ -28,6 +28,11 @@ pub enum ApiError {
     Unauthorized,
     NotFound(String),
     Conflict(String),
+    /// The app is locked by running deployments (409 with their ids, as Marathon).
+    Locked {
+        message: String,
+        deployments: Vec<String>,
+    },
     NotAcceptable(String),
     PayloadTooLarge(usize),
     Unavailable(String),
@@ -43,7 +48,7 @@ impl ApiError {
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::Locked { .. } => StatusCode::CONFLICT,
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -53,6 +58,10 @@ impl ApiError {
 
     fn body(&self) -> serde_json::Value {
         match self {
+            ApiError::Locked { message, deployments } => json!({
+                "message": message,
+                "deployments": deployments.iter().map(|id| json!({"id": id})).collect::<Vec<_>>(),
+            }),
             ApiError::MalformedJson { message, line, column } => json!({
                 "message": "Invalid JSON",
                 "details": [{"path": "/", "errors": [format!("{message} at line {line} column {column}")]}],
@@ -103,6 +112,7 @@ impl From<MasterError> for ApiError {
             MasterError::AppExists(_) => ApiError::Conflict(e.to_string()),
             MasterError::Invalid(v) => ApiError::Invalid(v),
             MasterError::Retry => ApiError::Conflict(e.to_string()),
+            MasterError::AppLocked(ref ids) => ApiError::Locked { message: e.to_string(), deployments: ids.clone() },
             MasterError::ShuttingDown => ApiError::Unavailable(e.to_string()),
             MasterError::Store(s) => ApiError::Internal(s.to_string()),
         }

@@ -59,6 +59,9 @@ pub enum MasterError {
     /// The state changed between reading it and writing: the caller re-reads and retries.
     #[error("the app was changed concurrently; please retry")]
     Retry,
+    /// A deployment of the app is running; a change needs `force=true` (Marathon's lock).
+    #[error("App is locked by one or more deployments. Override with the option '?force=true'. View details at '/v2/deployments'.")]
+    AppLocked(Vec<String>),
 }
 
 type PlanResult = Result<(Vec<Change>, Box<dyn Any + Send>), MasterError>;

@@ -18,6 +18,16 @@ fn new_deployment_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// Marathon's app lock: while a deployment of `id` runs, a change needs `force`, which
+/// then supersedes that deployment (without rolling it back).
+fn check_lock(state: &State, id: &PathId, force: bool) -> Result<(), MasterError> {
+    let running: Vec<String> = state.deployments_of(id).map(|d| d.id.clone()).collect();
+    match force || running.is_empty() {
+        true => Ok(()),
+        false => Err(MasterError::AppLocked(running)),
+    }
+}
+
 /// `POST /v2/apps`: a new app (409 if the id exists).
 pub fn create_app(state: &State, now: Timestamp, mut spec: AppSpec) -> Planned<Deployment> {
     if state.apps.contains_key(&spec.id) {
@@ -35,11 +45,13 @@ pub fn put_app(
     now: Timestamp,
     mut spec: AppSpec,
     base: Option<Timestamp>,
+    force: bool,
 ) -> Planned<(Deployment, bool)> {
     let cur = state.apps.get(&spec.id);
     if cur.map(|r| r.current.version) != base {
         return Err(MasterError::Retry);
     }
+    check_lock(state, &spec.id, force)?;
     assign_service_ports(state, &mut spec)?;
     let action = match cur {
         None => ActionKind::StartApplication,
@@ -52,16 +64,18 @@ pub fn put_app(
 }
 
 /// `POST /v2/apps/{id}/restart`: a new version of the same definition.
-pub fn restart_app(state: &State, now: Timestamp, id: PathId) -> Planned<Deployment> {
+pub fn restart_app(state: &State, now: Timestamp, id: PathId, force: bool) -> Planned<Deployment> {
+    check_lock(state, &id, force)?;
     let rec = state.apps.get(&id).ok_or(MasterError::AppNotFound(id))?;
     Ok(version_changes(state, AppVersion::restarted(&rec.current, now), ActionKind::RestartApplication))
 }
 
 /// `DELETE /v2/apps/{id}`: remove the app; its tasks are to be stopped.
-pub fn delete_app(state: &State, now: Timestamp, id: PathId) -> Planned<Deployment> {
+pub fn delete_app(state: &State, now: Timestamp, id: PathId, force: bool) -> Planned<Deployment> {
     if !state.apps.contains_key(&id) {
         return Err(MasterError::AppNotFound(id));
     }
+    check_lock(state, &id, force)?;
     let mut changes: Vec<Change> = state.deployments_of(&id).map(|d| Change::DeleteDeployment(d.id.clone())).collect();
     changes.push(Change::DeleteApp(id.clone()));
     for t in state.tasks_of(&id).filter(|t| t.is_active()) {
@@ -86,6 +100,7 @@ pub fn kill_tasks(
     ids: &[TaskId],
     scale: bool,
     single: bool,
+    force: bool,
 ) -> Planned<(Killed, Vec<Deployment>)> {
     let mut changes = Vec::new();
     let mut killed: Killed = Vec::new();
@@ -108,6 +123,9 @@ pub fn kill_tasks(
     }
     let mut deps = Vec::new();
     if scale {
+        for app in per_app.keys() {
+            check_lock(state, app, force)?;
+        }
         for (app, n) in per_app {
             if let Some(rec) = state.apps.get(&app) {
                 let mut spec = rec.current.spec.clone();

@@ -341,8 +341,12 @@ fn constraints_spread_apps_over_hosts_and_racks_and_the_queue_says_what_blocks()
     assert_eq!(d.call("DELETE", "/v2/queue/spread/web/delay", None).status, 204);
     assert_eq!(d.call("DELETE", "/v2/queue/nope/delay", None).status, 404);
 
-    // Scale-down keeps the racks even: the second r1 instance goes.
-    assert_eq!(d.call("PUT", "/v2/apps/spread/web", Some(&json!({"instances": 3}))).status, 200);
+    // The scale-up cannot finish, so the app is locked (Marathon's 409) until a change
+    // forces its way. Scale-down keeps the racks even: the second r1 instance goes.
+    let locked = d.call("PUT", "/v2/apps/spread/web", Some(&json!({"instances": 3})));
+    assert_eq!(locked.status, 409, "{}", locked.text);
+    assert_eq!(locked.json()["deployments"].as_array().map(Vec::len), Some(1), "{}", locked.text);
+    assert_eq!(d.call("PUT", "/v2/apps/spread/web?force=true", Some(&json!({"instances": 3}))).status, 200);
     wait_for("3 running", T, || (running(&d, "/spread/web").len() == 3).then_some(()));
     assert_eq!(racks_of(&d, "/spread/web", &rack_of), vec!["r1", "r2", "r3"]);
 

@@ -207,6 +207,7 @@ fn versions_rollback_restart_and_group_listing() {
     let r =
         d.call("PUT", "/v2/apps/fresh", Some(&json!({"cmd": "exec sleep 1000", "instances": 0, "labels": {"a": "b"}})));
     assert_eq!(r.status, 201, "{}", r.text);
+    wait_for("the creation to finish", T, || (d.app("/fresh")["deployments"] == json!([])).then_some(()));
     let r = d.call("PUT", "/v2/apps/fresh?partialUpdate=false", Some(&json!({"cmd": "exec sleep 5", "instances": 0})));
     assert_eq!(r.status, 200);
     assert_eq!(d.app("/fresh")["labels"], json!({}));

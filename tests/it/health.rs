@@ -130,7 +130,10 @@ fn rolling_upgrades_wait_for_healthy_new_tasks_and_stall_on_broken_ones() {
     };
     let tasks = |d: &Dromos| d.get("/v2/apps/roll/tasks")["tasks"].as_array().unwrap().clone();
     assert_eq!(d.call("POST", "/v2/apps", Some(&version(true, "v1"))).status, 201);
-    wait_for("three healthy tasks", T, || (d.app("/roll")["tasksHealthy"] == 3).then_some(()));
+    wait_for("three healthy tasks, deployed", T, || {
+        let app = d.app("/roll");
+        (app["tasksHealthy"] == 3 && app["deployments"] == json!([])).then_some(())
+    });
     let v1: Vec<String> = tasks(&d).iter().map(|t| t["id"].as_str().unwrap().to_string()).collect();
 
     // A broken version: one new task starts and fails its check; no old task goes.
@@ -153,8 +156,10 @@ fn rolling_upgrades_wait_for_healthy_new_tasks_and_stall_on_broken_ones() {
     assert_eq!(dep["currentActions"][0]["action"], "RestartApplication");
     assert_eq!((dep["currentStep"].as_u64(), dep["totalSteps"].as_u64()), (Some(1), Some(1)));
 
-    // A fixed version replaces everything, never below three healthy tasks.
-    assert_eq!(d.call("PUT", "/v2/apps/roll", Some(&version(true, "v3"))).status, 200);
+    // The stalled deployment locks the app; a fixed version, forced, replaces
+    // everything, never below three healthy tasks.
+    assert_eq!(d.call("PUT", "/v2/apps/roll", Some(&version(true, "v3"))).status, 409);
+    assert_eq!(d.call("PUT", "/v2/apps/roll?force=true", Some(&version(true, "v3"))).status, 200);
     wait_for("three healthy v3 tasks and nothing else", T, || {
         let app = d.app("/roll");
         assert!(app["tasksHealthy"].as_u64() >= Some(2), "healthy capacity dropped: {app}");
