@@ -73,7 +73,7 @@ fn not_allowed() -> ApiError {
 }
 
 /// Marathon's answer to every change: `{deploymentId, version}` and the header.
-fn deployment_result(status: StatusCode, d: &Deployment) -> Response {
+pub(super) fn deployment_result(status: StatusCode, d: &Deployment) -> Response {
     let mut resp = (status, Json(json!({"deploymentId": d.id, "version": d.version}))).into_response();
     if let Ok(v) = HeaderValue::from_str(&d.id) {
         resp.headers_mut().insert("marathon-deployment-id", v);

@@ -60,6 +60,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v2/tasks"),
     ("POST", "/v2/tasks/delete"),
     ("GET", "/v2/deployments"),
+    ("DELETE", "/v2/deployments/{deploymentId}"),
     ("GET", "/v2/queue"),
     ("DELETE", "/v2/queue/{appId}/delay"),
     ("GET", "/v1/agents"),
@@ -85,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/tasks", get(tasks::list))
         .route("/v2/tasks/delete", post(tasks::delete_many))
         .route("/v2/deployments", get(deployments::list))
+        .route("/v2/deployments/{deployment_id}", delete(deployments::delete))
         .route("/v2/queue", get(queue::list))
         .route("/v2/queue/{*rest}", delete(queue::delete_delay))
         .route("/v1/agents", get(agents::list))

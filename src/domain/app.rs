@@ -1148,6 +1148,18 @@ impl AppVersion {
 }
 
 impl AppVersion {
+    /// A rollback from `current` to the earlier version `target`: a new version with the
+    /// target's definition. When the definition differs from the current one by more than
+    /// the scale, the configuration is the target's own, so tasks still running it are
+    /// the app's current tasks again (a rolled-back upgrade kills only the new tasks).
+    pub fn rolled_back(current: &AppVersion, target: &AppVersion, now: Timestamp) -> AppVersion {
+        let mut next = AppVersion::next(Some(current), target.spec.clone(), now);
+        if current.spec.is_upgrade(&target.spec) {
+            next.version_info.last_config_change_at = target.version_info.last_config_change_at;
+        }
+        next
+    }
+
     /// A restart: same definition, new version, and a config change so every task is
     /// replaced (`POST /v2/apps/{id}/restart`).
     pub fn restarted(prev: &AppVersion, now: Timestamp) -> AppVersion {

@@ -63,6 +63,22 @@ pub fn put_app(
     Ok((changes, (dep, cur.is_none())))
 }
 
+/// `DELETE /v2/deployments/{id}` of an update: back to the earlier version `target`,
+/// which must still be built on `base` (else [`MasterError::Retry`]). Supersedes the
+/// running deployment.
+pub fn roll_back_app(state: &State, now: Timestamp, target: AppVersion, base: Timestamp) -> Planned<Deployment> {
+    let rec = state.apps.get(&target.spec.id).ok_or_else(|| MasterError::AppNotFound(target.spec.id.clone()))?;
+    if rec.current.version != base {
+        return Err(MasterError::Retry);
+    }
+    let action = if rec.current.spec.is_upgrade(&target.spec) {
+        ActionKind::RestartApplication
+    } else {
+        ActionKind::ScaleApplication
+    };
+    Ok(version_changes(state, AppVersion::rolled_back(&rec.current, &target, now), action))
+}
+
 /// `POST /v2/apps/{id}/restart`: a new version of the same definition.
 pub fn restart_app(state: &State, now: Timestamp, id: PathId, force: bool) -> Planned<Deployment> {
     check_lock(state, &id, force)?;

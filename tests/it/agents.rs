@@ -341,12 +341,16 @@ fn constraints_spread_apps_over_hosts_and_racks_and_the_queue_says_what_blocks()
     assert_eq!(d.call("DELETE", "/v2/queue/spread/web/delay", None).status, 204);
     assert_eq!(d.call("DELETE", "/v2/queue/nope/delay", None).status, 404);
 
-    // The scale-up cannot finish, so the app is locked (Marathon's 409) until a change
-    // forces its way. Scale-down keeps the racks even: the second r1 instance goes.
+    // The scale-up cannot finish, so the app is locked (Marathon's 409) until the
+    // deployment is stopped. Scale-down keeps the racks even: the second r1 instance goes.
     let locked = d.call("PUT", "/v2/apps/spread/web", Some(&json!({"instances": 3})));
     assert_eq!(locked.status, 409, "{}", locked.text);
-    assert_eq!(locked.json()["deployments"].as_array().map(Vec::len), Some(1), "{}", locked.text);
-    assert_eq!(d.call("PUT", "/v2/apps/spread/web?force=true", Some(&json!({"instances": 3}))).status, 200);
+    let stuck = locked.json()["deployments"][0]["id"].as_str().unwrap().to_string();
+    // Stopping the stuck deployment (force) releases the lock and changes no task.
+    assert_eq!(d.call("DELETE", &format!("/v2/deployments/{stuck}?force=true"), None).status, 202);
+    assert_eq!(d.get("/v2/deployments"), json!([]));
+    assert_eq!(running(&d, "/spread/web").len(), 4);
+    assert_eq!(d.call("PUT", "/v2/apps/spread/web", Some(&json!({"instances": 3}))).status, 200);
     wait_for("3 running", T, || (running(&d, "/spread/web").len() == 3).then_some(()));
     assert_eq!(racks_of(&d, "/spread/web", &rack_of), vec!["r1", "r2", "r3"]);
 

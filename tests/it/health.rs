@@ -156,10 +156,24 @@ fn rolling_upgrades_wait_for_healthy_new_tasks_and_stall_on_broken_ones() {
     assert_eq!(dep["currentActions"][0]["action"], "RestartApplication");
     assert_eq!((dep["currentStep"].as_u64(), dep["totalSteps"].as_u64()), (Some(1), Some(1)));
 
-    // The stalled deployment locks the app; a fixed version, forced, replaces
-    // everything, never below three healthy tasks.
+    // The stalled deployment locks the app. Cancelling it rolls back: the new task goes,
+    // the old tasks are the app's current tasks again (not replaced).
     assert_eq!(d.call("PUT", "/v2/apps/roll", Some(&version(true, "v3"))).status, 409);
-    assert_eq!(d.call("PUT", "/v2/apps/roll?force=true", Some(&version(true, "v3"))).status, 200);
+    assert_eq!(d.call("DELETE", "/v2/deployments/nope", None).status, 404);
+    let r = d.call("DELETE", &format!("/v2/deployments/{}", dep["id"].as_str().unwrap()), None);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.json()["deploymentId"].is_string());
+    wait_for("the rollback to finish", T, || {
+        let mut ids: Vec<String> = tasks(&d).iter().map(|t| t["id"].as_str().unwrap().to_string()).collect();
+        ids.sort();
+        let mut old = v1.clone();
+        old.sort();
+        (ids == old && d.get("/v2/deployments") == json!([])).then_some(())
+    });
+    assert_eq!(d.app("/roll")["env"]["TAG"], "v1");
+
+    // A fixed version replaces everything, never below three healthy tasks.
+    assert_eq!(d.call("PUT", "/v2/apps/roll", Some(&version(true, "v3"))).status, 200);
     wait_for("three healthy v3 tasks and nothing else", T, || {
         let app = d.app("/roll");
         assert!(app["tasksHealthy"].as_u64() >= Some(2), "healthy capacity dropped: {app}");
