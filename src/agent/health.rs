@@ -202,12 +202,9 @@ impl Drop for GroupGuard {
 async fn command_probe(target: &Target, command: &str) -> Outcome {
     let mut cmd = tokio::process::Command::new("/bin/sh");
     cmd.arg("-c").arg(command).current_dir(&target.sandbox).process_group(0);
-    // The environment the task itself got: the agent's, without its own settings
-    // (above all DROMOS_AUTH_TOKEN), plus the task's.
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("DROMOS_") {
-            cmd.env_remove(&k);
-        }
+    // The environment the task itself got: the agent's without its settings, plus the task's.
+    for k in super::process::agent_settings() {
+        cmd.env_remove(k);
     }
     cmd.envs(&target.env)
         .stdin(std::process::Stdio::null())

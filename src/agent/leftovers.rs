@@ -135,11 +135,9 @@ fn children(pid: i32) -> Vec<i32> {
 /// grace period to supervisors still there, and then to their tasks' groups (read
 /// before, while the supervisor held them). Returns once all are gone. Blocking.
 pub fn stop_processes(procs: &[LeftoverProcess]) {
-    let groups: Vec<(usize, Vec<(i32, u64)>)> = procs
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (i, children(p.pid).into_iter().filter_map(|c| Some((c, start_time(c)?))).collect()))
-        .collect();
+    // Each supervisor's task (its child, leading the task's group), as (pid, start time).
+    let groups: Vec<Vec<(i32, u64)>> =
+        procs.iter().map(|p| children(p.pid).into_iter().filter_map(|c| Some((c, start_time(c)?))).collect()).collect();
     for p in procs {
         if is_same_process(p.pid, p.start_time) {
             // SAFETY: kill on a pid we just checked names the same process.
@@ -151,8 +149,7 @@ pub fn stop_processes(procs: &[LeftoverProcess]) {
     while procs.iter().any(|p| is_same_process(p.pid, p.start_time)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    for (i, group) in groups {
-        let p = &procs[i]; // i enumerates procs
+    for (p, group) in procs.iter().zip(groups) {
         if !is_same_process(p.pid, p.start_time) {
             continue; // it ended on its own, and took its task's group with it
         }

@@ -292,18 +292,8 @@ impl Agent {
         for (task_id, sandbox, launch) in sandboxes {
             let sup: Option<SupervisorRecord> = read_json(&sandbox.join(SUPERVISOR_FILE));
             let exit: Option<ExitRecord> = read_json(&sandbox.join(EXIT_FILE));
-            let mut tracked = Tracked {
-                sandbox: sandbox.clone(),
-                state: TaskState::Running,
-                pidfd: None,
-                container: None,
-                kill_grace: std::time::Duration::from_millis(launch.as_ref().map_or(3000, |l| l.kill_grace_ms)),
-                kill_requested: false,
-                terminal: None,
-                health_checks: launch.as_ref().map(|l| l.health_checks.clone()).unwrap_or_default(),
-                env: launch.map(|l| l.env).unwrap_or_default(),
-                checks: None,
-            };
+            let mut tracked = Tracked::new(sandbox.clone(), launch.as_ref());
+            tracked.state = TaskState::Running;
             match (sup, exit) {
                 (_, Some(rec)) => {
                     let (state, msg) = exit_state(&rec);
@@ -350,7 +340,7 @@ impl Agent {
     async fn recover_containers(&mut self, sandboxes: Vec<(TaskId, PathBuf, LaunchTask)>) {
         let Some(docker) = self.cfg.docker.clone() else {
             for (task_id, sandbox, l) in sandboxes {
-                let mut t = Tracked::new(sandbox, &l);
+                let mut t = Tracked::new(sandbox, Some(&l));
                 t.terminal = Some(lost(&task_id, "Docker is not available on this agent any more"));
                 t.state = TaskState::Lost;
                 self.tasks.insert(task_id, t);
@@ -366,7 +356,7 @@ impl Agent {
         };
         let by_task: HashMap<&str, &docker::FoundContainer> = found.iter().map(|c| (c.task_id.as_str(), c)).collect();
         for (task_id, sandbox, l) in &sandboxes {
-            let mut t = Tracked::new(sandbox.clone(), l);
+            let mut t = Tracked::new(sandbox.clone(), Some(l));
             match by_task.get(task_id.as_str()) {
                 Some(c) => {
                     t.container = Some(c.container_id.clone());
@@ -572,7 +562,7 @@ impl Agent {
             return; // a repeated launch is a no-op: the task already exists here
         }
         let sandbox = sandbox_of(&self.cfg.dir, &l.task_id);
-        self.tasks.insert(l.task_id.clone(), Tracked::new(sandbox.clone(), &l));
+        self.tasks.insert(l.task_id.clone(), Tracked::new(sandbox.clone(), Some(&l)));
         self.report(&l.task_id, TaskState::Starting, None);
         if l.docker.is_some() {
             return self.launch_container(l, sandbox);
@@ -659,17 +649,19 @@ impl Agent {
 }
 
 impl Tracked {
-    fn new(sandbox: PathBuf, launch: &LaunchTask) -> Tracked {
+    /// A task known from its launch (`None`: its checkpoint cannot be read; then the
+    /// default kill grace and no health checks).
+    fn new(sandbox: PathBuf, launch: Option<&LaunchTask>) -> Tracked {
         Tracked {
             sandbox,
             state: TaskState::Staging,
             pidfd: None,
             container: None,
-            kill_grace: std::time::Duration::from_millis(launch.kill_grace_ms),
+            kill_grace: std::time::Duration::from_millis(launch.map_or(3000, |l| l.kill_grace_ms)),
             kill_requested: false,
             terminal: None,
-            health_checks: launch.health_checks.clone(),
-            env: launch.env.clone(),
+            health_checks: launch.map(|l| l.health_checks.clone()).unwrap_or_default(),
+            env: launch.map(|l| l.env.clone()).unwrap_or_default(),
             checks: None,
         }
     }
@@ -781,11 +773,8 @@ fn spawn_supervisor(how: &SupervisorLaunch, sandbox: &Path, l: &LaunchTask) -> s
         cmd.arg("--cgroup").arg(d);
     }
     cmd.arg("--").args(&argv);
-    // The agent's own settings (above all DROMOS_AUTH_TOKEN) are not the task's business.
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("DROMOS_") {
-            cmd.env_remove(&k);
-        }
+    for k in process::agent_settings() {
+        cmd.env_remove(k);
     }
     cmd.envs(&l.env).env("MESOS_SANDBOX", sandbox).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
     let mut child = cmd.spawn()?;

@@ -63,6 +63,12 @@ impl AsRawFd for PidFd {
     }
 }
 
+/// The names of the agent's own settings in its environment (`DROMOS_*`, above all
+/// DROMOS_AUTH_TOKEN): not the business of tasks or of commands run for them.
+pub fn agent_settings() -> impl Iterator<Item = std::ffi::OsString> {
+    std::env::vars_os().map(|(k, _)| k).filter(|k| k.to_string_lossy().starts_with("DROMOS_"))
+}
+
 /// Reaps `pid` if it is an exited child of ours; harmless for other processes.
 pub fn reap(pid: i32) {
     let mut status = 0;

@@ -106,12 +106,13 @@ impl IntoResponse for ApiError {
 impl From<MasterError> for ApiError {
     fn from(e: MasterError) -> Self {
         match e {
-            MasterError::AppNotFound(_) | MasterError::TaskNotFound(_) | MasterError::VersionNotFound(..) => {
-                ApiError::NotFound(e.to_string())
-            }
+            MasterError::AppNotFound(_)
+            | MasterError::TaskNotFound(_)
+            | MasterError::VersionNotFound(..)
+            | MasterError::DeploymentNotFound(_) => ApiError::NotFound(e.to_string()),
             MasterError::AppExists(_) => ApiError::Conflict(e.to_string()),
             MasterError::Invalid(v) => ApiError::Invalid(v),
-            MasterError::Retry => ApiError::Conflict(e.to_string()),
+            MasterError::Retry | MasterError::CannotRollBack(_) => ApiError::Conflict(e.to_string()),
             MasterError::AppLocked(ref ids) => ApiError::Locked { message: e.to_string(), deployments: ids.clone() },
             MasterError::ShuttingDown => ApiError::Unavailable(e.to_string()),
             MasterError::Store(s) => ApiError::Internal(s.to_string()),

@@ -33,6 +33,28 @@ pub struct Health {
     pub last_failure_cause: Option<String>,
 }
 
+/// What a task's health check reports say about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every one of the app's checks has reported it alive.
+    Healthy,
+    /// Some check reported it not alive.
+    Unhealthy,
+    /// Not every check has reported yet.
+    Unknown,
+}
+
+/// The verdict on a task from its checks' `reports` (by check index), for an app with
+/// `checks` health checks. Without checks there is nothing to wait for: healthy.
+pub fn verdict(reports: Option<&std::collections::BTreeMap<u16, Health>>, checks: usize) -> Verdict {
+    match reports {
+        Some(r) if r.values().any(|h| !h.alive) => Verdict::Unhealthy,
+        Some(r) if r.len() >= checks => Verdict::Healthy,
+        None if checks == 0 => Verdict::Healthy,
+        _ => Verdict::Unknown,
+    }
+}
+
 /// The result of running a check once.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -168,6 +190,21 @@ mod tests {
         assert_eq!(h.observe(Outcome::Ignored, t(2), t(0), P), Effect::default());
         assert_eq!(h, before);
         assert!(!h.observe(Outcome::Healthy, t(3), t(0), P).worth_reporting());
+    }
+
+    #[test]
+    fn a_task_is_healthy_once_every_check_reported_it_alive() {
+        use std::collections::BTreeMap;
+        let alive = Health { alive: true, ..Default::default() };
+        let dead = Health::default();
+        assert_eq!(verdict(None, 0), Verdict::Healthy);
+        assert_eq!(verdict(None, 2), Verdict::Unknown);
+        let one = BTreeMap::from([(0, alive.clone())]);
+        assert_eq!(verdict(Some(&one), 2), Verdict::Unknown);
+        let both = BTreeMap::from([(0, alive.clone()), (1, alive)]);
+        assert_eq!(verdict(Some(&both), 2), Verdict::Healthy);
+        let bad = BTreeMap::from([(1, dead)]);
+        assert_eq!(verdict(Some(&bad), 2), Verdict::Unhealthy);
     }
 
     #[test]

@@ -223,6 +223,21 @@ impl Master {
         }
     }
 
+    /// Feeds task failures into their apps' launch backoff: (app, config version, when).
+    pub(super) async fn count_failures(&self, failures: Vec<(PathId, Timestamp, Timestamp)>) {
+        if failures.is_empty() {
+            return;
+        }
+        let st = self.state.read().await;
+        let mut b = self.backoffs.lock().unwrap_or_else(|e| e.into_inner());
+        for (app, config, at) in failures {
+            if let Some(rec) = st.apps.get(&app) {
+                let next = Backoff::after_failure(b.get(&app), &rec.current.spec, config, at);
+                b.insert(app, next);
+            }
+        }
+    }
+
     /// Whether the master still recovers from its start (see [`Recovering`]). Once over,
     /// it stays over.
     pub async fn recovering(&self) -> Option<Recovering> {
@@ -379,16 +394,7 @@ impl Master {
             tracing::info!(task = %task_id, "killing a task the master does not know");
             self.send_to(&agent, ToAgent::Kill { task_id });
         }
-        if !failures.is_empty() {
-            let st = self.state.read().await;
-            let mut b = self.backoffs.lock().unwrap_or_else(|e| e.into_inner());
-            for (app, config, at) in failures {
-                if let Some(rec) = st.apps.get(&app) {
-                    let next = Backoff::after_failure(b.get(&app), &rec.current.spec, config, at);
-                    b.insert(app, next);
-                }
-            }
-        }
+        self.count_failures(failures).await;
         self.wake();
         Ok(())
     }

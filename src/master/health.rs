@@ -9,7 +9,6 @@ use crate::domain::app::{HealthCheck, HealthProtocol};
 use crate::domain::health::Health;
 use crate::domain::task::{Goal, TaskFailure};
 use crate::domain::{AgentId, AppSpec, TaskId, TaskState};
-use crate::scheduler::Backoff;
 use crate::store::Change;
 
 /// The app's health checks for a task with host ports `ports` (in port-index order).
@@ -126,15 +125,9 @@ impl Master {
                 Ok((vec![Change::SetLastFailure(Box::new(failure)), Change::PutTask(Box::new(t))], Some(backoff)))
             })
             .await?;
-        if let Some((app, config, at)) = failed {
+        if let Some(failure) = failed {
             // Health-check kills count toward the launch backoff (Marathon's rule).
-            let st = self.state.read().await;
-            if let Some(rec) = st.apps.get(&app) {
-                let mut b = self.backoffs.lock().unwrap_or_else(|e| e.into_inner());
-                let next = Backoff::after_failure(b.get(&app), &rec.current.spec, config, at);
-                b.insert(app, next);
-            }
-            drop(st);
+            self.count_failures(vec![failure]).await;
             self.send_to(&agent, ToAgent::Kill { task_id });
             self.wake();
         }

@@ -13,6 +13,7 @@
 //!   are acknowledged to the agent after they are committed.
 
 pub mod agents;
+pub mod deployments;
 pub mod health;
 pub mod logs;
 pub mod plans;
@@ -59,6 +60,11 @@ pub enum MasterError {
     /// The state changed between reading it and writing: the caller re-reads and retries.
     #[error("the app was changed concurrently; please retry")]
     Retry,
+    #[error("DeploymentPlan {0} does not exist")]
+    DeploymentNotFound(String),
+    /// `DELETE /v2/deployments/{id}` without `force` for a deployment that cannot be undone.
+    #[error("{0}")]
+    CannotRollBack(String),
     /// A deployment of the app is running; a change needs `force=true` (Marathon's lock).
     #[error("App is locked by one or more deployments. Override with the option '?force=true'. View details at '/v2/deployments'.")]
     AppLocked(Vec<String>),
@@ -545,13 +551,7 @@ fn plan_tick(
 
     // Deployments whose every action is carried out are finished.
     for d in state.deployments.values() {
-        let done = d.steps.iter().flatten().all(|a| {
-            let app = state.apps.get(&a.app).map(|r| &r.current);
-            let tasks: Vec<&Task> = state.tasks_of(&a.app).collect();
-            let ctx = ReconcileContext { agents: &fields, health: &state.health };
-            crate::scheduler::reconcile::action_done(a.action, app, &tasks, ctx)
-        });
-        if done {
+        if state.deployment_progress(d) == d.steps.len() {
             changes.push(Change::DeleteDeployment(d.id.clone()));
         }
     }

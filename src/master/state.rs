@@ -119,6 +119,20 @@ impl State {
         self.tasks_by_app.get(app).into_iter().flatten().filter_map(|id| self.tasks.get(id))
     }
 
+    /// How many of a deployment's steps are carried out (all of them: it is finished).
+    pub fn deployment_progress(&self, d: &Deployment) -> usize {
+        d.steps
+            .iter()
+            .position(|step| {
+                !step.iter().all(|a| {
+                    let app = self.apps.get(&a.app).map(|r| &r.current);
+                    let tasks: Vec<&Task> = self.tasks_of(&a.app).collect();
+                    crate::scheduler::reconcile::action_done(a.action, app, &tasks, &self.health)
+                })
+            })
+            .unwrap_or(d.steps.len())
+    }
+
     /// Deployments that involve `app`.
     pub fn deployments_of<'a>(&'a self, app: &'a PathId) -> impl Iterator<Item = &'a Deployment> + 'a {
         self.deployments.values().filter(move |d| d.affected_apps.contains(app))

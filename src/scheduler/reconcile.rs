@@ -9,7 +9,7 @@ use super::backoff::Backoff;
 use super::constraints::{group_by_victims, AgentFields};
 use super::rolling;
 use crate::domain::app::{ConstraintOperator, KillSelection, UnreachableStrategy};
-use crate::domain::health::Health;
+use crate::domain::health::{verdict, Health, Verdict};
 use crate::domain::task::Goal;
 use crate::domain::{AgentId, AppVersion, Task, TaskId, TaskState, Timestamp};
 use std::collections::{BTreeMap, HashMap};
@@ -86,14 +86,15 @@ pub struct Context<'a> {
 }
 
 impl Context<'_> {
-    /// A running task that no health check has reported dead; with `checks` > 0, also
-    /// reported alive by that many checks.
     fn healthy(&self, t: &Task, checks: usize) -> bool {
-        let reported = self.health.get(&t.id);
-        t.state == TaskState::Running
-            && !reported.is_some_and(|h| h.values().any(|c| !c.alive))
-            && (checks == 0 || reported.is_some_and(|h| h.len() >= checks))
+        task_healthy(t, self.health, checks)
     }
+}
+
+/// A running task whose `checks` health checks all reported it alive (with no checks:
+/// one that none reported dead).
+pub fn task_healthy(t: &Task, health: &HashMap<TaskId, BTreeMap<u16, Health>>, checks: usize) -> bool {
+    t.state == TaskState::Running && verdict(health.get(&t.id), checks) == Verdict::Healthy
 }
 
 /// Decides launches and kills for one app. `tasks` are all known tasks of the app.
@@ -372,7 +373,7 @@ pub fn action_done(
     action: crate::domain::deployment::ActionKind,
     app: Option<&AppVersion>,
     tasks: &[&Task],
-    ctx: Context,
+    health: &HashMap<TaskId, BTreeMap<u16, Health>>,
 ) -> bool {
     use crate::domain::deployment::ActionKind;
     let active: Vec<&&Task> = tasks.iter().filter(|t| t.is_active()).collect();
@@ -383,7 +384,7 @@ pub fn action_done(
             let checks = app.spec.health_checks.len();
             let ok = active
                 .iter()
-                .filter(|t| t.goal == Goal::Running && t.config_version == config && ctx.healthy(t, checks))
+                .filter(|t| t.goal == Goal::Running && t.config_version == config && task_healthy(t, health, checks))
                 .count();
             ok == app.spec.instances as usize && active.len() == ok
         }
@@ -397,8 +398,7 @@ mod done_tests {
     use crate::domain::deployment::ActionKind;
 
     fn action_done(action: ActionKind, app: Option<&AppVersion>, tasks: &[&Task]) -> bool {
-        let (agents, health) = (HashMap::new(), HashMap::new());
-        super::action_done(action, app, tasks, Context { agents: &agents, health: &health })
+        super::action_done(action, app, tasks, &HashMap::new())
     }
 
     #[test]

@@ -29,6 +29,14 @@ fn agents_by_id(d: &Dromos) -> BTreeMap<String, Value> {
     list["agents"].as_array().unwrap().iter().map(|a| (a["id"].as_str().unwrap().to_string(), a.clone())).collect()
 }
 
+/// Two agents, on 127.0.0.1 (rack r1) and 127.0.0.2 (rack r2), both active.
+fn two_agents(d: &Dromos, dir: &std::path::Path) -> (Agent, Agent) {
+    let a1 = Agent::start(&d.url, TOKEN, &dir.join("a1"), "127.0.0.1", "cpus:2;mem:1024", "rack:r1");
+    let a2 = Agent::start(&d.url, TOKEN, &dir.join("a2"), "127.0.0.2", "cpus:2;mem:1024", "rack:r2");
+    wait_agents_active(d, 2);
+    (a1, a2)
+}
+
 fn wait_agents_active(d: &Dromos, n: usize) {
     wait_for(&format!("{n} active agents"), T, || {
         let a = agents_by_id(d);
@@ -126,9 +134,7 @@ fn apps_spread_over_remote_agents_that_report_resources_roles_and_attributes() {
 fn a_partitioned_agent_is_replaced_and_the_surplus_killed_when_it_returns() {
     let dir = tempfile::tempdir().unwrap();
     let d = master(dir.path());
-    let a1 = Agent::start(&d.url, TOKEN, &dir.path().join("a1"), "127.0.0.1", "cpus:2;mem:1024", "rack:r1");
-    let a2 = Agent::start(&d.url, TOKEN, &dir.path().join("a2"), "127.0.0.2", "cpus:2;mem:1024", "rack:r2");
-    wait_agents_active(&d, 2);
+    let (a1, a2) = two_agents(&d, dir.path());
     let app = json!({"id": "/sleepy", "cmd": "exec sleep 1000", "instances": 2, "cpus": 0.1, "mem": 16});
     assert_eq!(d.call("POST", "/v2/apps", Some(&app)).status, 201);
     wait_for("2 running, one per agent", T, || {
@@ -164,9 +170,7 @@ fn a_partitioned_agent_is_replaced_and_the_surplus_killed_when_it_returns() {
 fn an_unreachable_task_that_returns_before_expunge_is_kept_and_the_surplus_goes() {
     let dir = tempfile::tempdir().unwrap();
     let d = master(dir.path());
-    let a1 = Agent::start(&d.url, TOKEN, &dir.path().join("a1"), "127.0.0.1", "cpus:2;mem:1024", "rack:r1");
-    let a2 = Agent::start(&d.url, TOKEN, &dir.path().join("a2"), "127.0.0.2", "cpus:2;mem:1024", "rack:r2");
-    wait_agents_active(&d, 2);
+    let (a1, a2) = two_agents(&d, dir.path());
     // Replace after 0 s, expunge only after an hour: the original may come back.
     let app = json!({"id": "/keep", "cmd": "exec sleep 1000", "instances": 2, "cpus": 0.1, "mem": 16,
         "unreachableStrategy": {"inactiveAfterSeconds": 0, "expungeAfterSeconds": 3600}});

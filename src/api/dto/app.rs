@@ -496,12 +496,12 @@ pub fn app_json(rec: &crate::master::state::AppRecord, state: &crate::master::st
     let checks = spec.health_checks.len();
     let (mut healthy, mut unhealthy) = (0, 0);
     if checks > 0 {
+        use crate::domain::health::{verdict, Verdict};
         for t in tasks.iter().filter(|t| t.state == TaskState::Running) {
-            let h = state.health.get(&t.id);
-            if h.is_some_and(|h| h.values().any(|c| !c.alive)) {
-                unhealthy += 1;
-            } else if h.is_some_and(|h| h.len() == checks && h.values().all(|c| c.alive)) {
-                healthy += 1;
+            match verdict(state.health.get(&t.id), checks) {
+                Verdict::Healthy => healthy += 1,
+                Verdict::Unhealthy => unhealthy += 1,
+                Verdict::Unknown => {}
             }
         }
     }
