@@ -61,12 +61,29 @@ pub fn live_sandboxes(agent_dir: &Path) -> Vec<(String, i32, i32)> {
 }
 
 /// Kills the tasks (and supervisors) of an agent dir: tasks outlive dromos by design.
+/// Supervisors that had not recorded themselves yet (dromos was stopped mid-launch) are
+/// found by their command line and told to stop their task.
 pub fn kill_tasks(agent_dir: &Path) {
     for (_, sup, task) in live_sandboxes(agent_dir) {
         // SAFETY: plain signals to processes this test started.
         unsafe {
             libc::kill(-task, libc::SIGKILL);
             libc::kill(sup, libc::SIGKILL);
+        }
+    }
+    let sandboxes = agent_dir.join("sandboxes");
+    for pid in std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+    {
+        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let args: Vec<String> =
+            raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into()).collect();
+        if ::dromos::agent::leftovers::parse_supervisor(&args, &sandboxes).is_some() {
+            // SAFETY: as above; SIGTERM makes the supervisor stop its task's group.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
         }
     }
 }
