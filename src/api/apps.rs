@@ -353,11 +353,11 @@ pub async fn kill_tasks(st: &AppState, ids: Vec<TaskId>, params: &Params, single
         return Err(ApiError::BadRequest("scale and wipe cannot be used together".into()));
     }
     let force = params.flag("force", false)?;
-    let (killed, deps) =
+    let (killed, dep) =
         st.master.write(move |state, now| plans::kill_tasks(state, now, &ids, scale, single, force)).await?;
     st.master.wake();
     if scale {
-        return Ok(match deps.first() {
+        return Ok(match &dep {
             Some(d) => deployment_result(StatusCode::OK, d),
             None => Json(json!({"deploymentId": null, "version": null})).into_response(),
         });

@@ -13,8 +13,16 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+fn action_json(a: &crate::domain::DeploymentAction) -> Value {
+    json!({"action": a.action, "app": a.app})
+}
+
+/// A deployment's steps: `[{"actions": [{"action", "app"}]}]`.
+pub fn steps_json(d: &Deployment) -> Vec<Value> {
+    d.steps.iter().map(|s| json!({"actions": s.iter().map(action_json).collect::<Vec<_>>()})).collect()
+}
+
 pub fn deployment_json(d: &Deployment, state: &MasterState) -> Value {
-    let action = |a: &crate::domain::DeploymentAction| json!({"action": a.action, "app": a.app});
     let current = state.deployment_progress(d);
     let current_actions: Vec<Value> = d
         .steps
@@ -22,7 +30,7 @@ pub fn deployment_json(d: &Deployment, state: &MasterState) -> Value {
         .into_iter()
         .flatten()
         .map(|a| {
-            let mut v = action(a);
+            let mut v = action_json(a);
             v["readinessCheckResults"] = json!([]);
             v
         })
@@ -32,7 +40,7 @@ pub fn deployment_json(d: &Deployment, state: &MasterState) -> Value {
         "version": d.version,
         "affectedApps": d.affected_apps,
         "affectedPods": [],
-        "steps": d.steps.iter().map(|s| json!({"actions": s.iter().map(action).collect::<Vec<_>>()})).collect::<Vec<_>>(),
+        "steps": steps_json(d),
         "currentActions": current_actions,
         "currentStep": (current + 1).min(d.steps.len()),
         "totalSteps": d.steps.len(),

@@ -109,8 +109,9 @@ impl From<MasterError> for ApiError {
             MasterError::AppNotFound(_)
             | MasterError::TaskNotFound(_)
             | MasterError::VersionNotFound(..)
+            | MasterError::GroupNotFound(_)
             | MasterError::DeploymentNotFound(_) => ApiError::NotFound(e.to_string()),
-            MasterError::AppExists(_) => ApiError::Conflict(e.to_string()),
+            MasterError::AppExists(_) | MasterError::GroupExists(_) => ApiError::Conflict(e.to_string()),
             MasterError::Invalid(v) => ApiError::Invalid(v),
             MasterError::Retry | MasterError::CannotRollBack(_) => ApiError::Conflict(e.to_string()),
             MasterError::AppLocked(ref ids) => ApiError::Locked { message: e.to_string(), deployments: ids.clone() },

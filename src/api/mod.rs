@@ -1,4 +1,4 @@
-//! The HTTP API (axum): Marathon's `/v2` surface, the agents (`/v1/agents`, and the
+//! The HTTP API (axum): Marathon's `/v2` surface (apps, groups, tasks, deployments, queue), the agents (`/v1/agents`, and the
 //! agent protocol's `/v1/agent/stream`), `/ping` and `/metrics`.
 //!
 //! `router(state)` builds the routes; serving is `server`'s job. Middleware adds
@@ -11,6 +11,7 @@ pub mod deployments;
 pub mod dto;
 pub mod error;
 pub mod extract;
+pub mod groups;
 pub mod queue;
 pub mod system;
 pub mod tasks;
@@ -59,6 +60,17 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v2/apps/{appId}/versions/{version}"),
     ("GET", "/v2/tasks"),
     ("POST", "/v2/tasks/delete"),
+    ("GET", "/v2/groups"),
+    ("POST", "/v2/groups"),
+    ("PUT", "/v2/groups"),
+    ("DELETE", "/v2/groups"),
+    ("GET", "/v2/groups/{groupId}"),
+    ("POST", "/v2/groups/{groupId}"),
+    ("PUT", "/v2/groups/{groupId}"),
+    ("PATCH", "/v2/groups/{groupId}"),
+    ("DELETE", "/v2/groups/{groupId}"),
+    ("GET", "/v2/groups/{groupId}/versions"),
+    ("GET", "/v2/groups/{groupId}/versions/{version}"),
     ("GET", "/v2/deployments"),
     ("DELETE", "/v2/deployments/{deploymentId}"),
     ("GET", "/v2/queue"),
@@ -69,6 +81,9 @@ pub const ROUTES: &[(&str, &str)] = &[
 ];
 
 pub fn router(state: AppState) -> Router {
+    // The root group and the groups below it share handlers (the root has no path).
+    let groups_routes =
+        get(groups::get).post(groups::post).put(groups::put).patch(groups::patch).delete(groups::delete);
     Router::new()
         .route("/ping", get(system::ping))
         .route("/metrics", get(system::metrics))
@@ -85,6 +100,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v2/tasks", get(tasks::list))
         .route("/v2/tasks/delete", post(tasks::delete_many))
+        .route("/v2/groups", groups_routes.clone())
+        .route("/v2/groups/{*rest}", groups_routes)
         .route("/v2/deployments", get(deployments::list))
         .route("/v2/deployments/{deployment_id}", delete(deployments::delete))
         .route("/v2/queue", get(queue::list))

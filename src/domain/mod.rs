@@ -1,5 +1,5 @@
 //! Pure domain types and their invariants: ids, app definitions, tasks, agents and
-//! resources, deployments, health check state, timestamps.
+//! resources, groups, deployments, health check state, timestamps.
 //!
 //! Nothing here does I/O or knows about tokio, sqlx or axum (DESIGN.md's dependency rule):
 //! the scheduler core computes over these types, the master persists them, the API converts
@@ -10,6 +10,7 @@ pub mod agent;
 pub mod app;
 pub mod deployment;
 pub mod docker;
+pub mod group;
 pub mod health;
 pub mod ids;
 pub mod resources;
@@ -19,6 +20,7 @@ pub mod time;
 pub use agent::{AgentId, AgentInfo, AgentMark, AgentRecord};
 pub use app::{AppSpec, AppVersion, VersionInfo};
 pub use deployment::{Deployment, DeploymentAction};
+pub use group::{GroupSpec, GroupVersion};
 pub use ids::{IdError, InstanceId, PathId, TaskId};
 pub use resources::{AgentResources, PortRange, Quota, Resources, UNRESERVED};
 pub use task::{Task, TaskState};

@@ -8,7 +8,7 @@ use std::fmt;
 
 /// A millisecond-precision UTC instant. Time is always passed in (never read here),
 /// so pure code stays deterministic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(i64);
 
 impl Timestamp {

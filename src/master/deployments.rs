@@ -1,10 +1,12 @@
 //! Cancelling a deployment (`DELETE /v2/deployments/{id}`): stop it, or roll it back
-//! with a new deployment. Deployments touch one app each so far: a created app is
-//! removed; a scale or update goes back to the app's previous version, whose tasks that
-//! still run count as current again (so only the new tasks go); a deletion cannot be
-//! rolled back, as the app's versions went with it.
+//! with a new deployment through the same planner. The rollback takes every affected
+//! app back to what the deployment found: a created app is removed, a removed app comes
+//! back from the definition the deployment kept, a scaled or changed app returns to its
+//! earlier version, whose tasks that still run count as current again (so only the new
+//! tasks go).
 
-use super::{plans, Master, MasterError};
+use super::plans::{self, AppChange, TreeChange};
+use super::{Master, MasterError};
 use crate::domain::deployment::ActionKind;
 use crate::domain::Deployment;
 use crate::store::Change;
@@ -23,35 +25,44 @@ impl Master {
             .await?;
             return Ok(None);
         }
-        let action = dep.steps.iter().flatten().next().cloned();
-        let action = action.ok_or_else(|| MasterError::CannotRollBack("the deployment has no actions".into()))?;
-        let app = action.app;
-        let rollback = match action.action {
-            ActionKind::StartApplication => {
-                self.write(move |state, now| plans::delete_app(state, now, app, true)).await?
-            }
-            ActionKind::StopApplication => {
-                return Err(MasterError::CannotRollBack(
-                    "a deleted app cannot be brought back by a rollback; stop the deployment with force=true".into(),
-                ))
-            }
-            ActionKind::ScaleApplication | ActionKind::RestartApplication => {
-                let (current, previous) = {
-                    let state = self.state.read().await;
-                    let rec = state.apps.get(&app).ok_or_else(|| MasterError::AppNotFound(app.clone()))?;
-                    let at = rec.versions.iter().position(|v| *v == dep.version);
-                    let previous = at.and_then(|i| i.checked_sub(1)).and_then(|i| rec.versions.get(i)).copied();
-                    (rec.current.version, previous)
-                };
-                let previous = previous.ok_or_else(|| {
-                    MasterError::CannotRollBack(format!("no version of {app} before {} to roll back to", dep.version))
-                })?;
-                let old = self.store.app_version(&app, previous).await?;
-                let old = old.ok_or_else(|| MasterError::VersionNotFound(app.clone(), previous.to_string()))?;
-                self.write(move |state, now| plans::roll_back_app(state, now, old, current)).await?
-            }
-        };
+        let change = self.rollback_of(&dep).await?;
+        let rollback = self.write(move |state, now| plans::deploy(state, now, change)).await?;
         self.wake();
         Ok(Some(rollback))
+    }
+
+    /// The change that undoes `dep`, built on the apps as they are now.
+    pub(super) async fn rollback_of(&self, dep: &Deployment) -> Result<TreeChange, MasterError> {
+        // Superseding the deployment being undone is the point.
+        let mut change = TreeChange { force: true, ..Default::default() };
+        let created = |app: &crate::domain::PathId| {
+            dep.steps.iter().flatten().any(|a| a.action == ActionKind::StartApplication && a.app == *app)
+        };
+        let current: Vec<_> = {
+            let state = self.state.read().await;
+            dep.affected_apps.iter().map(|id| (id.clone(), state.apps.get(id).map(|r| r.current.version))).collect()
+        };
+        for (id, now_at) in current {
+            let what = if let Some(gone) = dep.removed.iter().find(|v| v.spec.id == id) {
+                AppChange::RollBack(gone.clone())
+            } else if created(&id) {
+                AppChange::Remove
+            } else {
+                let before = dep.original.get(&id).copied().ok_or_else(|| {
+                    MasterError::CannotRollBack(format!("the deployment did not record what {id} was before"))
+                })?;
+                let old = self.store.app_version(&id, before).await?.ok_or_else(|| {
+                    MasterError::CannotRollBack(format!("version {before} of {id} is no longer stored"))
+                })?;
+                AppChange::RollBack(old)
+            };
+            // An app that is gone already needs no removal.
+            if now_at.is_none() && matches!(what, AppChange::Remove) {
+                continue;
+            }
+            change.base.insert(id.clone(), now_at);
+            change.apps.insert(id, what);
+        }
+        Ok(change)
     }
 }

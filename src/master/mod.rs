@@ -14,6 +14,7 @@
 
 pub mod agents;
 pub mod deployments;
+pub mod groups;
 pub mod health;
 pub mod logs;
 pub mod plans;
@@ -49,6 +50,10 @@ pub enum MasterError {
     AppExists(PathId),
     #[error("Task '{0}' does not exist")]
     TaskNotFound(String),
+    #[error("Group '{0}' does not exist")]
+    GroupNotFound(PathId),
+    #[error("Group {0} is already created. Use PUT to change this group.")]
+    GroupExists(PathId),
     #[error("Version '{1}' of app '{0}' does not exist")]
     VersionNotFound(PathId, String),
     #[error("Object is not valid")]
@@ -438,10 +443,11 @@ fn plan_tick(
         HashMap::new()
     };
 
-    // Reconcile every app.
+    // Reconcile every app, except those whose deployment step has not come yet.
+    let held = crate::scheduler::deploy::held_apps(state.deployments.values(), |d| state.deployment_progress(d));
     let mut requests = Vec::new();
     let mut stop = Vec::new();
-    for (id, rec) in &state.apps {
+    for (id, rec) in state.apps.iter().filter(|(id, _)| !held.contains(*id)) {
         let tasks: Vec<&Task> = state.tasks_of(id).collect();
         let ctx = ReconcileContext { agents: &fields, health: &state.health };
         let plan = reconcile_app(&rec.current, &tasks, backoffs.get(id), now, ctx);

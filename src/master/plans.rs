@@ -5,11 +5,14 @@
 
 use super::state::State;
 use super::{MasterError, SERVICE_PORTS};
-use crate::domain::deployment::ActionKind;
+use crate::domain::group::{validate_tree, MAX_GROUP_VERSIONS};
 use crate::domain::task::Goal;
-use crate::domain::{AppSpec, AppVersion, Deployment, PathId, Task, TaskId, Timestamp, Violation};
+use crate::domain::{
+    AppSpec, AppVersion, Deployment, GroupSpec, GroupVersion, PathId, Task, TaskId, Timestamp, Violation,
+};
+use crate::scheduler::deploy::plan_steps;
 use crate::store::{Change, MAX_VERSIONS};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What a plan returns: the changes to commit and the caller's result.
 pub type Planned<R> = Result<(Vec<Change>, R), MasterError>;
@@ -28,13 +31,192 @@ fn check_lock(state: &State, id: &PathId, force: bool) -> Result<(), MasterError
     }
 }
 
+/// What one app becomes in a change of the tree.
+#[derive(Debug, Clone)]
+pub enum AppChange {
+    /// A new definition: created, or replacing the current one.
+    Put(AppSpec),
+    /// The same definition in a new version, every task replaced.
+    Restart,
+    /// Back to an earlier version (tasks still running it count as current again), or
+    /// brought back after a removal.
+    RollBack(AppVersion),
+    Remove,
+}
+
+/// A change of the app tree, carried out as one deployment by [`deploy`].
+#[derive(Debug, Clone, Default)]
+pub struct TreeChange {
+    pub apps: BTreeMap<PathId, AppChange>,
+    /// Explicit groups to create or change (`Some`; the version is set to now) or to
+    /// remove (`None`).
+    pub groups: BTreeMap<PathId, Option<GroupSpec>>,
+    /// The version each app had when the caller built the change (`None`: it did not
+    /// exist). If one has moved on since, the plan answers [`MasterError::Retry`].
+    pub base: BTreeMap<PathId, Option<Timestamp>>,
+    /// Record a version of this group afterwards (changes made through the group API).
+    pub record: Option<PathId>,
+    /// Override Marathon's app lock: running deployments of the changed apps are
+    /// superseded (not rolled back).
+    pub force: bool,
+}
+
+impl TreeChange {
+    /// A change of one app, built on `base`.
+    pub fn app(id: PathId, change: AppChange, base: Option<Timestamp>, force: bool) -> TreeChange {
+        let mut c = TreeChange { force, ..Default::default() };
+        c.base.insert(id.clone(), base);
+        c.apps.insert(id, change);
+        c
+    }
+}
+
+/// The one way the app tree changes: new app versions, removed apps, groups, and the
+/// deployment the planner makes of it (also for a dry run, whose changes are dropped).
+pub fn deploy(state: &State, now: Timestamp, change: TreeChange) -> Planned<Deployment> {
+    let TreeChange { apps, groups, base, record, force } = change;
+    for (id, b) in &base {
+        if state.apps.get(id).map(|r| r.current.version) != *b {
+            return Err(MasterError::Retry);
+        }
+    }
+    let mut changes = Vec::new();
+    let mut superseded = BTreeSet::new();
+    for id in apps.keys() {
+        check_lock(state, id, force)?;
+        superseded.extend(state.deployments_of(id).map(|d| d.id.clone()));
+    }
+    changes.extend(superseded.into_iter().map(Change::DeleteDeployment));
+
+    // The new versions. Service ports stay unique across the cluster: those of apps
+    // outside the change, the fixed ones inside it, then each assigned one.
+    let mut used: BTreeSet<u16> = state
+        .apps
+        .values()
+        .filter(|r| !apps.contains_key(&r.current.spec.id))
+        .flat_map(|r| r.current.spec.service_ports())
+        .collect();
+    for c in apps.values() {
+        if let AppChange::Put(spec) = c {
+            used.extend(spec.service_ports().into_iter().filter(|p| *p != 0));
+        }
+    }
+    let mut next: BTreeMap<PathId, Option<AppVersion>> = BTreeMap::new();
+    for (id, c) in apps {
+        let cur = state.apps.get(&id).map(|r| &r.current);
+        let v = match (c, cur) {
+            (AppChange::Remove, _) => None,
+            (AppChange::Put(mut spec), cur) => {
+                assign_service_ports(&mut used, &mut spec)?;
+                Some(AppVersion::next(cur, spec, now))
+            }
+            (AppChange::Restart, Some(cur)) => Some(AppVersion::restarted(cur, now)),
+            (AppChange::Restart, None) => return Err(MasterError::AppNotFound(id)),
+            (AppChange::RollBack(old), Some(cur)) => Some(AppVersion::rolled_back(cur, &old, now)),
+            (AppChange::RollBack(old), None) => Some(AppVersion::next(None, old.spec, now)),
+        };
+        if v.is_none() && cur.is_none() {
+            return Err(MasterError::AppNotFound(id));
+        }
+        next.insert(id, v);
+    }
+    let groups: BTreeMap<PathId, Option<GroupSpec>> =
+        groups.into_iter().map(|(id, g)| (id, g.map(|g| GroupSpec { version: now, ..g }))).collect();
+
+    // Plan from the tree as it is to the tree as it will be.
+    let original = state.tree();
+    let mut target = state.tree();
+    for (id, v) in &next {
+        match v {
+            Some(v) => target.apps.insert(id.clone(), v),
+            None => target.apps.remove(id),
+        };
+    }
+    for (id, g) in &groups {
+        match g {
+            Some(g) => target.groups.insert(id.clone(), g),
+            None => target.groups.remove(id),
+        };
+    }
+    let violations = validate_tree(&target);
+    if !violations.is_empty() {
+        return Err(MasterError::Invalid(violations));
+    }
+    let steps = plan_steps(&original, &target);
+    let mut affected: Vec<PathId> = Vec::new();
+    for a in steps.iter().flatten() {
+        if !affected.contains(&a.app) {
+            affected.push(a.app.clone());
+        }
+    }
+    let deployment = Deployment {
+        id: new_deployment_id(),
+        version: now,
+        original: affected
+            .iter()
+            .filter_map(|id| state.apps.get(id).map(|r| (id.clone(), r.current.version)))
+            .collect(),
+        removed: next
+            .iter()
+            .filter(|(_, v)| v.is_none())
+            .filter_map(|(id, _)| state.apps.get(id).map(|r| r.current.clone()))
+            .collect(),
+        affected_apps: affected,
+        steps,
+    };
+    let recorded = record.map(|gid| GroupVersion {
+        version: now,
+        groups: target.groups.values().filter(|g| g.id.is_within(&gid)).map(|g| (*g).clone()).collect(),
+        apps: target.apps.values().filter(|a| a.spec.id.is_within(&gid)).map(|a| (*a).clone()).collect(),
+        id: gid,
+    });
+
+    for (id, v) in next {
+        match v {
+            Some(v) => {
+                if let Some(rec) = state.apps.get(&id) {
+                    if rec.versions.len() >= MAX_VERSIONS {
+                        let keep_from = rec.versions[rec.versions.len() + 1 - MAX_VERSIONS];
+                        changes.push(Change::PruneVersions(id.clone(), keep_from));
+                    }
+                }
+                changes.push(Change::PutApp(Box::new(v)));
+            }
+            None => {
+                changes.push(Change::DeleteApp(id.clone()));
+                for t in state.tasks_of(&id).filter(|t| t.is_active()) {
+                    let mut t = t.clone();
+                    t.goal = Goal::Stopped;
+                    changes.push(Change::PutTask(Box::new(t)));
+                }
+            }
+        }
+    }
+    for (id, g) in groups {
+        match g {
+            Some(g) => changes.push(Change::PutGroup(Box::new(g))),
+            None if state.groups.contains_key(&id) => changes.push(Change::DeleteGroup(id)),
+            None => {}
+        }
+    }
+    if let Some(gv) = recorded {
+        if let Some(list) = state.group_versions.get(&gv.id) {
+            if list.len() >= MAX_GROUP_VERSIONS {
+                changes.push(Change::PruneGroupVersions(gv.id.clone(), list[list.len() + 1 - MAX_GROUP_VERSIONS]));
+            }
+        }
+        changes.push(Change::PutGroupVersion(Box::new(gv)));
+    }
+    changes.push(Change::PutDeployment(Box::new(deployment.clone())));
+    Ok((changes, deployment))
+}
+
 /// `POST /v2/apps`: a new app (409 if the id exists).
-pub fn create_app(state: &State, now: Timestamp, mut spec: AppSpec) -> Planned<Deployment> {
+pub fn create_app(state: &State, now: Timestamp, spec: AppSpec) -> Planned<Deployment> {
     if state.apps.contains_key(&spec.id) {
         return Err(MasterError::AppExists(spec.id));
     }
-    assign_service_ports(state, &mut spec)?;
-    Ok(version_changes(state, AppVersion::next(None, spec, now), ActionKind::StartApplication))
+    deploy(state, now, TreeChange::app(spec.id.clone(), AppChange::Put(spec), None, false))
 }
 
 /// `PUT`/`PATCH`: create or replace the definition. `base` is the version the caller
@@ -43,73 +225,33 @@ pub fn create_app(state: &State, now: Timestamp, mut spec: AppSpec) -> Planned<D
 pub fn put_app(
     state: &State,
     now: Timestamp,
-    mut spec: AppSpec,
+    spec: AppSpec,
     base: Option<Timestamp>,
     force: bool,
 ) -> Planned<(Deployment, bool)> {
-    let cur = state.apps.get(&spec.id);
-    if cur.map(|r| r.current.version) != base {
-        return Err(MasterError::Retry);
-    }
-    check_lock(state, &spec.id, force)?;
-    assign_service_ports(state, &mut spec)?;
-    let action = match cur {
-        None => ActionKind::StartApplication,
-        Some(r) if r.current.spec.is_upgrade(&spec) => ActionKind::RestartApplication,
-        Some(_) => ActionKind::ScaleApplication,
-    };
-    let next = AppVersion::next(cur.map(|r| &r.current), spec, now);
-    let (changes, dep) = version_changes(state, next, action);
-    Ok((changes, (dep, cur.is_none())))
-}
-
-/// `DELETE /v2/deployments/{id}` of an update: back to the earlier version `target`,
-/// which must still be built on `base` (else [`MasterError::Retry`]). Supersedes the
-/// running deployment.
-pub fn roll_back_app(state: &State, now: Timestamp, target: AppVersion, base: Timestamp) -> Planned<Deployment> {
-    let rec = state.apps.get(&target.spec.id).ok_or_else(|| MasterError::AppNotFound(target.spec.id.clone()))?;
-    if rec.current.version != base {
-        return Err(MasterError::Retry);
-    }
-    let action = if rec.current.spec.is_upgrade(&target.spec) {
-        ActionKind::RestartApplication
-    } else {
-        ActionKind::ScaleApplication
-    };
-    Ok(version_changes(state, AppVersion::rolled_back(&rec.current, &target, now), action))
+    let created = base.is_none();
+    let (changes, dep) = deploy(state, now, TreeChange::app(spec.id.clone(), AppChange::Put(spec), base, force))?;
+    Ok((changes, (dep, created)))
 }
 
 /// `POST /v2/apps/{id}/restart`: a new version of the same definition.
 pub fn restart_app(state: &State, now: Timestamp, id: PathId, force: bool) -> Planned<Deployment> {
-    check_lock(state, &id, force)?;
-    let rec = state.apps.get(&id).ok_or(MasterError::AppNotFound(id))?;
-    Ok(version_changes(state, AppVersion::restarted(&rec.current, now), ActionKind::RestartApplication))
+    let base = state.apps.get(&id).map(|r| r.current.version).ok_or_else(|| MasterError::AppNotFound(id.clone()))?;
+    deploy(state, now, TreeChange::app(id, AppChange::Restart, Some(base), force))
 }
 
 /// `DELETE /v2/apps/{id}`: remove the app; its tasks are to be stopped.
 pub fn delete_app(state: &State, now: Timestamp, id: PathId, force: bool) -> Planned<Deployment> {
-    if !state.apps.contains_key(&id) {
-        return Err(MasterError::AppNotFound(id));
-    }
-    check_lock(state, &id, force)?;
-    let mut changes: Vec<Change> = state.deployments_of(&id).map(|d| Change::DeleteDeployment(d.id.clone())).collect();
-    changes.push(Change::DeleteApp(id.clone()));
-    for t in state.tasks_of(&id).filter(|t| t.is_active()) {
-        let mut t = t.clone();
-        t.goal = Goal::Stopped;
-        changes.push(Change::PutTask(Box::new(t)));
-    }
-    let dep = Deployment::single(new_deployment_id(), now, ActionKind::StopApplication, id);
-    changes.push(Change::PutDeployment(Box::new(dep.clone())));
-    Ok((changes, dep))
+    let base = state.apps.get(&id).map(|r| r.current.version).ok_or_else(|| MasterError::AppNotFound(id.clone()))?;
+    deploy(state, now, TreeChange::app(id, AppChange::Remove, Some(base), force))
 }
 
 /// Tasks killed by a request, each with its app's service ports (for rendering).
 pub type Killed = Vec<(Task, Vec<u16>)>;
 
 /// Kills tasks (goal Stopped). With `scale` each app's `instances` drops by the number of
-/// its tasks killed (a new version and deployment); otherwise they are replaced. With
-/// `single`, an unknown task is an error; otherwise it is skipped.
+/// its tasks killed (one deployment); otherwise they are replaced. With `single`, an
+/// unknown task is an error; otherwise it is skipped.
 pub fn kill_tasks(
     state: &State,
     now: Timestamp,
@@ -117,7 +259,7 @@ pub fn kill_tasks(
     scale: bool,
     single: bool,
     force: bool,
-) -> Planned<(Killed, Vec<Deployment>)> {
+) -> Planned<(Killed, Option<Deployment>)> {
     let mut changes = Vec::new();
     let mut killed: Killed = Vec::new();
     let mut per_app: BTreeMap<PathId, u32> = BTreeMap::new();
@@ -137,63 +279,32 @@ pub fn kill_tasks(
             _ => {}
         }
     }
-    let mut deps = Vec::new();
-    if scale {
-        for app in per_app.keys() {
-            check_lock(state, app, force)?;
-        }
-        for (app, n) in per_app {
-            if let Some(rec) = state.apps.get(&app) {
-                let mut spec = rec.current.spec.clone();
-                spec.instances = spec.instances.saturating_sub(n);
-                let next = AppVersion::next(Some(&rec.current), spec, now);
-                let (cs, dep) = version_changes(state, next, ActionKind::ScaleApplication);
-                changes.extend(cs);
-                deps.push(dep);
-            }
+    if !scale || per_app.is_empty() {
+        return Ok((changes, (killed, None)));
+    }
+    let mut change = TreeChange { force, ..Default::default() };
+    for (app, n) in per_app {
+        if let Some(rec) = state.apps.get(&app) {
+            let mut spec = rec.current.spec.clone();
+            spec.instances = spec.instances.saturating_sub(n);
+            change.base.insert(app.clone(), Some(rec.current.version));
+            change.apps.insert(app, AppChange::Put(spec));
         }
     }
-    Ok((changes, (killed, deps)))
+    let (cs, dep) = deploy(state, now, change)?;
+    changes.extend(cs);
+    Ok((changes, (killed, Some(dep))))
 }
 
-/// Changes that make `next` the current version of its app: the version itself, a
-/// deployment for it, and pruning of history beyond [`MAX_VERSIONS`].
-pub fn version_changes(state: &State, next: AppVersion, action: ActionKind) -> (Vec<Change>, Deployment) {
-    let id = next.spec.id.clone();
-    let deployment = Deployment::single(new_deployment_id(), next.version, action, id.clone());
-    let mut changes = Vec::new();
-    // A newer change to the same app supersedes its running deployments.
-    for d in state.deployments_of(&id) {
-        changes.push(Change::DeleteDeployment(d.id.clone()));
-    }
-    if let Some(rec) = state.apps.get(&id) {
-        if rec.versions.len() >= MAX_VERSIONS {
-            let keep_from = rec.versions[rec.versions.len() + 1 - MAX_VERSIONS];
-            changes.push(Change::PruneVersions(id.clone(), keep_from));
-        }
-    }
-    changes.push(Change::PutApp(Box::new(next)));
-    changes.push(Change::PutDeployment(Box::new(deployment.clone())));
-    (changes, deployment)
-}
-
-/// Assigns cluster-unique service ports to port definitions / mappings that ask for
-/// one (port 0), avoiding the ports of every other app.
-pub fn assign_service_ports(state: &State, spec: &mut AppSpec) -> Result<(), MasterError> {
-    let mut used: std::collections::BTreeSet<u16> = state
-        .apps
-        .values()
-        .filter(|r| r.current.spec.id != spec.id)
-        .flat_map(|r| r.current.spec.service_ports())
-        .collect();
-    used.extend(spec.service_ports().into_iter().filter(|p| *p != 0));
+/// Assigns service ports to port definitions / mappings that ask for one (port 0),
+/// avoiding `used` (the ports of every other app) and adding what it takes.
+fn assign_service_ports(used: &mut BTreeSet<u16>, spec: &mut AppSpec) -> Result<(), MasterError> {
     let mut next = SERVICE_PORTS.0;
     let mut take = || -> Option<u16> {
         while next <= SERVICE_PORTS.1 {
             let p = next;
             next += 1;
-            if !used.contains(&p) {
-                used.insert(p);
+            if used.insert(p) {
                 return Some(p);
             }
         }

@@ -1,9 +1,10 @@
 //! The master's in-memory view of the store. Only the write path changes it, and only
 //! with changes it has committed, so readers never see anything that is not durable.
 
+use crate::domain::group::Tree;
 use crate::domain::health::Health;
 use crate::domain::task::TaskFailure;
-use crate::domain::{AgentId, AgentRecord, AppVersion, Deployment, PathId, Task, TaskId, Timestamp};
+use crate::domain::{AgentId, AgentRecord, AppVersion, Deployment, GroupSpec, PathId, Task, TaskId, Timestamp};
 use crate::store::{Change, Snapshot};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -22,6 +23,10 @@ pub struct State {
     pub tasks_by_app: BTreeMap<PathId, BTreeSet<TaskId>>,
     pub deployments: BTreeMap<String, Deployment>,
     pub agents: BTreeMap<AgentId, AgentRecord>,
+    /// Explicit groups (created or changed through the group API).
+    pub groups: BTreeMap<PathId, GroupSpec>,
+    /// Stored group versions, oldest first (the contents stay in the store).
+    pub group_versions: BTreeMap<PathId, Vec<Timestamp>>,
     /// Health check states of running tasks, by check index, as their agents report
     /// them. Soft state: never stored; agents send it again when they register.
     pub health: HashMap<TaskId, BTreeMap<u16, Health>>,
@@ -41,6 +46,8 @@ impl State {
         }
         st.deployments = s.deployments.into_iter().map(|d| (d.id.clone(), d)).collect();
         st.agents = s.agents.into_iter().map(|a| (a.info.id.clone(), a)).collect();
+        st.groups = s.groups.into_iter().map(|g| (g.id.clone(), g)).collect();
+        st.group_versions = s.group_versions.into_iter().collect();
         st
     }
 
@@ -106,6 +113,32 @@ impl State {
             Change::DeleteAgent(id) => {
                 self.agents.remove(id);
             }
+            Change::PutGroup(g) => {
+                self.groups.insert(g.id.clone(), (**g).clone());
+            }
+            Change::DeleteGroup(id) => {
+                self.groups.remove(id);
+                self.group_versions.remove(id);
+            }
+            Change::PutGroupVersion(g) => {
+                let list = self.group_versions.entry(g.id.clone()).or_default();
+                if list.last() != Some(&g.version) {
+                    list.push(g.version);
+                }
+            }
+            Change::PruneGroupVersions(id, keep_from) => {
+                if let Some(list) = self.group_versions.get_mut(id) {
+                    list.retain(|v| v >= keep_from);
+                }
+            }
+        }
+    }
+
+    /// The app tree as it is: current app versions and explicit groups.
+    pub fn tree(&self) -> Tree<'_> {
+        Tree {
+            apps: self.apps.iter().map(|(id, r)| (id.clone(), &r.current)).collect(),
+            groups: self.groups.iter().map(|(id, g)| (id.clone(), g)).collect(),
         }
     }
 

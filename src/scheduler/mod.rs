@@ -5,6 +5,7 @@
 //! - [`constraints`]: Marathon's placement constraints (UNIQUE, GROUP_BY, ...).
 //! - [`drf`]: whose turn it is between roles (weighted Dominant Resource Fairness, quotas).
 //! - [`rolling`]: rolling-replacement arithmetic (`upgradeStrategy`).
+//! - [`deploy`]: deployment plans (the steps from one app tree to another).
 //! - [`backoff`]: Marathon's launch backoff after failed tasks.
 //!
 //! The master (imperative shell) gathers a snapshot, calls these, re-checks the result
@@ -13,6 +14,7 @@
 
 pub mod backoff;
 pub mod constraints;
+pub mod deploy;
 pub mod drf;
 pub mod placement;
 pub mod reconcile;

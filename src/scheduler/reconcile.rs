@@ -366,9 +366,10 @@ pub(crate) mod tests {
     }
 }
 
-/// Whether one deployment action has been carried out: the app runs exactly the wanted
-/// number of current-config tasks, each healthy by all its health checks, and nothing
-/// else (or, for a stop, nothing at all).
+/// Whether one deployment action has been carried out: a start, once the app exists; a
+/// scale or restart, once the app runs exactly the wanted number of current-config
+/// tasks, each healthy by all its health checks, and nothing else; a stop, once nothing
+/// of the app runs.
 pub fn action_done(
     action: crate::domain::deployment::ActionKind,
     app: Option<&AppVersion>,
@@ -379,6 +380,7 @@ pub fn action_done(
     let active: Vec<&&Task> = tasks.iter().filter(|t| t.is_active()).collect();
     match (action, app) {
         (ActionKind::StopApplication, _) | (_, None) => active.is_empty(),
+        (ActionKind::StartApplication, Some(_)) => true,
         (_, Some(app)) => {
             let config = app.version_info.last_config_change_at;
             let checks = app.spec.health_checks.len();

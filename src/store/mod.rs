@@ -10,7 +10,9 @@
 //! IMMEDIATE` for write transactions, so a read-then-write never fails half way.
 
 use crate::domain::task::TaskFailure;
-use crate::domain::{AgentId, AgentRecord, AppVersion, Deployment, PathId, Task, TaskId, Timestamp};
+use crate::domain::{
+    AgentId, AgentRecord, AppVersion, Deployment, GroupSpec, GroupVersion, PathId, Task, TaskId, Timestamp,
+};
 use sea_query::{Alias, Expr, InsertStatement, OnConflict, Order, PostgresQueryBuilder, Query, SqliteQueryBuilder};
 use sea_query_binder::SqlxBinder;
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -61,6 +63,13 @@ pub enum Change {
     PutAgent(Box<AgentRecord>),
     /// Forget an agent (its directory was wiped and it came back under a new id).
     DeleteAgent(AgentId),
+    /// Create or change an explicit group.
+    PutGroup(Box<GroupSpec>),
+    /// Remove an explicit group with its versions.
+    DeleteGroup(PathId),
+    PutGroupVersion(Box<GroupVersion>),
+    /// Drop a group's versions older than the given one.
+    PruneGroupVersions(PathId, Timestamp),
 }
 
 /// Everything the master needs in memory after a start or a failover.
@@ -72,6 +81,9 @@ pub struct Snapshot {
     pub tasks: Vec<Task>,
     pub deployments: Vec<Deployment>,
     pub agents: Vec<AgentRecord>,
+    pub groups: Vec<GroupSpec>,
+    /// Version timestamps per group, oldest first.
+    pub group_versions: Vec<(PathId, Vec<Timestamp>)>,
 }
 
 #[derive(Clone)]
@@ -203,6 +215,40 @@ fn statements(changes: &[Change]) -> Vec<Stmt> {
             Change::DeleteAgent(id) => out.push(Stmt::Delete(
                 Query::delete().from_table(t("agents")).and_where(Expr::col(t("id")).eq(id.0.as_str())).to_owned(),
             )),
+            Change::PutGroup(g) => {
+                let row = vec![g.id.to_string().into(), json(g).into()];
+                out.extend(upsert("groups", &["id"], &["id", "data"], std::iter::once(row)).map(Stmt::Insert));
+            }
+            Change::DeleteGroup(id) => {
+                out.push(Stmt::Delete(
+                    Query::delete().from_table(t("groups")).and_where(Expr::col(t("id")).eq(id.to_string())).to_owned(),
+                ));
+                out.push(Stmt::Delete(
+                    Query::delete()
+                        .from_table(t("group_versions"))
+                        .and_where(Expr::col(t("group_id")).eq(id.to_string()))
+                        .to_owned(),
+                ));
+            }
+            Change::PutGroupVersion(g) => {
+                let row = vec![g.id.to_string().into(), g.version.to_string().into(), json(g).into()];
+                out.extend(
+                    upsert(
+                        "group_versions",
+                        &["group_id", "version"],
+                        &["group_id", "version", "data"],
+                        std::iter::once(row),
+                    )
+                    .map(Stmt::Insert),
+                );
+            }
+            Change::PruneGroupVersions(id, keep_from) => out.push(Stmt::Delete(
+                Query::delete()
+                    .from_table(t("group_versions"))
+                    .and_where(Expr::col(t("group_id")).eq(id.to_string()))
+                    .and_where(Expr::col(t("version")).lt(keep_from.to_string()))
+                    .to_owned(),
+            )),
             Change::PutTask(_) => unreachable!("handled above"),
         }
         i += 1;
@@ -212,6 +258,22 @@ fn statements(changes: &[Change]) -> Vec<Stmt> {
 
 fn parse<T: serde::de::DeserializeOwned>(what: &'static str, key: &str, data: &str) -> Result<T> {
     serde_json::from_str(data).map_err(|source| StoreError::Corrupt { what, key: key.to_string(), source })
+}
+
+/// The key of a version table's row: an app id (`app`) or a group id, and a version.
+fn version_key(id: String, v: String, app: bool) -> Result<(PathId, Timestamp)> {
+    let corrupt = |what: &'static str, msg: String| StoreError::Corrupt {
+        what,
+        key: id.clone(),
+        source: serde::de::Error::custom(msg),
+    };
+    let parsed = match app {
+        true => PathId::parse_app(&id),
+        false => PathId::parse_relative(&id, &PathId::root()),
+    };
+    let path = parsed.map_err(|e| corrupt("id", e.to_string()))?;
+    let ts = Timestamp::parse(&v).ok_or_else(|| corrupt("version", "bad timestamp".into()))?;
+    Ok((path, ts))
 }
 
 /// Runs `$body` once for whichever backend is configured, with `$builder` bound to its
@@ -312,6 +374,13 @@ impl Store {
         let tasks = Query::select().columns([t("id"), t("data")]).from(t("tasks")).to_owned();
         let deps = Query::select().columns([t("id"), t("data")]).from(t("deployments")).to_owned();
         let agents = Query::select().columns([t("id"), t("data")]).from(t("agents")).to_owned();
+        let groups = Query::select().columns([t("id"), t("data")]).from(t("groups")).to_owned();
+        let group_versions = Query::select()
+            .columns([t("group_id"), t("version")])
+            .from(t("group_versions"))
+            .order_by(t("group_id"), Order::Asc)
+            .order_by(t("version"), Order::Asc)
+            .to_owned();
         with_backend!(self, |pool, builder| {
             for r in fetch_rows!(pool, builder, apps) {
                 let id: String = r.try_get(0)?;
@@ -323,21 +392,21 @@ impl Store {
                 snap.apps.push((app, failure));
             }
             for r in fetch_rows!(pool, builder, versions) {
-                let id: String = r.try_get(0)?;
-                let v: String = r.try_get(1)?;
-                let app = PathId::parse_app(&id).map_err(|e| StoreError::Corrupt {
-                    what: "app id",
-                    key: id.clone(),
-                    source: serde::de::Error::custom(e),
-                })?;
-                let ts = Timestamp::parse(&v).ok_or_else(|| StoreError::Corrupt {
-                    what: "app version",
-                    key: id.clone(),
-                    source: serde::de::Error::custom("bad timestamp"),
-                })?;
+                let (app, ts) = version_key(r.try_get(0)?, r.try_get(1)?, true)?;
                 match snap.versions.last_mut() {
                     Some((last, list)) if *last == app => list.push(ts),
                     _ => snap.versions.push((app, vec![ts])),
+                }
+            }
+            for r in fetch_rows!(pool, builder, groups) {
+                let id: String = r.try_get(0)?;
+                snap.groups.push(parse("group", &id, &r.try_get::<String, _>(1)?)?);
+            }
+            for r in fetch_rows!(pool, builder, group_versions) {
+                let (group, ts) = version_key(r.try_get(0)?, r.try_get(1)?, false)?;
+                match snap.group_versions.last_mut() {
+                    Some((last, list)) if *last == group => list.push(ts),
+                    _ => snap.group_versions.push((group, vec![ts])),
                 }
             }
             for r in fetch_rows!(pool, builder, tasks) {
@@ -373,6 +442,23 @@ impl Store {
             let rows = fetch_rows!(pool, builder, q);
             match rows.first() {
                 Some(r) => Ok(Some(parse("app version", &app.to_string(), &r.try_get::<String, _>(0)?)?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// One stored version of a group.
+    pub async fn group_version(&self, group: &PathId, version: Timestamp) -> Result<Option<GroupVersion>> {
+        let q = Query::select()
+            .column(t("data"))
+            .from(t("group_versions"))
+            .and_where(Expr::col(t("group_id")).eq(group.to_string()))
+            .and_where(Expr::col(t("version")).eq(version.to_string()))
+            .to_owned();
+        with_backend!(self, |pool, builder| {
+            let rows = fetch_rows!(pool, builder, q);
+            match rows.first() {
+                Some(r) => Ok(Some(parse("group version", &group.to_string(), &r.try_get::<String, _>(0)?)?)),
                 None => Ok(None),
             }
         })

@@ -6,6 +6,7 @@ mod apps;
 mod bad_input;
 mod crash;
 mod docker;
+mod groups;
 mod health;
 mod spec;
 mod store;

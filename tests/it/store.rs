@@ -48,13 +48,33 @@ async fn exercise(url: &str, dir: &std::path::Path) {
         Change::PutApp(Box::new(b.clone())),
     ];
     batch.extend((0..2000).map(|i| Change::PutTask(Box::new(task(&a2, i)))));
-    let dep = Deployment::single(
-        "d-1".into(),
-        a2.version,
-        dromos::domain::deployment::ActionKind::ScaleApplication,
-        a2.spec.id.clone(),
-    );
+    let dep = Deployment {
+        id: "d-1".into(),
+        version: a2.version,
+        affected_apps: vec![a2.spec.id.clone()],
+        steps: vec![vec![DeploymentAction {
+            action: dromos::domain::deployment::ActionKind::ScaleApplication,
+            app: a2.spec.id.clone(),
+        }]],
+        original: [(a1.spec.id.clone(), a1.version)].into_iter().collect(),
+        removed: vec![b.clone()],
+    };
     batch.push(Change::PutDeployment(Box::new(dep.clone())));
+    // An explicit group and two versions of it.
+    let shop = PathId::parse_app("/shop").unwrap();
+    let group =
+        GroupSpec { id: shop.clone(), dependencies: vec![b.spec.id.clone()], enforce_role: true, version: a2.version };
+    let gv = |ms: i64| GroupVersion {
+        id: shop.clone(),
+        version: Timestamp::from_millis(ms),
+        groups: vec![group.clone()],
+        apps: vec![a2.clone()],
+    };
+    batch.extend([
+        Change::PutGroup(Box::new(group.clone())),
+        Change::PutGroupVersion(Box::new(gv(10))),
+        Change::PutGroupVersion(Box::new(gv(20))),
+    ]);
     let agent = AgentRecord {
         info: AgentInfo {
             id: AgentId("agent-1".into()),
@@ -73,6 +93,9 @@ async fn exercise(url: &str, dir: &std::path::Path) {
     batch.push(Change::PutAgent(Box::new(agent.clone())));
     store.apply(&batch).await.expect("commit batch");
     assert_eq!(store.count_tasks().await.unwrap(), 2000);
+
+    let snap = store.load().await.unwrap();
+    assert_eq!(snap.deployments, vec![dep], "a deployment round-trips with what it needs for a rollback");
 
     // Updates and deletes in a second batch.
     let mut t0 = task(&a2, 0);
@@ -100,6 +123,16 @@ async fn exercise(url: &str, dir: &std::path::Path) {
     assert_eq!(snap.agents, vec![agent]);
     assert_eq!(store.app_version(&a1.spec.id, a1.version).await.unwrap(), Some(a1.clone()));
     assert_eq!(store.app_version(&a1.spec.id, Timestamp::from_millis(7)).await.unwrap(), None);
+    assert_eq!(snap.groups, vec![group.clone()]);
+    assert_eq!(snap.group_versions, vec![(shop.clone(), vec![Timestamp::from_millis(10), Timestamp::from_millis(20)])]);
+    assert_eq!(store.group_version(&shop, Timestamp::from_millis(10)).await.unwrap(), Some(gv(10)));
+
+    // Group version pruning, then the group goes with its versions.
+    store.apply(&[Change::PruneGroupVersions(shop.clone(), Timestamp::from_millis(20))]).await.unwrap();
+    assert_eq!(store.load().await.unwrap().group_versions[0].1, vec![Timestamp::from_millis(20)]);
+    store.apply(&[Change::DeleteGroup(shop.clone())]).await.unwrap();
+    let snap = store.load().await.unwrap();
+    assert!(snap.groups.is_empty() && snap.group_versions.is_empty());
 
     // Version pruning.
     store.apply(&[Change::PruneVersions(a1.spec.id.clone(), a2.version)]).await.unwrap();

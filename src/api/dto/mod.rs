@@ -4,6 +4,7 @@
 //! current forms are what we emit.
 
 pub mod app;
+pub mod group;
 pub mod task;
 
 use super::error::ApiError;
