@@ -146,7 +146,7 @@ fn bench_health(rt: &tokio::runtime::Runtime) {
         let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT));
         let reports = Arc::new(AtomicU64::new(0));
         let r = reports.clone();
-        let report: dromos::agent::health::Report = Arc::new(move |_, _, _| {
+        let report: dromos::agent::health::Report = Arc::new(move |_, _| {
             r.fetch_add(1, Ordering::Relaxed);
         });
         let checks: Vec<Checks> = (0..CHECKS)
@@ -158,7 +158,7 @@ fn bench_health(rt: &tokio::runtime::Runtime) {
                     sandbox: std::env::temp_dir(),
                     env: Default::default(),
                 };
-                Checks::start(target, std::slice::from_ref(&check), limit.clone(), report.clone())
+                Checks::start(target, std::slice::from_ref(&check), None, limit.clone(), report.clone())
             })
             .collect();
         // Let the first round settle, then count a steady window.

@@ -8,13 +8,16 @@
 //! state says so (alive changed, or a failure counted), plus the current state of every
 //! check whenever the agent (re)registers. The master decides about kills.
 //!
+//! A task's readiness check runs the same way until its first ready answer, reporting
+//! each answer that differs from the one before.
+//!
 //! Probes reach only the task itself: its host and one of its own ports (the master
 //! resolves `port`/`portIndex` against the task's ports), or a command in its sandbox.
 //! At most [`MAX_CONCURRENT`] probes run at once; a probe that hangs fails at its
 //! timeout and its connection is dropped.
 
-use super::protocol::{CheckKind, HealthCheckTask};
-use crate::domain::health::{Effect, Health, Outcome, Policy};
+use super::protocol::{CheckKind, HealthCheckTask, ReadinessCheckTask};
+use crate::domain::health::{Effect, Health, Outcome, Policy, Readiness, ReadinessResponse};
 use crate::domain::{TaskId, Timestamp};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -28,8 +31,16 @@ use tokio::task::AbortHandle;
 /// Probes running at once on one agent.
 pub const MAX_CONCURRENT: usize = 1024;
 
-/// Where a check's results go: (task, check index, state).
-pub type Report = Arc<dyn Fn(&TaskId, u16, &Health) + Send + Sync>;
+/// What a task's checks found out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finding {
+    /// The state of health check `index`.
+    Health(u16, Health),
+    Ready(Readiness),
+}
+
+/// Where the checks' findings go.
+pub type Report = Arc<dyn Fn(&TaskId, Finding) + Send + Sync>;
 
 /// What a task's checks need to know about it.
 #[derive(Debug, Clone)]
@@ -46,6 +57,7 @@ pub struct Checks {
     handles: Vec<AbortHandle>,
     /// The latest state of each check, re-sent when the agent registers.
     latest: Arc<std::sync::Mutex<BTreeMap<u16, Health>>>,
+    ready: Arc<std::sync::Mutex<Option<Readiness>>>,
 }
 
 impl Drop for Checks {
@@ -58,9 +70,16 @@ impl Drop for Checks {
 
 impl Checks {
     /// Starts every check of `target` (on the current tokio runtime).
-    pub fn start(target: Target, checks: &[HealthCheckTask], limit: Arc<Semaphore>, report: Report) -> Checks {
+    pub fn start(
+        target: Target,
+        checks: &[HealthCheckTask],
+        readiness: Option<&ReadinessCheckTask>,
+        limit: Arc<Semaphore>,
+        report: Report,
+    ) -> Checks {
         let latest: Arc<std::sync::Mutex<BTreeMap<u16, Health>>> = Arc::default();
-        let handles = checks
+        let ready: Arc<std::sync::Mutex<Option<Readiness>>> = Arc::default();
+        let mut handles: Vec<AbortHandle> = checks
             .iter()
             .enumerate()
             .map(|(i, c)| {
@@ -68,12 +87,22 @@ impl Checks {
                 tokio::spawn(run).abort_handle()
             })
             .collect();
-        Checks { handles, latest }
+        if let Some(rc) = readiness {
+            let run = run_readiness(target, rc.clone(), limit, report, ready.clone());
+            handles.push(tokio::spawn(run).abort_handle());
+        }
+        Checks { handles, latest, ready }
     }
 
-    /// The latest state of each check that has one.
-    pub fn latest(&self) -> Vec<(u16, Health)> {
-        self.latest.lock().map(|m| m.iter().map(|(i, h)| (*i, h.clone())).collect()).unwrap_or_default()
+    /// The latest finding of each check that has one.
+    pub fn latest(&self) -> Vec<Finding> {
+        let mut out: Vec<Finding> = self
+            .latest
+            .lock()
+            .map(|m| m.iter().map(|(i, h)| Finding::Health(*i, h.clone())).collect())
+            .unwrap_or_default();
+        out.extend(self.ready.lock().ok().and_then(|r| r.clone()).map(Finding::Ready));
+        out
     }
 }
 
@@ -116,8 +145,53 @@ async fn run_check(
             if let Ok(mut m) = latest.lock() {
                 m.insert(index, health.clone());
             }
-            report(&target.task_id, index, &health);
+            report(&target.task_id, Finding::Health(index, health.clone()));
         }
+    }
+}
+
+/// Probes readiness every interval until the first ready answer, reporting each answer
+/// that differs from the one before.
+async fn run_readiness(
+    target: Target,
+    check: ReadinessCheckTask,
+    limit: Arc<Semaphore>,
+    report: Report,
+    latest: Arc<std::sync::Mutex<Option<Readiness>>>,
+) {
+    let interval = Duration::from_millis(check.interval_ms.max(100));
+    let mut every = tokio::time::interval(interval);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last: Option<Readiness> = None;
+    loop {
+        every.tick().await;
+        let answer = {
+            let _permit = limit.acquire().await;
+            let timeout = Duration::from_millis(check.timeout_ms.max(1));
+            match tokio::time::timeout(timeout, http_status(&target.host, check.port, &check.path)).await {
+                Ok(a) => a,
+                Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+            }
+        };
+        let now = match answer {
+            Ok(status) => Readiness {
+                name: check.name.clone(),
+                ready: check.ready_statuses.contains(&status),
+                last_response: Some(ReadinessResponse { status }),
+                cause: None,
+            },
+            Err(cause) => Readiness { name: check.name.clone(), ready: false, last_response: None, cause: Some(cause) },
+        };
+        if last.as_ref() != Some(&now) {
+            if let Ok(mut l) = latest.lock() {
+                *l = Some(now.clone());
+            }
+            report(&target.task_id, Finding::Ready(now.clone()));
+        }
+        if now.ready {
+            return;
+        }
+        last = Some(now);
     }
 }
 
@@ -154,16 +228,22 @@ pub async fn probe(target: &Target, check: &HealthCheckTask) -> Outcome {
 
 /// HTTP GET `path`: 200-399 passes; 1xx is ignored when asked to.
 async fn http_probe(host: &str, port: u16, path: &str, ignore_1xx: bool) -> Outcome {
-    let mut conn = match TcpStream::connect((host, port)).await {
-        Ok(c) => c,
-        Err(e) => return Outcome::Unhealthy(format!("HTTP connection to {host}:{port} failed: {e}")),
-    };
+    match http_status(host, port, path).await {
+        Ok(s) if (200..400).contains(&s) => Outcome::Healthy,
+        Ok(s) if (100..200).contains(&s) && ignore_1xx => Outcome::Ignored,
+        Ok(s) => Outcome::Unhealthy(format!("HTTP status {s}")),
+        Err(e) => Outcome::Unhealthy(e),
+    }
+}
+
+/// The status of an HTTP GET of `path` (only the status line is read).
+async fn http_status(host: &str, port: u16, path: &str) -> Result<u16, String> {
+    let mut conn =
+        TcpStream::connect((host, port)).await.map_err(|e| format!("HTTP connection to {host}:{port} failed: {e}"))?;
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: dromos-health-check\r\nAccept: */*\r\nConnection: close\r\n\r\n"
     );
-    if let Err(e) = conn.write_all(req.as_bytes()).await {
-        return Outcome::Unhealthy(format!("HTTP request to {host}:{port} failed: {e}"));
-    }
+    conn.write_all(req.as_bytes()).await.map_err(|e| format!("HTTP request to {host}:{port} failed: {e}"))?;
     // Only the status line matters: read until its end (bounded).
     let mut buf = Vec::with_capacity(256);
     let mut chunk = [0u8; 256];
@@ -171,17 +251,14 @@ async fn http_probe(host: &str, port: u16, path: &str, ignore_1xx: bool) -> Outc
         match conn.read(&mut chunk).await {
             Ok(0) => break,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) => return Outcome::Unhealthy(format!("HTTP response from {host}:{port} failed: {e}")),
+            Err(e) => return Err(format!("HTTP response from {host}:{port} failed: {e}")),
         }
     }
     let line = String::from_utf8_lossy(&buf);
-    let status = line.strip_prefix("HTTP/1.").and_then(|r| r.get(2..5)).and_then(|c| c.parse::<u16>().ok());
-    match status {
-        Some(s) if (200..400).contains(&s) => Outcome::Healthy,
-        Some(s) if (100..200).contains(&s) && ignore_1xx => Outcome::Ignored,
-        Some(s) => Outcome::Unhealthy(format!("HTTP status {s}")),
-        None => Outcome::Unhealthy("not an HTTP response".into()),
-    }
+    line.strip_prefix("HTTP/1.")
+        .and_then(|r| r.get(2..5))
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or_else(|| "not an HTTP response".to_string())
 }
 
 /// Kills a probe command's whole process group when dropped: after the command ended

@@ -88,6 +88,7 @@ struct Tracked {
     /// The task's health checks and environment (from its launch), and, while it runs,
     /// the running checks.
     health_checks: Vec<protocol::HealthCheckTask>,
+    readiness: Option<Box<protocol::ReadinessCheckTask>>,
     env: BTreeMap<String, String>,
     checks: Option<health::Checks>,
 }
@@ -398,8 +399,8 @@ impl Agent {
         let replaces = self.replaces.clone();
         self.send(FromAgent::Register { protocol: PROTOCOL_VERSION, info: self.info(), tasks, replaces });
         for (task_id, t) in &self.tasks {
-            for (index, health) in t.checks.iter().flat_map(|c| c.latest()) {
-                self.send(FromAgent::Health { task_id: task_id.clone(), index, health });
+            for finding in t.checks.iter().flat_map(|c| c.latest()) {
+                self.send(finding_message(task_id, finding));
             }
         }
     }
@@ -536,14 +537,13 @@ impl Agent {
     /// Starts the health checks of a task that now runs (if it has any).
     fn start_checks(&mut self, task_id: &TaskId) {
         let (master, agent) = (self.master.clone(), self.id.clone());
-        let report: health::Report = Arc::new(move |task, index, h| {
-            let msg = FromAgent::Health { task_id: task.clone(), index, health: h.clone() };
-            let _ = master.send((agent.clone(), msg));
+        let report: health::Report = Arc::new(move |task, finding| {
+            let _ = master.send((agent.clone(), finding_message(task, finding)));
         });
         let host = self.cfg.hostname.clone();
         let probes = self.probes.clone();
         if let Some(t) = self.tasks.get_mut(task_id) {
-            if t.health_checks.is_empty() || t.checks.is_some() {
+            if (t.health_checks.is_empty() && t.readiness.is_none()) || t.checks.is_some() {
                 return;
             }
             let target = health::Target {
@@ -553,7 +553,7 @@ impl Agent {
                 sandbox: t.sandbox.clone(),
                 env: t.env.clone(),
             };
-            t.checks = Some(health::Checks::start(target, &t.health_checks, probes, report));
+            t.checks = Some(health::Checks::start(target, &t.health_checks, t.readiness.as_deref(), probes, report));
         }
     }
 
@@ -661,9 +661,18 @@ impl Tracked {
             kill_requested: false,
             terminal: None,
             health_checks: launch.map(|l| l.health_checks.clone()).unwrap_or_default(),
+            readiness: launch.and_then(|l| l.readiness.clone()),
             env: launch.map(|l| l.env.clone()).unwrap_or_default(),
             checks: None,
         }
+    }
+}
+
+/// The message that tells the master what a task's checks found.
+fn finding_message(task_id: &TaskId, finding: health::Finding) -> FromAgent {
+    match finding {
+        health::Finding::Health(index, health) => FromAgent::Health { task_id: task_id.clone(), index, health },
+        health::Finding::Ready(readiness) => FromAgent::Ready { task_id: task_id.clone(), readiness },
     }
 }
 

@@ -42,6 +42,9 @@ pub struct LaunchTask {
     /// The app's health checks, resolved for this task; the agent runs them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub health_checks: Vec<HealthCheckTask>,
+    /// The app's readiness check, resolved for this task; the agent runs it until ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<Box<ReadinessCheckTask>>,
     /// Set for tasks that run as Docker containers (`container.type: DOCKER`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker: Option<Box<super::docker::DockerTask>>,
@@ -118,6 +121,19 @@ pub struct HealthCheckTask {
     /// Why the check cannot run as defined (it then fails with this cause).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// A readiness check of one task: HTTP GET `path` on one of its own ports until the
+/// answer's status is one of `ready_statuses`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadinessCheckTask {
+    pub name: String,
+    pub port: u16,
+    pub path: String,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub ready_statuses: Vec<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -214,6 +230,13 @@ pub enum FromAgent {
         task_id: TaskId,
         index: u16,
         health: crate::domain::health::Health,
+    },
+    /// A task's readiness check answered differently than before (also re-sent when
+    /// the agent (re)registered).
+    #[serde(rename_all = "camelCase")]
+    Ready {
+        task_id: TaskId,
+        readiness: crate::domain::health::Readiness,
     },
     /// The answer to `readLog`: the chunk, or why there is none.
     Log {

@@ -56,6 +56,12 @@ fn decode(frame: Message) -> Result<Option<FromAgent>, String> {
                 FromAgent::Pong => {}
                 FromAgent::Log { error, .. } => truncate(error),
                 FromAgent::Health { health, .. } => truncate(&mut health.last_failure_cause),
+                FromAgent::Ready { readiness, .. } => {
+                    truncate(&mut readiness.cause);
+                    let mut name = Some(std::mem::take(&mut readiness.name));
+                    truncate(&mut name);
+                    readiness.name = name.unwrap_or_default();
+                }
             }
             Ok(Some(msg))
         }

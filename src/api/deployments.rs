@@ -31,7 +31,7 @@ pub fn deployment_json(d: &Deployment, state: &MasterState) -> Value {
         .flatten()
         .map(|a| {
             let mut v = action_json(a);
-            v["readinessCheckResults"] = json!([]);
+            v["readinessCheckResults"] = json!(super::dto::app::readiness_results(state, &a.app));
             v
         })
         .collect();

@@ -994,6 +994,12 @@ impl AppSpec {
                     "must be a non-empty list of HTTP status codes",
                 ));
             }
+            if rc.protocol == ReadinessProtocol::Https {
+                v.push(Violation::new(
+                    format!("{p}/protocol"),
+                    "HTTPS readiness checks are not supported yet (no TLS client is built in); use HTTP",
+                ));
+            }
         }
         if let Some(c) = &self.check {
             let n = [c.http.is_some(), c.tcp.is_some(), c.exec.is_some()].iter().filter(|x| **x).count();

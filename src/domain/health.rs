@@ -33,6 +33,27 @@ pub struct Health {
     pub last_failure_cause: Option<String>,
 }
 
+/// A readiness check's latest answer for one task (Marathon's `readinessCheckResults`).
+/// Readiness is probed from a task's start until the first ready answer; during a
+/// deployment a new task counts only once it is ready (and healthy).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Readiness {
+    pub name: String,
+    pub ready: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_response: Option<ReadinessResponse>,
+    /// Why there was no answer (connection refused, timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadinessResponse {
+    pub status: u16,
+}
+
 /// What a task's health check reports say about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {

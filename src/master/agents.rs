@@ -378,7 +378,10 @@ impl Master {
                             }
                         }
                         FromAgent::Status(s) => h.apply(state, &agent, s, now),
-                        FromAgent::Pong | FromAgent::Log { .. } | FromAgent::Health { .. } => {}
+                        FromAgent::Pong
+                        | FromAgent::Log { .. }
+                        | FromAgent::Health { .. }
+                        | FromAgent::Ready { .. } => {}
                     }
                 }
                 let StatusHandling { changes, acks, orphans, failures, .. } = h;

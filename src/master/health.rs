@@ -4,7 +4,8 @@
 //! after the app's launch backoff, as Marathon does).
 
 use super::{Master, MasterError};
-use crate::agent::protocol::{CheckKind, HealthCheckTask, ToAgent};
+use crate::agent::health::Finding;
+use crate::agent::protocol::{CheckKind, HealthCheckTask, ReadinessCheckTask, ToAgent};
 use crate::domain::app::{HealthCheck, HealthProtocol};
 use crate::domain::health::Health;
 use crate::domain::task::{Goal, TaskFailure};
@@ -70,16 +71,48 @@ fn resolve(hc: &HealthCheck, ports: &[u16]) -> HealthCheckTask {
     }
 }
 
+/// The app's readiness check for a task with host ports `ports`: it probes the port
+/// named by `portName` (validation made sure there is one).
+pub fn readiness_task(spec: &AppSpec, ports: &[u16]) -> Option<ReadinessCheckTask> {
+    let rc = spec.readiness_checks.first()?;
+    let index = spec.port_names().iter().position(|n| n.as_deref() == Some(rc.port_name.as_str()))?;
+    Some(ReadinessCheckTask {
+        name: rc.name.clone(),
+        port: *ports.get(index)?,
+        path: rc.path.clone(),
+        interval_ms: rc.interval_seconds.max(0) as u64 * 1000,
+        timeout_ms: rc.timeout_seconds.max(0) as u64 * 1000,
+        ready_statuses: rc.http_status_codes_for_ready.iter().filter_map(|c| u16::try_from(*c).ok()).collect(),
+    })
+}
+
 impl Master {
-    /// Records a health state an agent reported; kills the task when its check failed
-    /// too often in a row (only a running task of that agent, still wanted).
-    pub(super) async fn on_health(
+    /// Records what a task's checks found: a readiness answer is kept (soft state, for
+    /// deployments); a health state may lead to a kill ([`Master::on_health`]).
+    pub(super) async fn on_finding(
         &self,
         agent: AgentId,
         task_id: TaskId,
-        index: u16,
-        health: Health,
+        finding: Finding,
     ) -> Result<(), MasterError> {
+        match finding {
+            Finding::Health(index, health) => self.on_health(agent, task_id, index, health).await,
+            Finding::Ready(readiness) => {
+                let mut st = self.state.write().await;
+                if st.tasks.get(&task_id).is_some_and(|t| t.agent_id == agent && t.is_active()) {
+                    st.readiness.insert(task_id, readiness);
+                    drop(st);
+                    // A ready task may let a deployment go on.
+                    self.wake();
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Records a health state an agent reported; kills the task when its check failed
+    /// too often in a row (only a running task of that agent, still wanted).
+    async fn on_health(&self, agent: AgentId, task_id: TaskId, index: u16, health: Health) -> Result<(), MasterError> {
         let due = {
             let mut st = self.state.write().await;
             let Some(task) = st.tasks.get(&task_id).filter(|t| t.agent_id == agent && t.is_active()) else {

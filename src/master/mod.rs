@@ -23,6 +23,7 @@ pub mod state;
 pub use agents::{Connection, Liveness, Recovering, RemovalLimit};
 
 use crate::agent::docker::{DockerNetwork, DockerPortMapping, DockerTask, DockerVolume};
+use crate::agent::health::Finding;
 use crate::agent::protocol::{FromAgent, LaunchTask, TaskCommand, ToAgent};
 use crate::domain::app::{UnreachableStrategy, VolumeMode};
 use crate::domain::task::{task_environment, Goal};
@@ -304,7 +305,11 @@ impl Master {
                         false
                     }
                     FromAgent::Health { task_id, index, health: h } => {
-                        health.push((agent.clone(), task_id.clone(), *index, std::mem::take(h)));
+                        health.push((agent.clone(), task_id.clone(), Finding::Health(*index, std::mem::take(h))));
+                        false
+                    }
+                    FromAgent::Ready { task_id, readiness } => {
+                        health.push((agent.clone(), task_id.clone(), Finding::Ready(std::mem::take(readiness))));
                         false
                     }
                     _ => true,
@@ -315,8 +320,8 @@ impl Master {
                     true => Ok(()),
                     false => m.on_agent_messages(std::mem::take(&mut batch)).await,
                 };
-                for (agent, task, index, h) in health {
-                    if let Err(e) = m.on_health(agent, task, index, h).await {
+                for (agent, task, finding) in health {
+                    if let Err(e) = m.on_finding(agent, task, finding).await {
                         tracing::error!("handling a health report failed: {e}");
                     }
                 }
@@ -449,7 +454,7 @@ fn plan_tick(
     let mut stop = Vec::new();
     for (id, rec) in state.apps.iter().filter(|(id, _)| !held.contains(*id)) {
         let tasks: Vec<&Task> = state.tasks_of(id).collect();
-        let ctx = ReconcileContext { agents: &fields, health: &state.health };
+        let ctx = ReconcileContext { agents: &fields, probes: state.probes() };
         let plan = reconcile_app(&rec.current, &tasks, backoffs.get(id), now, ctx);
         stop.extend(plan.kill);
         if plan.launch > 0 {
@@ -537,6 +542,7 @@ fn plan_tick(
                 cpus: spec.limits().0,
                 mem_mb: spec.limits().1,
                 health_checks: health::health_check_tasks(spec, &p.ports),
+                readiness: health::readiness_task(spec, &p.ports).map(Box::new),
             },
         ));
         changes.push(Change::PutTask(Box::new(task)));

@@ -2,7 +2,7 @@
 //! with changes it has committed, so readers never see anything that is not durable.
 
 use crate::domain::group::Tree;
-use crate::domain::health::Health;
+use crate::domain::health::{Health, Readiness};
 use crate::domain::task::TaskFailure;
 use crate::domain::{AgentId, AgentRecord, AppVersion, Deployment, GroupSpec, PathId, Task, TaskId, Timestamp};
 use crate::store::{Change, Snapshot};
@@ -30,6 +30,8 @@ pub struct State {
     /// Health check states of running tasks, by check index, as their agents report
     /// them. Soft state: never stored; agents send it again when they register.
     pub health: HashMap<TaskId, BTreeMap<u16, Health>>,
+    /// Readiness check answers of tasks, as their agents report them (soft state too).
+    pub readiness: HashMap<TaskId, Readiness>,
 }
 
 impl State {
@@ -92,6 +94,7 @@ impl State {
             Change::PutTask(t) => self.insert_task((**t).clone()),
             Change::DeleteTask(id) => {
                 self.health.remove(id);
+                self.readiness.remove(id);
                 if let Some(t) = self.tasks.remove(id) {
                     if let Some(set) = self.tasks_by_app.get_mut(&t.app_id) {
                         set.remove(id);
@@ -134,6 +137,11 @@ impl State {
         }
     }
 
+    /// What the agents' checks reported about tasks.
+    pub fn probes(&self) -> crate::scheduler::reconcile::Probes<'_> {
+        crate::scheduler::reconcile::Probes { health: &self.health, readiness: &self.readiness }
+    }
+
     /// The app tree as it is: current app versions and explicit groups.
     pub fn tree(&self) -> Tree<'_> {
         Tree {
@@ -160,7 +168,7 @@ impl State {
                 !step.iter().all(|a| {
                     let app = self.apps.get(&a.app).map(|r| &r.current);
                     let tasks: Vec<&Task> = self.tasks_of(&a.app).collect();
-                    crate::scheduler::reconcile::action_done(a.action, app, &tasks, &self.health)
+                    crate::scheduler::reconcile::action_done(a.action, app, &tasks, self.probes())
                 })
             })
             .unwrap_or(d.steps.len())

@@ -9,7 +9,7 @@ use super::backoff::Backoff;
 use super::constraints::{group_by_victims, AgentFields};
 use super::rolling;
 use crate::domain::app::{ConstraintOperator, KillSelection, UnreachableStrategy};
-use crate::domain::health::{verdict, Health, Verdict};
+use crate::domain::health::{verdict, Health, Readiness, Verdict};
 use crate::domain::task::Goal;
 use crate::domain::{AgentId, AppVersion, Task, TaskId, TaskState, Timestamp};
 use std::collections::{BTreeMap, HashMap};
@@ -76,19 +76,35 @@ pub fn is_inactive(t: &Task, strategy: &UnreachableStrategy, now: Timestamp) -> 
     }
 }
 
+/// What the agents' checks reported about tasks.
+#[derive(Debug, Clone, Copy)]
+pub struct Probes<'a> {
+    /// Health check states, by check index.
+    pub health: &'a HashMap<TaskId, BTreeMap<u16, Health>>,
+    /// Readiness check answers.
+    pub readiness: &'a HashMap<TaskId, Readiness>,
+}
+
+impl Probes<'_> {
+    fn healthy(&self, t: &Task, checks: usize) -> bool {
+        task_healthy(t, self.health, checks)
+    }
+
+    /// Whether a new task of `spec` counts for a deployment: running, healthy by every
+    /// health check, and ready (when the app has a readiness check), as in Marathon.
+    pub fn counts(&self, t: &Task, spec: &crate::domain::AppSpec) -> bool {
+        self.healthy(t, spec.health_checks.len())
+            && (spec.readiness_checks.is_empty() || self.readiness.get(&t.id).is_some_and(|r| r.ready))
+    }
+}
+
 /// What reconciliation reads besides the app and its tasks.
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
     /// Constraint fields of the agents tasks run on (used for GROUP_BY scale-down).
     pub agents: &'a HashMap<AgentId, AgentFields>,
-    /// Health check states of tasks, by check index (used for rolling upgrades).
-    pub health: &'a HashMap<TaskId, BTreeMap<u16, Health>>,
-}
-
-impl Context<'_> {
-    fn healthy(&self, t: &Task, checks: usize) -> bool {
-        task_healthy(t, self.health, checks)
-    }
+    /// What checks said about tasks (used for rolling upgrades).
+    pub probes: Probes<'a>,
 }
 
 /// A running task whose `checks` health checks all reported it alive (with no checks:
@@ -121,14 +137,13 @@ pub fn reconcile_app(
     let kept_current: Vec<&Task> = current.iter().copied().filter(|t| !plan.kill.contains(&t.id)).collect();
 
     // Old-config tasks are replaced as the upgrade strategy allows.
-    let checks = spec.health_checks.len();
     let step = rolling::step(
         rolling::Counts {
             wanted,
             old: old.len(),
-            old_healthy: old.iter().filter(|t| ctx.healthy(t, 0)).count(),
+            old_healthy: old.iter().filter(|t| ctx.probes.healthy(t, 0)).count(),
             new: kept_current.len(),
-            new_healthy: kept_current.iter().filter(|t| ctx.healthy(t, checks)).count(),
+            new_healthy: kept_current.iter().filter(|t| ctx.probes.counts(t, spec)).count(),
         },
         &spec.upgrade_strategy,
     );
@@ -141,7 +156,7 @@ pub fn reconcile_app(
     }
     // The unhealthy old tasks go first, then the oldest.
     let mut old = old;
-    old.sort_by_key(|t| (ctx.healthy(t, 0), t.staged_at));
+    old.sort_by_key(|t| (ctx.probes.healthy(t, 0), t.staged_at));
     plan.kill.extend(old.into_iter().take(step.kill_old).map(|t| t.id.clone()));
     plan
 }
@@ -194,7 +209,13 @@ pub(crate) mod tests {
     /// health reports.
     fn plan_of(app: &AppVersion, tasks: &[&Task], backoff: Option<&Backoff>, now: Timestamp) -> AppPlan {
         let (agents, health) = (HashMap::new(), HashMap::new());
-        reconcile_app(app, tasks, backoff, now, Context { agents: &agents, health: &health })
+        reconcile_app(
+            app,
+            tasks,
+            backoff,
+            now,
+            Context { agents: &agents, probes: Probes { health: &health, readiness: &HashMap::new() } },
+        )
     }
 
     fn refs(v: &[Task]) -> Vec<&Task> {
@@ -288,7 +309,7 @@ pub(crate) mod tests {
             })
             .collect();
         let health = HashMap::new();
-        let ctx = Context { agents: &agents, health: &health };
+        let ctx = Context { agents: &agents, probes: Probes { health: &health, readiness: &HashMap::new() } };
         let p = reconcile_app(&app, &refs(&tasks), None, Timestamp::from_millis(10), ctx);
         assert_eq!(p.kill, vec![tasks[1].id.clone()], "the younger of r1's two, not r3's only one");
         let p = plan_of(&app, &refs(&tasks), None, Timestamp::from_millis(10));
@@ -342,7 +363,7 @@ pub(crate) mod tests {
         let alive = Health { alive: true, ..Default::default() };
         let health = HashMap::from([(all[2].id.clone(), BTreeMap::from([(0u16, alive)]))]);
         let agents = HashMap::new();
-        let ctx = Context { agents: &agents, health: &health };
+        let ctx = Context { agents: &agents, probes: Probes { health: &health, readiness: &HashMap::new() } };
         let p = reconcile_app(&app, &refs(&all), None, Timestamp::from_millis(200), ctx);
         assert_eq!(p.kill, vec![all[0].id.clone()], "healthy: the oldest old task goes");
         // An old task reported dead goes first.
@@ -351,9 +372,36 @@ pub(crate) mod tests {
             (all[2].id.clone(), BTreeMap::from([(0u16, Health { alive: true, ..Default::default() })])),
             (all[1].id.clone(), BTreeMap::from([(0u16, dead)])),
         ]);
-        let ctx = Context { agents: &agents, health: &health };
+        let ctx = Context { agents: &agents, probes: Probes { health: &health, readiness: &HashMap::new() } };
         let p = reconcile_app(&app, &refs(&all), None, Timestamp::from_millis(200), ctx);
         assert_eq!(p.kill.first(), Some(&all[1].id));
+    }
+
+    #[test]
+    fn a_new_task_counts_only_once_ready() {
+        // (1, 0) with a readiness check: the new task runs (healthy: no health checks)
+        // but no old task goes until its readiness check answered ready.
+        let mut s = spec("/a", 1);
+        s.upgrade_strategy.minimum_health_capacity = 1.0;
+        s.upgrade_strategy.maximum_over_capacity = 0.0;
+        s.port_definitions[0].name = Some("http-api".into());
+        s.readiness_checks = serde_json::from_value(serde_json::json!([{"path": "/ready"}])).unwrap();
+        let app = version(s, 100);
+        let all = vec![task(&app, 1, TaskState::Running, 0), task(&app, 2, TaskState::Running, 100)];
+        let (agents, health) = (HashMap::new(), HashMap::new());
+        let not_yet = Readiness { name: "readinessCheck".into(), ready: false, ..Default::default() };
+        let readiness = HashMap::from([(all[1].id.clone(), not_yet)]);
+        let ctx = Context { agents: &agents, probes: Probes { health: &health, readiness: &readiness } };
+        let p = reconcile_app(&app, &refs(&all), None, Timestamp::from_millis(200), ctx);
+        assert!(p.kill.is_empty(), "not ready: the old task stays");
+        use crate::domain::deployment::ActionKind::RestartApplication;
+        assert!(!action_done(RestartApplication, Some(&app), &refs(&all[1..]), ctx.probes));
+        let ready = Readiness { name: "readinessCheck".into(), ready: true, ..Default::default() };
+        let readiness = HashMap::from([(all[1].id.clone(), ready)]);
+        let ctx = Context { agents: &agents, probes: Probes { health: &health, readiness: &readiness } };
+        let p = reconcile_app(&app, &refs(&all), None, Timestamp::from_millis(200), ctx);
+        assert_eq!(p.kill, vec![all[0].id.clone()], "ready: the old task goes");
+        assert!(action_done(RestartApplication, Some(&app), &refs(&all[1..]), ctx.probes));
     }
 
     #[test]
@@ -368,13 +416,13 @@ pub(crate) mod tests {
 
 /// Whether one deployment action has been carried out: a start, once the app exists; a
 /// scale or restart, once the app runs exactly the wanted number of current-config
-/// tasks, each healthy by all its health checks, and nothing else; a stop, once nothing
-/// of the app runs.
+/// tasks, each healthy by all its health checks and ready, and nothing else; a stop,
+/// once nothing of the app runs.
 pub fn action_done(
     action: crate::domain::deployment::ActionKind,
     app: Option<&AppVersion>,
     tasks: &[&Task],
-    health: &HashMap<TaskId, BTreeMap<u16, Health>>,
+    probes: Probes,
 ) -> bool {
     use crate::domain::deployment::ActionKind;
     let active: Vec<&&Task> = tasks.iter().filter(|t| t.is_active()).collect();
@@ -383,10 +431,9 @@ pub fn action_done(
         (ActionKind::StartApplication, Some(_)) => true,
         (_, Some(app)) => {
             let config = app.version_info.last_config_change_at;
-            let checks = app.spec.health_checks.len();
             let ok = active
                 .iter()
-                .filter(|t| t.goal == Goal::Running && t.config_version == config && task_healthy(t, health, checks))
+                .filter(|t| t.goal == Goal::Running && t.config_version == config && probes.counts(t, &app.spec))
                 .count();
             ok == app.spec.instances as usize && active.len() == ok
         }
@@ -400,7 +447,7 @@ mod done_tests {
     use crate::domain::deployment::ActionKind;
 
     fn action_done(action: ActionKind, app: Option<&AppVersion>, tasks: &[&Task]) -> bool {
-        super::action_done(action, app, tasks, &HashMap::new())
+        super::action_done(action, app, tasks, Probes { health: &HashMap::new(), readiness: &HashMap::new() })
     }
 
     #[test]

@@ -184,3 +184,47 @@ fn rolling_upgrades_wait_for_healthy_new_tasks_and_stall_on_broken_ones() {
         .then_some(())
     });
 }
+
+/// A readiness check gates a deployment: the new task runs and is healthy, but the old
+/// one stays and the deployment waits (showing the check's answers) until the new task
+/// answers ready.
+#[test]
+fn readiness_checks_gate_deployments() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Dromos::start(dir.path(), &[]);
+    let version = |cmd: &str, tag: &str| {
+        json!({
+            "id": "/ready", "instances": 1, "cpus": 0.1, "mem": 64, "cmd": cmd, "env": {"TAG": tag},
+            "portDefinitions": [{"port": 0, "name": "http-api"}],
+            "upgradeStrategy": {"minimumHealthCapacity": 1.0, "maximumOverCapacity": 0.0},
+            "readinessChecks": [{"path": "/ready", "portName": "http-api", "intervalSeconds": 1, "timeoutSeconds": 0}]
+        })
+    };
+    let serve = "exec python3 -m http.server $PORT0 --bind $HOST";
+    let r = d.call("POST", "/v2/apps", Some(&version(&format!("touch ready; {serve}"), "v1")));
+    assert_eq!(r.status, 201, "{}", r.text);
+    let old = wait_for("the first task, ready and deployed", T, || {
+        let app = d.app("/ready");
+        (app["tasksRunning"] == 1 && app["deployments"] == json!([])).then(|| app["tasks"][0]["id"].clone())
+    });
+
+    assert_eq!(d.call("PUT", "/v2/apps/ready", Some(&version(serve, "v2"))).status, 200);
+    let (new, result) = wait_for("the new task's readiness answer", T, || {
+        let deps = d.get("/v2/deployments");
+        let results = deps[0]["currentActions"][0]["readinessCheckResults"].clone();
+        (results[0]["lastResponse"]["status"] == 404).then(|| (results[0]["taskId"].clone(), results[0].clone()))
+    });
+    assert_eq!(result["ready"], false);
+    assert_eq!(result["name"], "readinessCheck");
+    let ids: Vec<Value> = d.app("/ready")["tasks"].as_array().unwrap().iter().map(|t| t["id"].clone()).collect();
+    assert!(ids.contains(&old) && ids.contains(&new), "the old task serves while the new one is not ready: {ids:?}");
+    let embedded = d.get("/v2/apps/ready?embed=app.readiness");
+    assert_eq!(embedded["app"]["readinessCheckResults"][0]["taskId"], new);
+
+    std::fs::write(d.data_dir.join("agent/sandboxes").join(new.as_str().unwrap()).join("ready"), b"").unwrap();
+    wait_for("the upgrade to finish with only the new task", T, || {
+        let app = d.app("/ready");
+        (app["deployments"] == json!([]) && app["tasks"].as_array().unwrap().len() == 1 && app["tasks"][0]["id"] == new)
+            .then_some(())
+    });
+}

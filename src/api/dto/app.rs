@@ -451,17 +451,19 @@ pub fn rollback_version(body: &Value) -> Option<&str> {
 pub struct Embed {
     pub tasks: bool,
     pub last_task_failure: bool,
+    pub readiness: bool,
 }
 
 impl Embed {
     /// Parses `embed` values; Marathon 1.10 always embeds counts and deployments, and
     /// for a single app also tasks and the last failure.
     pub fn parse<'a>(values: impl Iterator<Item = &'a str>, single: bool) -> Embed {
-        let mut e = Embed { tasks: single, last_task_failure: single };
+        let mut e = Embed { tasks: single, last_task_failure: single, readiness: false };
         for v in values {
             match v.trim_start_matches("apps.").trim_start_matches("app.") {
                 "tasks" => e.tasks = true,
                 "lastTaskFailure" => e.last_task_failure = true,
+                "readiness" => e.readiness = true,
                 "failures" => {
                     e.tasks = true;
                     e.last_task_failure = true;
@@ -471,6 +473,23 @@ impl Embed {
         }
         e
     }
+}
+
+/// The readiness answers of an app's current-config tasks (Marathon's
+/// `readinessCheckResults`: `{name, taskId, ready, lastResponse}`).
+pub fn readiness_results(state: &crate::master::state::State, app: &crate::domain::PathId) -> Vec<Value> {
+    let Some(rec) = state.apps.get(app) else { return vec![] };
+    let config = rec.current.version_info.last_config_change_at;
+    state
+        .tasks_of(app)
+        .filter(|t| t.is_active() && t.config_version == config)
+        .filter_map(|t| {
+            let r = state.readiness.get(&t.id)?;
+            let mut v = json!(r);
+            v["taskId"] = json!(t.id);
+            Some(v)
+        })
+        .collect()
 }
 
 /// App JSON as Marathon returns it: the definition, its version, counts, deployments and
@@ -515,6 +534,9 @@ pub fn app_json(rec: &crate::master::state::AppRecord, state: &crate::master::st
             .filter(|t| t.is_active())
             .map(|t| super::task::task_json(t, &sp, state.health.get(&t.id)))
             .collect::<Vec<_>>());
+    }
+    if embed.readiness {
+        v["readinessCheckResults"] = json!(readiness_results(state, &spec.id));
     }
     if embed.last_task_failure {
         if let Some(f) = &rec.last_failure {
