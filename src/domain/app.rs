@@ -554,6 +554,13 @@ pub struct UpgradeStrategy {
     pub minimum_health_capacity: f64,
     #[serde(default = "d_one")]
     pub maximum_over_capacity: f64,
+    /// dromos: a deployment of the app that makes no progress for this long fails
+    /// (Marathon's deployments could hang forever). None: it waits as long as it takes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_deadline_seconds: Option<u64>,
+    /// dromos: a deployment that failed its deadline is rolled back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollback_on_failure: bool,
 }
 fn d_one() -> f64 {
     1.0
@@ -561,7 +568,12 @@ fn d_one() -> f64 {
 
 impl Default for UpgradeStrategy {
     fn default() -> Self {
-        UpgradeStrategy { minimum_health_capacity: 1.0, maximum_over_capacity: 1.0 }
+        UpgradeStrategy {
+            minimum_health_capacity: 1.0,
+            maximum_over_capacity: 1.0,
+            progress_deadline_seconds: None,
+            rollback_on_failure: false,
+        }
     }
 }
 

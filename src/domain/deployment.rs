@@ -17,6 +17,18 @@ pub enum ActionKind {
     RestartApplication,
 }
 
+impl ActionKind {
+    /// Marathon's name of the action.
+    pub fn name(self) -> &'static str {
+        match self {
+            ActionKind::StartApplication => "StartApplication",
+            ActionKind::StopApplication => "StopApplication",
+            ActionKind::ScaleApplication => "ScaleApplication",
+            ActionKind::RestartApplication => "RestartApplication",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeploymentAction {
     pub action: ActionKind,
@@ -38,4 +50,48 @@ pub struct Deployment {
     /// so a rollback can bring them back.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removed: Vec<AppVersion>,
+    /// When the deployment fails for lack of progress (from the apps'
+    /// `upgradeStrategy.progressDeadlineSeconds`); `None`: it waits as long as it takes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Deadline>,
+    /// How far it had got when it last moved forward, and when that was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mark: Option<Mark>,
+    #[serde(default)]
+    pub last_progress_at: Timestamp,
+    /// Why dromos started it, when no user did (a rollback after a failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A deployment's progress deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deadline {
+    pub seconds: u64,
+    /// Roll back when it is missed (else the deployment just ends, leaving the apps at
+    /// their new definitions).
+    pub rollback: bool,
+}
+
+/// How far a deployment has got: steps done; in the current step, the new tasks that
+/// count (running, healthy, ready) and the tasks still to go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Mark {
+    pub steps: u32,
+    pub counted: u32,
+    pub remaining: u32,
+}
+
+impl Mark {
+    /// Whether `self` is further than `before`: a step more, or within the same step
+    /// more tasks that count or fewer to go (and neither gone backwards).
+    pub fn beyond(&self, before: &Mark) -> bool {
+        if self.steps != before.steps {
+            return self.steps > before.steps;
+        }
+        let no_worse = self.counted >= before.counted && self.remaining <= before.remaining;
+        no_worse && (self.counted > before.counted || self.remaining < before.remaining)
+    }
 }

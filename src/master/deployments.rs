@@ -6,6 +6,7 @@
 //! tasks go).
 
 use super::plans::{self, AppChange, TreeChange};
+use super::state::DeploymentFailure;
 use super::{Master, MasterError};
 use crate::domain::deployment::ActionKind;
 use crate::domain::Deployment;
@@ -29,6 +30,40 @@ impl Master {
         let rollback = self.write(move |state, now| plans::deploy(state, now, change)).await?;
         self.wake();
         Ok(Some(rollback))
+    }
+
+    /// A deployment missed its progress deadline (it is gone already): remember why for
+    /// its apps, and roll it back if its apps ask for that.
+    pub(super) async fn deployment_failed(&self, dep: Deployment, reason: String) {
+        tracing::warn!(deployment = %dep.id, "deployment failed: {reason}");
+        // A rollback dromos started itself is not rolled back again (no flip-flop).
+        let rollback = dep.deadline.is_some_and(|d| d.rollback) && dep.reason.is_none();
+        {
+            let mut st = self.state.write().await;
+            for app in &dep.affected_apps {
+                let failure = DeploymentFailure {
+                    id: dep.id.clone(),
+                    at: super::now(),
+                    reason: reason.clone(),
+                    rolled_back: rollback,
+                };
+                st.deployment_failures.insert(app.clone(), failure);
+            }
+        }
+        if !rollback {
+            return;
+        }
+        let result = async {
+            let mut change = self.rollback_of(&dep).await?;
+            change.reason = Some(format!("rollback of deployment {} after {reason}", dep.id));
+            self.write(move |state, now| plans::deploy(state, now, change)).await
+        }
+        .await;
+        match result {
+            Ok(d) => tracing::info!(deployment = %d.id, "rolling back failed deployment {}", dep.id),
+            Err(e) => tracing::error!("rolling back failed deployment {}: {e}", dep.id),
+        }
+        self.wake();
     }
 
     /// The change that undoes `dep`, built on the apps as they are now.

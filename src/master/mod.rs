@@ -28,7 +28,9 @@ use crate::agent::protocol::{FromAgent, LaunchTask, TaskCommand, ToAgent};
 use crate::domain::app::{UnreachableStrategy, VolumeMode};
 use crate::domain::task::{task_environment, Goal};
 use crate::domain::AppSpec;
+use crate::domain::Deployment;
 use crate::domain::{AgentId, AgentMark, InstanceId, PathId, Resources, Task, TaskId, TaskState, Timestamp, Violation};
+use crate::scheduler::deploy::{watch, Watch};
 use crate::scheduler::placement::Rejection;
 use crate::scheduler::reconcile::Context as ReconcileContext;
 use crate::scheduler::{
@@ -152,6 +154,8 @@ struct TickOutcome {
     launches: Vec<(AgentId, LaunchTask)>,
     kills: Vec<(AgentId, TaskId)>,
     queue: BTreeMap<PathId, QueueInfo>,
+    /// Deployments that missed their progress deadline, with why.
+    failed: Vec<(Deployment, String)>,
 }
 
 impl Master {
@@ -374,6 +378,9 @@ impl Master {
         for (agent, task_id) in outcome.kills {
             self.send_to(&agent, ToAgent::Kill { task_id });
         }
+        for (dep, reason) in outcome.failed {
+            self.deployment_failed(dep, reason).await;
+        }
         Ok(())
     }
 }
@@ -561,10 +568,25 @@ fn plan_tick(
         out.queue.insert(app.id.clone(), info);
     }
 
-    // Deployments whose every action is carried out are finished.
+    // Deployments whose every action is carried out are finished; the others are
+    // watched for progress against their deadline.
     for d in state.deployments.values() {
         if state.deployment_progress(d) == d.steps.len() {
             changes.push(Change::DeleteDeployment(d.id.clone()));
+            continue;
+        }
+        match watch(d, state.deployment_mark(d), now) {
+            Watch::Waiting => {}
+            Watch::Progressed(mark) => {
+                let d = Deployment { mark: Some(mark), last_progress_at: now, ..d.clone() };
+                changes.push(Change::PutDeployment(Box::new(d)));
+            }
+            Watch::Failed => {
+                let seconds = d.deadline.map_or(0, |dl| dl.seconds);
+                let reason = format!("no progress for {seconds} s: {}", state.explain_step(d).join("; "));
+                changes.push(Change::DeleteDeployment(d.id.clone()));
+                out.failed.push((d.clone(), reason));
+            }
         }
     }
     changes

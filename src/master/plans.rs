@@ -5,6 +5,7 @@
 
 use super::state::State;
 use super::{MasterError, SERVICE_PORTS};
+use crate::domain::deployment::Deadline;
 use crate::domain::group::{validate_tree, MAX_GROUP_VERSIONS};
 use crate::domain::task::Goal;
 use crate::domain::{
@@ -59,6 +60,8 @@ pub struct TreeChange {
     /// Override Marathon's app lock: running deployments of the changed apps are
     /// superseded (not rolled back).
     pub force: bool,
+    /// Why dromos makes this change itself (shown with the deployment).
+    pub reason: Option<String>,
 }
 
 impl TreeChange {
@@ -74,7 +77,7 @@ impl TreeChange {
 /// The one way the app tree changes: new app versions, removed apps, groups, and the
 /// deployment the planner makes of it (also for a dry run, whose changes are dropped).
 pub fn deploy(state: &State, now: Timestamp, change: TreeChange) -> Planned<Deployment> {
-    let TreeChange { apps, groups, base, record, force } = change;
+    let TreeChange { apps, groups, base, record, force, reason } = change;
     for (id, b) in &base {
         if state.apps.get(id).map(|r| r.current.version) != *b {
             return Err(MasterError::Retry);
@@ -149,9 +152,22 @@ pub fn deploy(state: &State, now: Timestamp, change: TreeChange) -> Planned<Depl
             affected.push(a.app.clone());
         }
     }
+    // The tightest progress deadline among the apps it deploys.
+    let deadline = affected
+        .iter()
+        .filter_map(|id| target.apps.get(id))
+        .filter_map(|a| {
+            let us = &a.spec.upgrade_strategy;
+            us.progress_deadline_seconds.map(|seconds| Deadline { seconds, rollback: us.rollback_on_failure })
+        })
+        .min_by_key(|d| d.seconds);
     let deployment = Deployment {
         id: new_deployment_id(),
         version: now,
+        deadline,
+        mark: None,
+        last_progress_at: now,
+        reason,
         original: affected
             .iter()
             .filter_map(|id| state.apps.get(id).map(|r| (id.clone(), r.current.version)))

@@ -1,10 +1,13 @@
 //! The master's in-memory view of the store. Only the write path changes it, and only
 //! with changes it has committed, so readers never see anything that is not durable.
 
+use crate::domain::deployment::Mark;
 use crate::domain::group::Tree;
 use crate::domain::health::{Health, Readiness};
+use crate::domain::task::Goal;
 use crate::domain::task::TaskFailure;
 use crate::domain::{AgentId, AgentRecord, AppVersion, Deployment, GroupSpec, PathId, Task, TaskId, Timestamp};
+use crate::scheduler::reconcile::explain_action;
 use crate::store::{Change, Snapshot};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -32,6 +35,19 @@ pub struct State {
     pub health: HashMap<TaskId, BTreeMap<u16, Health>>,
     /// Readiness check answers of tasks, as their agents report them (soft state too).
     pub readiness: HashMap<TaskId, Readiness>,
+    /// The last deployment of each app that failed its progress deadline (since this
+    /// master started).
+    pub deployment_failures: BTreeMap<PathId, DeploymentFailure>,
+}
+
+/// A deployment that missed its progress deadline.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentFailure {
+    pub id: String,
+    pub at: Timestamp,
+    pub reason: String,
+    pub rolled_back: bool,
 }
 
 impl State {
@@ -172,6 +188,41 @@ impl State {
                 })
             })
             .unwrap_or(d.steps.len())
+    }
+
+    /// How far deployment `d` has got (for its progress deadline).
+    pub fn deployment_mark(&self, d: &Deployment) -> Mark {
+        let steps = self.deployment_progress(d);
+        let mut mark = Mark { steps: steps as u32, ..Default::default() };
+        for a in d.steps.get(steps).into_iter().flatten() {
+            let app = self.apps.get(&a.app).map(|r| &r.current);
+            for t in self.tasks_of(&a.app).filter(|t| t.is_active()) {
+                match app {
+                    Some(app)
+                        if t.goal == Goal::Running && t.config_version == app.version_info.last_config_change_at =>
+                    {
+                        mark.counted += self.probes().counts(t, &app.spec) as u32;
+                    }
+                    _ => mark.remaining += 1,
+                }
+            }
+        }
+        mark
+    }
+
+    /// Where each action of deployment `d`'s current step stands, in words.
+    pub fn explain_step(&self, d: &Deployment) -> Vec<String> {
+        let current = self.deployment_progress(d);
+        d.steps
+            .get(current)
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                let tasks: Vec<&Task> = self.tasks_of(&a.app).collect();
+                let app = self.apps.get(&a.app).map(|r| &r.current);
+                format!("{} {}: {}", a.action.name(), a.app, explain_action(a.action, app, &tasks, self.probes()))
+            })
+            .collect()
     }
 
     /// Deployments that involve `app`.

@@ -11,9 +11,10 @@
 //! dropped. An app whose action lies in a step not yet reached is *held*: the
 //! scheduler leaves its tasks alone until the steps before are done ([`held_apps`]).
 
-use crate::domain::deployment::{ActionKind, Deployment, DeploymentAction};
+use crate::domain::deployment::{ActionKind, Deployment, DeploymentAction, Mark};
 use crate::domain::group::{dependency_depths, dependency_edges, Tree};
 use crate::domain::PathId;
+use crate::domain::Timestamp;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What an app needs to get from `original` to `target`, if anything.
@@ -81,6 +82,32 @@ pub fn held_apps<'a>(
         }
     }
     held
+}
+
+/// What the deployment watcher makes of a deployment's mark at `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watch {
+    /// Moved forward (or first looked at): remember the mark and the time.
+    Progressed(Mark),
+    /// No progress, and the deadline (if any) not reached.
+    Waiting,
+    /// No progress for its whole progress deadline.
+    Failed,
+}
+
+/// Compares a deployment's current `mark` with the one it last progressed at.
+pub fn watch(d: &Deployment, mark: Mark, now: Timestamp) -> Watch {
+    match d.mark {
+        None => Watch::Progressed(mark),
+        Some(before) if mark.beyond(&before) => Watch::Progressed(mark),
+        Some(_) => {
+            let since = d.last_progress_at.max(d.version);
+            match d.deadline {
+                Some(dl) if since.seconds_until(now) >= dl.seconds as f64 => Watch::Failed,
+                _ => Watch::Waiting,
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -187,6 +214,31 @@ mod tests {
                 vec!["ScaleApplication /new"],
             ]
         );
+    }
+
+    #[test]
+    fn the_watcher_fails_only_after_a_deadline_without_progress() {
+        use crate::domain::deployment::Deadline;
+        let m = |steps, counted, remaining| Mark { steps, counted, remaining };
+        let mut d = Deployment {
+            version: Timestamp::from_millis(0),
+            deadline: Some(Deadline { seconds: 10, rollback: false }),
+            ..Default::default()
+        };
+        let t = Timestamp::from_millis;
+        assert_eq!(watch(&d, m(0, 0, 3), t(1_000)), Watch::Progressed(m(0, 0, 3)), "first look");
+        d.mark = Some(m(0, 0, 3));
+        d.last_progress_at = t(1_000);
+        assert_eq!(watch(&d, m(0, 0, 3), t(10_999)), Watch::Waiting);
+        assert_eq!(watch(&d, m(0, 0, 3), t(11_000)), Watch::Failed);
+        // Any move forward resets the clock; flapping back and forth does not.
+        assert_eq!(watch(&d, m(0, 1, 3), t(11_000)), Watch::Progressed(m(0, 1, 3)));
+        assert_eq!(watch(&d, m(0, 0, 2), t(11_000)), Watch::Progressed(m(0, 0, 2)));
+        assert_eq!(watch(&d, m(0, 1, 4), t(11_000)), Watch::Failed, "one more counts but one more to go");
+        assert_eq!(watch(&d, m(1, 0, 5), t(11_000)), Watch::Progressed(m(1, 0, 5)), "a step done");
+        // Without a deadline it waits for ever (Marathon's behaviour).
+        d.deadline = None;
+        assert_eq!(watch(&d, m(0, 0, 3), t(1_000_000)), Watch::Waiting);
     }
 
     #[test]

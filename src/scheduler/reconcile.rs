@@ -440,6 +440,67 @@ pub fn action_done(
     }
 }
 
+/// Where one deployment action stands, in words (shown with the deployment): what
+/// counts already and what it still waits for.
+pub fn explain_action(
+    action: crate::domain::deployment::ActionKind,
+    app: Option<&AppVersion>,
+    tasks: &[&Task],
+    probes: Probes,
+) -> String {
+    use crate::domain::deployment::ActionKind;
+    let active: Vec<&Task> = tasks.iter().copied().filter(|t| t.is_active()).collect();
+    if action_done(action, app, tasks, probes) {
+        return "done".into();
+    }
+    let app = match (action, app) {
+        (ActionKind::StopApplication, _) | (_, None) => {
+            return format!("waiting for {} instance(s) to stop", active.len());
+        }
+        (_, Some(app)) => app,
+    };
+    let config = app.version_info.last_config_change_at;
+    let (new, old): (Vec<&Task>, Vec<&Task>) =
+        active.iter().partition(|t| t.goal == Goal::Running && t.config_version == config);
+    let counted = new.iter().filter(|t| probes.counts(t, &app.spec)).count();
+    let mut parts = vec![format!("{counted} of {} new instance(s) running, healthy and ready", app.spec.instances)];
+    let missing = (app.spec.instances as usize).saturating_sub(new.len());
+    if missing > 0 {
+        parts.push(format!("{missing} not launched yet (see /v2/queue)"));
+    }
+    let starting = new.iter().filter(|t| t.state != TaskState::Running).count();
+    if starting > 0 {
+        parts.push(format!("{starting} starting"));
+    }
+    let checks = app.spec.health_checks.len();
+    let running: Vec<&&Task> = new.iter().filter(|t| t.state == TaskState::Running).collect();
+    let unhealthy: Vec<&&Task> = running.iter().copied().filter(|t| !probes.healthy(t, checks)).collect();
+    if !unhealthy.is_empty() {
+        let cause = unhealthy
+            .iter()
+            .filter_map(|t| probes.health.get(&t.id))
+            .flat_map(|m| m.values())
+            .find_map(|h| h.last_failure_cause.clone());
+        let cause = cause.map(|c| format!(": {c}")).unwrap_or_else(|| ": no health result yet".into());
+        parts.push(format!("{} not healthy{cause}", unhealthy.len()));
+    }
+    if !app.spec.readiness_checks.is_empty() {
+        let unready: Vec<&&Task> =
+            running.iter().copied().filter(|t| !probes.readiness.get(&t.id).is_some_and(|r| r.ready)).collect();
+        if !unready.is_empty() {
+            let why = unready.iter().filter_map(|t| probes.readiness.get(&t.id)).find_map(|r| {
+                r.last_response.as_ref().map(|l| format!("HTTP status {}", l.status)).or_else(|| r.cause.clone())
+            });
+            let why = why.map(|c| format!(": {c}")).unwrap_or_else(|| ": no answer yet".into());
+            parts.push(format!("{} not ready{why}", unready.len()));
+        }
+    }
+    if !old.is_empty() {
+        parts.push(format!("{} old or surplus instance(s) still to go", old.len()));
+    }
+    parts.join("; ")
+}
+
 #[cfg(test)]
 mod done_tests {
     use super::tests::{spec, task, version};

@@ -73,7 +73,7 @@ mod tests {
     use super::*;
 
     fn strategy(min: f64, over: f64) -> UpgradeStrategy {
-        UpgradeStrategy { minimum_health_capacity: min, maximum_over_capacity: over }
+        UpgradeStrategy { minimum_health_capacity: min, maximum_over_capacity: over, ..Default::default() }
     }
 
     /// Runs a whole replacement of `n` healthy old instances, one event at a time

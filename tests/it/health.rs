@@ -228,3 +228,57 @@ fn readiness_checks_gate_deployments() {
             .then_some(())
     });
 }
+
+/// dromos's progress deadline: an upgrade whose new task never turns healthy fails
+/// after `progressDeadlineSeconds` without progress and, with `rollbackOnFailure`, rolls
+/// back on its own, keeping the very same old task; the app says why.
+#[test]
+fn a_stuck_deployment_fails_at_its_deadline_and_rolls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Dromos::start(dir.path(), &[]);
+    let version = |touch: bool, tag: &str| {
+        let cmd = if touch {
+            "touch ok; exec python3 -m http.server $PORT0 --bind $HOST"
+        } else {
+            "exec python3 -m http.server $PORT0 --bind $HOST"
+        };
+        json!({
+            "id": "/deadline", "instances": 1, "cpus": 0.1, "mem": 64, "cmd": cmd, "env": {"TAG": tag},
+            "upgradeStrategy": {"minimumHealthCapacity": 1.0, "maximumOverCapacity": 0.0,
+                                "progressDeadlineSeconds": 3, "rollbackOnFailure": true},
+            "healthChecks": [{"protocol": "HTTP", "path": "/ok", "gracePeriodSeconds": 0, "intervalSeconds": 1,
+                              "timeoutSeconds": 1, "maxConsecutiveFailures": 0}]
+        })
+    };
+    assert_eq!(d.call("POST", "/v2/apps", Some(&version(true, "v1"))).status, 201);
+    let old = wait_for("a healthy first task, deployed", T, || {
+        let app = d.app("/deadline");
+        (app["tasksHealthy"] == 1 && app["deployments"] == json!([])).then(|| app["tasks"][0]["id"].clone())
+    });
+
+    let r = d.call("PUT", "/v2/apps/deadline", Some(&version(false, "v2")));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let failed_id = r.json()["deploymentId"].clone();
+    let dep = wait_for("the stuck step to say why", T, || {
+        let deps = d.get("/v2/deployments");
+        let dep = deps.as_array().unwrap().iter().find(|x| x["id"] == failed_id).cloned()?;
+        dep["currentActions"][0]["reason"].as_str()?.contains("not healthy: HTTP status 404").then_some(dep)
+    });
+    assert_eq!(dep["progressDeadlineSeconds"], 3);
+    assert_eq!(dep["rollbackOnFailure"], true);
+    assert!(dep["currentActions"][0]["reason"].as_str().unwrap().contains("0 of 1 new instance(s)"), "{dep}");
+
+    let failure = wait_for("the deployment to fail", T, || {
+        let f = d.app("/deadline")["lastDeploymentFailure"].clone();
+        (!f.is_null()).then_some(f)
+    });
+    assert_eq!(failure["id"], failed_id);
+    assert_eq!(failure["rolledBack"], true);
+    assert!(failure["reason"].as_str().unwrap().starts_with("no progress for 3 s"), "{failure}");
+    wait_for("the rollback to finish on the old task", T, || {
+        let app = d.app("/deadline");
+        let tasks = app["tasks"].as_array().unwrap().clone();
+        (app["deployments"] == json!([]) && tasks.len() == 1 && tasks[0]["id"] == old).then_some(())
+    });
+    assert_eq!(d.app("/deadline")["env"]["TAG"], "v1");
+}

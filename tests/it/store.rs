@@ -58,6 +58,10 @@ async fn exercise(url: &str, dir: &std::path::Path) {
         }]],
         original: [(a1.spec.id.clone(), a1.version)].into_iter().collect(),
         removed: vec![b.clone()],
+        deadline: Some(dromos::domain::deployment::Deadline { seconds: 60, rollback: true }),
+        mark: Some(dromos::domain::deployment::Mark { steps: 1, counted: 2, remaining: 3 }),
+        last_progress_at: a2.version,
+        reason: Some("rollback of d-0".into()),
     };
     batch.push(Change::PutDeployment(Box::new(dep.clone())));
     // An explicit group and two versions of it.

@@ -66,6 +66,7 @@ const KNOWN_FIELDS: &[&str] = &[
     "deployments",
     "tasks",
     "lastTaskFailure",
+    "lastDeploymentFailure",
     "readinessCheckResults",
     "taskStats",
     "tasksStats",
@@ -317,6 +318,15 @@ fn to_spec(d: AppDefinitionDto, path_id: Option<&PathId>, v: &mut Vec<Violation>
                 ));
             }
         }
+        if us.progress_deadline_seconds == Some(0) {
+            v.push(Violation::new("/upgradeStrategy/progressDeadlineSeconds", "must be at least 1"));
+        }
+        if us.rollback_on_failure && us.progress_deadline_seconds.is_none() {
+            v.push(Violation::new(
+                "/upgradeStrategy/rollbackOnFailure",
+                "needs progressDeadlineSeconds: a deployment fails only at its deadline",
+            ));
+        }
     }
     let networks = d
         .networks
@@ -359,7 +369,7 @@ fn to_spec(d: AppDefinitionDto, path_id: Option<&PathId>, v: &mut Vec<Violation>
         (None, None) => vec![],
     };
     let upgrade_strategy = d.upgrade_strategy.unwrap_or(if d.residency.is_some() {
-        UpgradeStrategy { minimum_health_capacity: 0.5, maximum_over_capacity: 0.0 }
+        UpgradeStrategy { minimum_health_capacity: 0.5, maximum_over_capacity: 0.0, ..Default::default() }
     } else {
         UpgradeStrategy::default()
     });
@@ -534,6 +544,9 @@ pub fn app_json(rec: &crate::master::state::AppRecord, state: &crate::master::st
             .filter(|t| t.is_active())
             .map(|t| super::task::task_json(t, &sp, state.health.get(&t.id)))
             .collect::<Vec<_>>());
+    }
+    if let Some(f) = state.deployment_failures.get(&spec.id) {
+        v["lastDeploymentFailure"] = json!(f);
     }
     if embed.readiness {
         v["readinessCheckResults"] = json!(readiness_results(state, &spec.id));
