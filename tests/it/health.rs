@@ -11,6 +11,19 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 
+/// A python server app checked over HTTP on `/ok`; `healthy`: it creates that file at
+/// start (a version that does not stays unhealthy). `tag` makes versions differ.
+fn upgradable(id: &str, instances: u32, healthy: bool, tag: &str, strategy: &Value) -> Value {
+    let serve = "exec python3 -m http.server $PORT0 --bind $HOST";
+    let cmd = if healthy { format!("touch ok; {serve}") } else { serve.to_string() };
+    json!({
+        "id": id, "instances": instances, "cpus": 0.1, "mem": 64, "cmd": cmd, "env": {"TAG": tag},
+        "upgradeStrategy": strategy,
+        "healthChecks": [{"protocol": "HTTP", "path": "/ok", "gracePeriodSeconds": 0, "intervalSeconds": 1,
+                          "timeoutSeconds": 1, "maxConsecutiveFailures": 0}]
+    })
+}
+
 fn first_task(d: &Dromos, app: &str) -> Value {
     d.app(app)["tasks"][0].clone()
 }
@@ -115,19 +128,8 @@ fn tcp_and_command_checks_and_checks_that_point_elsewhere() {
 fn rolling_upgrades_wait_for_healthy_new_tasks_and_stall_on_broken_ones() {
     let dir = tempfile::tempdir().unwrap();
     let d = Dromos::start(dir.path(), &[]);
-    let version = |touch: bool, tag: &str| {
-        let cmd = if touch {
-            "touch ok; exec python3 -m http.server $PORT0 --bind $HOST"
-        } else {
-            "exec python3 -m http.server $PORT0 --bind $HOST"
-        };
-        json!({
-            "id": "/roll", "instances": 3, "cpus": 0.1, "mem": 64, "cmd": cmd, "env": {"TAG": tag},
-            "upgradeStrategy": {"minimumHealthCapacity": 1.0, "maximumOverCapacity": 0.0},
-            "healthChecks": [{"protocol": "HTTP", "path": "/ok", "gracePeriodSeconds": 0, "intervalSeconds": 1,
-                              "timeoutSeconds": 1, "maxConsecutiveFailures": 0}]
-        })
-    };
+    let strategy = json!({"minimumHealthCapacity": 1.0, "maximumOverCapacity": 0.0});
+    let version = |touch: bool, tag: &str| upgradable("/roll", 3, touch, tag, &strategy);
     let tasks = |d: &Dromos| d.get("/v2/apps/roll/tasks")["tasks"].as_array().unwrap().clone();
     assert_eq!(d.call("POST", "/v2/apps", Some(&version(true, "v1"))).status, 201);
     wait_for("three healthy tasks, deployed", T, || {
@@ -236,20 +238,9 @@ fn readiness_checks_gate_deployments() {
 fn a_stuck_deployment_fails_at_its_deadline_and_rolls_back() {
     let dir = tempfile::tempdir().unwrap();
     let d = Dromos::start(dir.path(), &[]);
-    let version = |touch: bool, tag: &str| {
-        let cmd = if touch {
-            "touch ok; exec python3 -m http.server $PORT0 --bind $HOST"
-        } else {
-            "exec python3 -m http.server $PORT0 --bind $HOST"
-        };
-        json!({
-            "id": "/deadline", "instances": 1, "cpus": 0.1, "mem": 64, "cmd": cmd, "env": {"TAG": tag},
-            "upgradeStrategy": {"minimumHealthCapacity": 1.0, "maximumOverCapacity": 0.0,
-                                "progressDeadlineSeconds": 3, "rollbackOnFailure": true},
-            "healthChecks": [{"protocol": "HTTP", "path": "/ok", "gracePeriodSeconds": 0, "intervalSeconds": 1,
-                              "timeoutSeconds": 1, "maxConsecutiveFailures": 0}]
-        })
-    };
+    let strategy = json!({"minimumHealthCapacity": 1.0, "maximumOverCapacity": 0.0,
+                          "progressDeadlineSeconds": 3, "rollbackOnFailure": true});
+    let version = |touch: bool, tag: &str| upgradable("/deadline", 1, touch, tag, &strategy);
     assert_eq!(d.call("POST", "/v2/apps", Some(&version(true, "v1"))).status, 201);
     let old = wait_for("a healthy first task, deployed", T, || {
         let app = d.app("/deadline");
