@@ -142,6 +142,10 @@ pub fn reconcile_app(
             wanted,
             old: old.len(),
             old_healthy: old.iter().filter(|t| ctx.probes.healthy(t, 0)).count(),
+            stopping: tasks
+                .iter()
+                .filter(|t| t.is_active() && t.goal == Goal::Stopped && t.config_version != config)
+                .count(),
             new: kept_current.len(),
             new_healthy: kept_current.iter().filter(|t| ctx.probes.counts(t, spec)).count(),
         },

@@ -7,7 +7,7 @@
 //! - `minHealthy  = ceil(N × minimumHealthCapacity)`: healthy instances (old ones, and new
 //!   ones once healthy) never drop below this by our kills;
 //! - `maxCapacity = floor(N × (1 + maximumOverCapacity))`: old + new instances never
-//!   exceed this by our launches; when both are equal and already reached, one extra
+//!   exceed this by our launches (an old instance being stopped counts until it ended); when both are equal and already reached, one extra
 //!   instance is allowed, or no progress would be possible;
 //! - old instances go while more than `minHealthy` are healthy (all at once with a
 //!   minimum of 0), and at least as many as exceed `N`; old instances that are not
@@ -15,7 +15,8 @@
 //! - new instances start as capacity allows, up to `N`.
 //!
 //! So (1, 1) starts all N new ones, then kills the old ones as new ones turn healthy;
-//! (1, 0) starts one extra, waits until it is healthy, kills one old one, and repeats;
+//! (1, 0) starts one extra, waits until it is healthy, kills one old one, waits until it
+//! has ended, and repeats;
 //! (0.9, 0) replaces a tenth at a time; (0, x) kills all old instances at once.
 
 use crate::domain::app::UpgradeStrategy;
@@ -29,6 +30,9 @@ pub struct Counts {
     pub old: usize,
     /// Of those, the healthy ones (running, and alive by all health checks).
     pub old_healthy: usize,
+    /// Old-version instances asked to stop that have not ended yet: they still take
+    /// capacity (Marathon launches more only once an old instance is terminal).
+    pub stopping: usize,
     /// New-version instances started (active).
     pub new: usize,
     /// Of those, the healthy (and ready) ones.
@@ -63,8 +67,9 @@ pub fn step(c: Counts, s: &UpgradeStrategy) -> Step {
     // (Marathon only preferred them within its kill count).
     let unhealthy_old = c.old - c.old_healthy.min(c.old);
     let kill_old = (healthy.saturating_sub(min_healthy) + unhealthy_old).max(c.old.saturating_sub(c.wanted)).min(c.old);
-    let remaining_old = c.old - kill_old;
-    let launch_new = c.wanted.saturating_sub(c.new).min(max_capacity.saturating_sub(remaining_old + c.new));
+    // Instances killed now keep their capacity until they have ended (Marathon launches
+    // more only once an old instance is terminal).
+    let launch_new = c.wanted.saturating_sub(c.new).min(max_capacity.saturating_sub(c.old + c.stopping + c.new));
     Step { kill_old, launch_new }
 }
 
@@ -81,7 +86,7 @@ mod tests {
     /// capacity bounds after every step. Returns the steps taken.
     fn replace_all(n: usize, s: &UpgradeStrategy) -> Vec<Step> {
         let (min_healthy, max_capacity) = bounds(n, s);
-        let mut c = Counts { wanted: n, old: n, old_healthy: n, new: 0, new_healthy: 0 };
+        let mut c = Counts { wanted: n, old: n, old_healthy: n, ..Default::default() };
         let mut steps = Vec::new();
         for _ in 0..10 * n + 10 {
             let st = step(c, s);
@@ -91,13 +96,25 @@ mod tests {
             steps.push(st);
             c.old -= st.kill_old;
             c.old_healthy -= st.kill_old;
+            c.stopping += st.kill_old;
             c.new += st.launch_new;
             assert!(c.old_healthy + c.new_healthy >= min_healthy.min(n), "{c:?} below {min_healthy}");
-            assert!(c.old + c.new <= max_capacity.max(n + 1), "{c:?} above {max_capacity}");
+            assert!(c.old + c.stopping + c.new <= max_capacity.max(n + 1), "{c:?} above {max_capacity}");
             c.new_healthy = c.new; // they all pass their health checks
+            c.stopping = 0; // and the killed ones end
         }
         assert_eq!((c.old, c.new, c.new_healthy), (0, n, n), "finished: {c:?} after {steps:?}");
         steps
+    }
+
+    #[test]
+    fn old_instances_still_stopping_take_capacity() {
+        // (1, 0) with 2: one new is healthy, one old was killed but has not ended: no
+        // launch until it has (else 3 would run where at most 2 + 1 may).
+        let c = Counts { wanted: 2, old: 1, old_healthy: 1, stopping: 1, new: 1, new_healthy: 1 };
+        assert_eq!(step(c, &strategy(1.0, 0.0)).launch_new, 0);
+        let ended = Counts { stopping: 0, ..c };
+        assert_eq!(step(ended, &strategy(1.0, 0.0)).launch_new, 1);
     }
 
     #[test]
@@ -119,41 +136,43 @@ mod tests {
 
     #[test]
     fn one_extra_at_a_time_when_both_bounds_are_n() {
-        // (1, 0): +1 new, wait until healthy, -1 old, repeat.
+        // (1, 0): +1 new, wait until healthy, -1 old, wait until it ended, repeat.
         let steps = replace_all(3, &strategy(1.0, 0.0));
-        assert_eq!(steps[0], Step { kill_old: 0, launch_new: 1 });
-        assert_eq!(steps[1], Step { kill_old: 1, launch_new: 1 });
-        assert_eq!(steps[2], Step { kill_old: 1, launch_new: 1 });
-        assert_eq!(steps[3], Step { kill_old: 1, launch_new: 0 });
+        let (launch, kill) = (Step { kill_old: 0, launch_new: 1 }, Step { kill_old: 1, launch_new: 0 });
+        assert_eq!(steps, vec![launch, kill, launch, kill, launch, kill]);
     }
 
     #[test]
     fn ninety_percent_replaces_a_tenth_at_a_time() {
         let steps = replace_all(10, &strategy(0.9, 0.0));
-        assert_eq!(steps[0], Step { kill_old: 1, launch_new: 1 });
+        assert_eq!(steps[0], Step { kill_old: 1, launch_new: 0 });
+        assert_eq!(steps[1], Step { kill_old: 0, launch_new: 1 }, "once the killed one has ended");
         assert!(steps.iter().all(|s| s.kill_old <= 1 && s.launch_new <= 1), "{steps:?}");
     }
 
     #[test]
     fn zero_minimum_kills_all_old_at_once() {
         let st = step(Counts { wanted: 4, old: 4, old_healthy: 4, ..Default::default() }, &strategy(0.0, 0.0));
-        assert_eq!(st, Step { kill_old: 4, launch_new: 4 });
+        assert_eq!(st, Step { kill_old: 4, launch_new: 0 }, "new ones start as the old ones end");
     }
 
     #[test]
     fn never_kills_below_the_minimum_when_new_ones_are_unhealthy() {
-        // (0.5, 0) with 4: two old may go, two new start; the new ones never turn
-        // healthy, so no further old one is killed: the upgrade stalls above the minimum.
+        // (0.5, 0) with 4: two old may go, and two new start once they ended; the new
+        // ones never turn healthy, so no further old one is killed: the upgrade stalls
+        // above the minimum.
         let s = strategy(0.5, 0.0);
         let c = Counts { wanted: 4, old: 4, old_healthy: 4, ..Default::default() };
-        assert_eq!(step(c, &s), Step { kill_old: 2, launch_new: 2 });
-        let stalled = Counts { wanted: 4, old: 2, old_healthy: 2, new: 2, new_healthy: 0 };
+        assert_eq!(step(c, &s), Step { kill_old: 2, launch_new: 0 });
+        let ended = Counts { wanted: 4, old: 2, old_healthy: 2, ..Default::default() };
+        assert_eq!(step(ended, &s), Step { kill_old: 0, launch_new: 2 });
+        let stalled = Counts { wanted: 4, old: 2, old_healthy: 2, new: 2, ..Default::default() };
         assert_eq!(step(stalled, &s), Step::default());
     }
 
     #[test]
     fn unhealthy_old_instances_may_always_go() {
-        let c = Counts { wanted: 3, old: 3, old_healthy: 2, new: 1, new_healthy: 1 };
+        let c = Counts { wanted: 3, old: 3, old_healthy: 2, new: 1, new_healthy: 1, stopping: 0 };
         assert_eq!(step(c, &strategy(1.0, 0.0)).kill_old, 1);
     }
 

@@ -123,3 +123,56 @@ fn a_crash_after_a_task_started_but_before_it_was_reported_adopts_it() {
     assert_eq!(task, before[0].0, "the same task");
     assert_eq!(d.live_sandboxes(), before, "the same process, nothing launched again");
 }
+
+/// Reliability case 1: `kill -9` in the middle of a rolling upgrade (some of the tasks
+/// replaced). The restarted dromos carries on with the stored deployment and ends with
+/// every instance on the new version; no instance was started twice (exactly one
+/// sandbox per instance ever launched), and the running processes stayed within
+/// `[minimumHealthCapacity × n, (1 + maximumOverCapacity) × n]` throughout.
+#[test]
+fn kill_9_mid_rolling_upgrade_resumes_within_the_capacity_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Dromos::start(dir.path(), &[]);
+    let version = |tag: &str| {
+        json!({
+            "id": "/rolling", "instances": 4, "cpus": 0.05, "mem": 32, "env": {"TAG": tag},
+            "cmd": "touch ok; exec python3 -m http.server $PORT0 --bind $HOST",
+            "upgradeStrategy": {"minimumHealthCapacity": 0.75, "maximumOverCapacity": 0.25},
+            "healthChecks": [{"protocol": "HTTP", "path": "/ok", "gracePeriodSeconds": 0, "intervalSeconds": 1,
+                              "timeoutSeconds": 1, "maxConsecutiveFailures": 0}]
+        })
+    };
+    // ceil(4 × 0.75) = 3 and floor(4 × 1.25) = 5 processes at any time.
+    let in_bounds = |d: &Dromos| {
+        let live = d.live_sandboxes().len();
+        assert!((3..=5).contains(&live), "{live} task processes run, outside [3, 5]");
+    };
+    assert_eq!(d.call("POST", "/v2/apps", Some(&version("v1"))).status, 201);
+    wait_for("four healthy v1 tasks", T, || {
+        let app = d.app("/rolling");
+        (app["tasksHealthy"] == 4 && app["deployments"] == json!([])).then_some(())
+    });
+    let v1: BTreeSet<String> = d.live_sandboxes().into_iter().map(|(t, _, _)| t).collect();
+
+    let r = d.call("PUT", "/v2/apps/rolling", Some(&version("v2")));
+    assert_eq!(r.status, 200, "{}", r.text);
+    wait_for("some but not all v1 tasks replaced", T, || {
+        in_bounds(&d);
+        let live: BTreeSet<String> = d.live_sandboxes().into_iter().map(|(t, _, _)| t).collect();
+        let old_left = live.intersection(&v1).count();
+        (old_left > 0 && old_left < 4).then_some(())
+    });
+    d.kill9();
+    in_bounds(&d);
+    d.restart();
+    wait_for("four healthy v2 tasks and the deployment done", T, || {
+        in_bounds(&d);
+        let app = d.app("/rolling");
+        let tasks = app["tasks"].as_array().unwrap().clone();
+        let all_new = tasks.iter().all(|t| !v1.contains(t["id"].as_str().unwrap()));
+        (app["tasksHealthy"] == 4 && tasks.len() == 4 && all_new && app["deployments"] == json!([])).then_some(())
+    });
+    let sandboxes = std::fs::read_dir(d.data_dir.join("agent/sandboxes")).unwrap().count();
+    assert_eq!(sandboxes, 8, "four v1 and four v2 instances, none launched twice");
+    assert_eq!(d.app("/rolling")["env"]["TAG"], "v2");
+}
