@@ -248,6 +248,26 @@ mod tests {
     }
 
     #[test]
+    fn an_unchanged_app_keeps_its_service_port_and_lock() {
+        let mut st = State::default();
+        let mut u = shop("a");
+        if let Some(apps) = u.apps.as_mut() {
+            apps[0].port_definitions[0].port = 0; // db asks for a service port
+        }
+        commit(&mut st, |s| create_group(s, Timestamp::from_millis(1), u.clone(), false));
+        let port = st.apps[&p("/shop/db")].current.spec.service_ports()[0];
+        assert!(port >= 10000);
+        // Sent again with port 0 and a changed web: db keeps its port, is not restarted,
+        // and its part of the running deployment is not what the lock is about.
+        if let Some(apps) = u.apps.as_mut() {
+            apps[1].cmd = Some("b".into());
+        }
+        let d = commit(&mut st, |s| update_group(s, Timestamp::from_millis(2), u, true));
+        assert_eq!(st.apps[&p("/shop/db")].current.spec.service_ports()[0], port);
+        assert_eq!(actions(&d), vec![vec![(ActionKind::RestartApplication, "/shop/web".into())]]);
+    }
+
+    #[test]
     fn leaving_out_apps_or_groups_removes_them() {
         let mut st = State::default();
         let mut u = shop("a");

@@ -84,13 +84,6 @@ pub fn deploy(state: &State, now: Timestamp, change: TreeChange) -> Planned<Depl
         }
     }
     let mut changes = Vec::new();
-    let mut superseded = BTreeSet::new();
-    for id in apps.keys() {
-        check_lock(state, id, force)?;
-        superseded.extend(state.deployments_of(id).map(|d| d.id.clone()));
-    }
-    changes.extend(superseded.into_iter().map(Change::DeleteDeployment));
-
     // The new versions. Service ports stay unique across the cluster: those of apps
     // outside the change, the fixed ones inside it, then each assigned one.
     let mut used: BTreeSet<u16> = state
@@ -110,6 +103,9 @@ pub fn deploy(state: &State, now: Timestamp, change: TreeChange) -> Planned<Depl
         let v = match (c, cur) {
             (AppChange::Remove, _) => None,
             (AppChange::Put(mut spec), cur) => {
+                if let Some(cur) = cur {
+                    keep_service_ports(&cur.spec, &mut spec, &mut used);
+                }
                 assign_service_ports(&mut used, &mut spec)?;
                 Some(AppVersion::next(cur, spec, now))
             }
@@ -152,6 +148,14 @@ pub fn deploy(state: &State, now: Timestamp, change: TreeChange) -> Planned<Depl
             affected.push(a.app.clone());
         }
     }
+    // Marathon's lock holds for the apps the plan acts on; with `force` their running
+    // deployments are superseded.
+    let mut superseded = BTreeSet::new();
+    for id in &affected {
+        check_lock(state, id, force)?;
+        superseded.extend(state.deployments_of(id).map(|d| d.id.clone()));
+    }
+    changes.extend(superseded.into_iter().map(Change::DeleteDeployment));
     // The tightest progress deadline among the apps it deploys.
     let deadline = affected
         .iter()
@@ -312,30 +316,49 @@ pub fn kill_tasks(
     Ok((changes, (killed, Some(dep))))
 }
 
-/// Assigns service ports to port definitions / mappings that ask for one (port 0),
-/// avoiding `used` (the ports of every other app) and adding what it takes.
-fn assign_service_ports(used: &mut BTreeSet<u16>, spec: &mut AppSpec) -> Result<(), MasterError> {
-    let mut next = SERVICE_PORTS.0;
-    let mut take = || -> Option<u16> {
-        while next <= SERVICE_PORTS.1 {
-            let p = next;
-            next += 1;
-            if used.insert(p) {
-                return Some(p);
+/// The service port slots of `spec` in port-index order: port definitions with host
+/// networking, else port mappings.
+fn service_port_slots(spec: &mut AppSpec) -> Vec<&mut i64> {
+    if spec.is_host_networking() {
+        spec.port_definitions.iter_mut().map(|p| &mut p.port).collect()
+    } else {
+        spec.container
+            .as_mut()
+            .and_then(|c| c.port_mappings.as_mut())
+            .map(|pms| pms.iter_mut().map(|p| &mut p.service_port).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Gives port slots that ask for one (0) the service port the app had at that index
+/// before, when no other app took it since: an unchanged definition keeps its ports (and
+/// is not restarted for a new one).
+fn keep_service_ports(before: &AppSpec, spec: &mut AppSpec, used: &mut BTreeSet<u16>) {
+    let had = before.service_ports();
+    for (i, slot) in service_port_slots(spec).into_iter().enumerate() {
+        if let Some(&p) = had.get(i) {
+            if *slot == 0 && p != 0 && used.insert(p) {
+                *slot = p as i64;
             }
         }
-        None
-    };
-    let exhausted =
-        || MasterError::Invalid(vec![Violation::new("/portDefinitions", "no free service port left in 10000-20000")]);
-    if spec.is_host_networking() {
-        for pd in spec.port_definitions.iter_mut().filter(|p| p.port == 0) {
-            pd.port = take().ok_or_else(exhausted)? as i64;
+    }
+}
+
+/// Assigns service ports to port slots that ask for one (port 0), avoiding `used` (the
+/// ports of every other app) and adding what it takes.
+fn assign_service_ports(used: &mut BTreeSet<u16>, spec: &mut AppSpec) -> Result<(), MasterError> {
+    let mut next = SERVICE_PORTS.0;
+    for slot in service_port_slots(spec).into_iter().filter(|p| **p == 0) {
+        while next <= SERVICE_PORTS.1 && !used.insert(next) {
+            next += 1;
         }
-    } else if let Some(pms) = spec.container.as_mut().and_then(|c| c.port_mappings.as_mut()) {
-        for pm in pms.iter_mut().filter(|p| p.service_port == 0) {
-            pm.service_port = take().ok_or_else(exhausted)? as i64;
+        if next > SERVICE_PORTS.1 {
+            return Err(MasterError::Invalid(vec![Violation::new(
+                "/portDefinitions",
+                "no free service port left in 10000-20000",
+            )]));
         }
+        *slot = next as i64;
     }
     Ok(())
 }
