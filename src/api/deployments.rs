@@ -6,7 +6,6 @@ use super::error::ApiResult;
 use super::AppState;
 use crate::domain::Deployment;
 use crate::master::state::State as MasterState;
-use crate::scheduler::reconcile::explain_action;
 use axum::extract::Path;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -33,9 +32,7 @@ pub fn deployment_json(d: &Deployment, state: &MasterState) -> Value {
         .map(|a| {
             let mut v = action_json(a);
             v["readinessCheckResults"] = json!(super::dto::app::readiness_results(state, &a.app));
-            let tasks: Vec<&crate::domain::Task> = state.tasks_of(&a.app).collect();
-            let app = state.apps.get(&a.app).map(|r| &r.current);
-            v["reason"] = json!(explain_action(a.action, app, &tasks, state.probes()));
+            v["reason"] = json!(state.explain(a));
             v
         })
         .collect();
@@ -48,7 +45,7 @@ pub fn deployment_json(d: &Deployment, state: &MasterState) -> Value {
         "currentActions": current_actions,
         "currentStep": (current + 1).min(d.steps.len()),
         "totalSteps": d.steps.len(),
-        "lastProgressAt": d.last_progress_at.max(d.version),
+        "lastProgressAt": d.progress_since(),
     });
     if let Some(dl) = d.deadline {
         out["progressDeadlineSeconds"] = json!(dl.seconds);

@@ -83,14 +83,10 @@ pub async fn get(State(st): State<AppState>, rest: Option<Path<String>>, params:
         }
         GroupRoute::Version(id, v) => {
             let old = stored_version(&st, &id, &v).await?;
-            // Render the stored tree as if it were the state (no tasks then).
-            let mut state = MasterState::default();
-            let mut changes: Vec<crate::store::Change> =
-                old.apps.into_iter().map(|a| crate::store::Change::PutApp(Box::new(a))).collect();
-            changes.extend(old.groups.into_iter().map(|g| crate::store::Change::PutGroup(Box::new(g))));
-            changes.iter().for_each(|c| state.apply(c));
-            let mut out = group_json(&state, &id, GroupEmbed::parse(params.all("embed")), old.version);
-            out["version"] = json!(old.version);
+            let version = old.version;
+            let state = MasterState::of_group_version(old);
+            let mut out = group_json(&state, &id, GroupEmbed::parse(params.all("embed")), version);
+            out["version"] = json!(version);
             Ok(Json(out).into_response())
         }
     }

@@ -64,6 +64,14 @@ pub struct Deployment {
     pub reason: Option<String>,
 }
 
+impl Deployment {
+    /// When the deployment last moved forward (its start, for one that has not yet, or
+    /// a record written before progress was tracked).
+    pub fn progress_since(&self) -> Timestamp {
+        self.last_progress_at.max(self.version)
+    }
+}
+
 /// A deployment's progress deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -456,7 +456,11 @@ fn plan_tick(
     };
 
     // Reconcile every app, except those whose deployment step has not come yet.
-    let held = crate::scheduler::deploy::held_apps(state.deployments.values(), |d| state.deployment_progress(d));
+    // Steps done of each deployment, worked out once per tick.
+    let progress: HashMap<&str, usize> =
+        state.deployments.values().map(|d| (d.id.as_str(), state.deployment_progress(d))).collect();
+    let steps_done = |d: &Deployment| progress.get(d.id.as_str()).copied().unwrap_or(0);
+    let held = crate::scheduler::deploy::held_apps(state.deployments.values(), steps_done);
     let mut requests = Vec::new();
     let mut stop = Vec::new();
     for (id, rec) in state.apps.iter().filter(|(id, _)| !held.contains(*id)) {
@@ -571,11 +575,12 @@ fn plan_tick(
     // Deployments whose every action is carried out are finished; the others are
     // watched for progress against their deadline.
     for d in state.deployments.values() {
-        if state.deployment_progress(d) == d.steps.len() {
+        let done = steps_done(d);
+        if done == d.steps.len() {
             changes.push(Change::DeleteDeployment(d.id.clone()));
             continue;
         }
-        match watch(d, state.deployment_mark(d), now) {
+        match watch(d, state.deployment_mark(d, done), now) {
             Watch::Waiting => {}
             Watch::Progressed(mark) => {
                 let d = Deployment { mark: Some(mark), last_progress_at: now, ..d.clone() };
@@ -583,7 +588,7 @@ fn plan_tick(
             }
             Watch::Failed => {
                 let seconds = d.deadline.map_or(0, |dl| dl.seconds);
-                let reason = format!("no progress for {seconds} s: {}", state.explain_step(d).join("; "));
+                let reason = format!("no progress for {seconds} s: {}", state.explain_step(d, done).join("; "));
                 changes.push(Change::DeleteDeployment(d.id.clone()));
                 out.failed.push((d.clone(), reason));
             }

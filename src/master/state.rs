@@ -6,7 +6,10 @@ use crate::domain::group::Tree;
 use crate::domain::health::{Health, Readiness};
 use crate::domain::task::Goal;
 use crate::domain::task::TaskFailure;
-use crate::domain::{AgentId, AgentRecord, AppVersion, Deployment, GroupSpec, PathId, Task, TaskId, Timestamp};
+use crate::domain::{
+    AgentId, AgentRecord, AppVersion, Deployment, DeploymentAction, GroupSpec, GroupVersion, PathId, Task, TaskId,
+    Timestamp,
+};
 use crate::scheduler::reconcile::explain_action;
 use crate::store::{Change, Snapshot};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -66,6 +69,17 @@ impl State {
         st.agents = s.agents.into_iter().map(|a| (a.info.id.clone(), a)).collect();
         st.groups = s.groups.into_iter().map(|g| (g.id.clone(), g)).collect();
         st.group_versions = s.group_versions.into_iter().collect();
+        st
+    }
+
+    /// The tree a stored group version holds, as a state of its own (no tasks), so it
+    /// renders like the live one.
+    pub fn of_group_version(gv: GroupVersion) -> State {
+        let mut st = State::default();
+        for a in gv.apps {
+            st.apply(&Change::PutApp(Box::new(a)));
+        }
+        st.groups = gv.groups.into_iter().map(|g| (g.id.clone(), g)).collect();
         st
     }
 
@@ -190,9 +204,9 @@ impl State {
             .unwrap_or(d.steps.len())
     }
 
-    /// How far deployment `d` has got (for its progress deadline).
-    pub fn deployment_mark(&self, d: &Deployment) -> Mark {
-        let steps = self.deployment_progress(d);
+    /// How far deployment `d` has got (for its progress deadline), with `steps` of its
+    /// steps done ([`State::deployment_progress`]).
+    pub fn deployment_mark(&self, d: &Deployment, steps: usize) -> Mark {
         let mut mark = Mark { steps: steps as u32, ..Default::default() };
         for a in d.steps.get(steps).into_iter().flatten() {
             let app = self.apps.get(&a.app).map(|r| &r.current);
@@ -210,19 +224,17 @@ impl State {
         mark
     }
 
-    /// Where each action of deployment `d`'s current step stands, in words.
-    pub fn explain_step(&self, d: &Deployment) -> Vec<String> {
-        let current = self.deployment_progress(d);
-        d.steps
-            .get(current)
-            .into_iter()
-            .flatten()
-            .map(|a| {
-                let tasks: Vec<&Task> = self.tasks_of(&a.app).collect();
-                let app = self.apps.get(&a.app).map(|r| &r.current);
-                format!("{} {}: {}", a.action.name(), a.app, explain_action(a.action, app, &tasks, self.probes()))
-            })
-            .collect()
+    /// Where one deployment action stands, in words.
+    pub fn explain(&self, a: &DeploymentAction) -> String {
+        let tasks: Vec<&Task> = self.tasks_of(&a.app).collect();
+        let app = self.apps.get(&a.app).map(|r| &r.current);
+        explain_action(a.action, app, &tasks, self.probes())
+    }
+
+    /// Where each action of deployment `d`'s current step (after `steps` done) stands.
+    pub fn explain_step(&self, d: &Deployment, steps: usize) -> Vec<String> {
+        let current = d.steps.get(steps).into_iter().flatten();
+        current.map(|a| format!("{} {}: {}", a.action.name(), a.app, self.explain(a))).collect()
     }
 
     /// Deployments that involve `app`.

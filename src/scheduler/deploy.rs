@@ -101,7 +101,7 @@ pub fn watch(d: &Deployment, mark: Mark, now: Timestamp) -> Watch {
         None => Watch::Progressed(mark),
         Some(before) if mark.beyond(&before) => Watch::Progressed(mark),
         Some(_) => {
-            let since = d.last_progress_at.max(d.version);
+            let since = d.progress_since();
             match d.deadline {
                 Some(dl) if since.seconds_until(now) >= dl.seconds as f64 => Watch::Failed,
                 _ => Watch::Waiting,
