@@ -14,6 +14,8 @@
 //!    instances with UNIQUE hostname + GROUP_BY rack.
 //! 9. Health checking: one agent's checker running 5,000 HTTP checks with a 1 s interval
 //!    against a local endpoint; the endpoint counts the probes it answers.
+//! 10. Rolling upgrade: 1,000 health-checked instances on 100 simulated agents with
+//!     (0.9, 0.1), the new version's checks answered at once.
 
 use dromos::domain::agent::Containerizer;
 use dromos::domain::task::Goal;
@@ -346,8 +348,66 @@ fn bench_drf() {
     );
 }
 
-fn bench_cluster(rt: &tokio::runtime::Runtime) {
+/// Starts `n` simulated agents: in-process links that answer every launch with
+/// TASK_RUNNING and, at once, "alive" from each of the task's health checks (and
+/// "ready" when it has a readiness check), and every kill with TASK_KILLED. Returns
+/// when the master has registered them all.
+async fn simulated_agents(master: &std::sync::Arc<dromos::master::Master>, n: usize, cpus: f64) {
     use dromos::agent::protocol::{FromAgent, TaskStatus, ToAgent, PROTOCOL_VERSION};
+    use dromos::domain::health::{Health, Readiness};
+    let inbox = master.inbox();
+    for i in 0..n {
+        let id = AgentId(format!("sim-{i}"));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        master.attach_local_agent(id.clone(), tx);
+        let info = AgentInfo {
+            id: id.clone(),
+            hostname: format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256),
+            resources: AgentResources::unreserved(
+                Resources::new(cpus, 65536.0, 100_000.0, 0.0),
+                vec![PortRange::new(31000, 32000)],
+            ),
+            attributes: Default::default(),
+            containerizers: vec![Containerizer::Process],
+        };
+        let _ = inbox.send((
+            id.clone(),
+            FromAgent::Register { protocol: PROTOCOL_VERSION, info, tasks: vec![], replaces: vec![] },
+        ));
+        let inbox = inbox.clone();
+        tokio::spawn(async move {
+            let status = |task_id, state| {
+                FromAgent::Status(TaskStatus { task_id, state, message: None, timestamp: Timestamp::from_millis(0) })
+            };
+            while let Some(cmd) = rx.recv().await {
+                match cmd {
+                    ToAgent::Launch(l) => {
+                        let _ = inbox.send((id.clone(), status(l.task_id.clone(), TaskState::Running)));
+                        for index in 0..l.health_checks.len() as u16 {
+                            let health = Health { alive: true, ..Default::default() };
+                            let _ = inbox
+                                .send((id.clone(), FromAgent::Health { task_id: l.task_id.clone(), index, health }));
+                        }
+                        if l.readiness.is_some() {
+                            let readiness = Readiness { ready: true, ..Default::default() };
+                            let _ = inbox.send((id.clone(), FromAgent::Ready { task_id: l.task_id, readiness }));
+                        }
+                    }
+                    ToAgent::Kill { task_id } => {
+                        let _ = inbox.send((id.clone(), status(task_id, TaskState::Killed)));
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+    master.run();
+    while master.read().await.agents.len() < n {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn bench_cluster(rt: &tokio::runtime::Runtime) {
     use dromos::master::{plans, Master, MasterConfig};
     const AGENTS: usize = 10_000;
     const TASKS: u32 = 100_000;
@@ -355,48 +415,7 @@ fn bench_cluster(rt: &tokio::runtime::Runtime) {
     rt.block_on(async {
         let store = Store::open("", dir.path()).await.expect("store");
         let master = Master::start(store, MasterConfig::default()).await.expect("master");
-        let inbox = master.inbox();
-        // Simulated agents: in-process links that answer every launch with TASK_RUNNING.
-        for i in 0..AGENTS {
-            let id = AgentId(format!("sim-{i}"));
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-            master.attach_local_agent(id.clone(), tx);
-            let info = AgentInfo {
-                id: id.clone(),
-                hostname: format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256),
-                resources: AgentResources::unreserved(
-                    Resources::new(16.0, 65536.0, 100_000.0, 0.0),
-                    vec![PortRange::new(31000, 32000)],
-                ),
-                attributes: Default::default(),
-                containerizers: vec![Containerizer::Process],
-            };
-            let _ = inbox.send((
-                id.clone(),
-                FromAgent::Register { protocol: PROTOCOL_VERSION, info, tasks: vec![], replaces: vec![] },
-            ));
-            let inbox = inbox.clone();
-            tokio::spawn(async move {
-                while let Some(cmd) = rx.recv().await {
-                    if let ToAgent::Launch(l) = cmd {
-                        let s = TaskStatus {
-                            task_id: l.task_id,
-                            state: TaskState::Running,
-                            message: None,
-                            timestamp: Timestamp::from_millis(0),
-                        };
-                        let _ = inbox.send((id.clone(), FromAgent::Status(s)));
-                    }
-                }
-            });
-        }
-        master.run();
-        loop {
-            if master.read().await.agents.len() == AGENTS {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        simulated_agents(&master, AGENTS, 16.0).await;
         let body = json!({"id": "/bench/huge", "cmd": "sleep 3600", "instances": TASKS, "cpus": 0.01, "mem": 1});
         let spec = dromos::api::dto::app::parse_app(body, None).expect("valid");
         let t = Instant::now();
@@ -419,6 +438,69 @@ fn bench_cluster(rt: &tokio::runtime::Runtime) {
         println!(
             "memory: master with {AGENTS} agents and {TASKS} tasks (simulated agents in-process): {:.0} MiB RSS",
             rss_mib(std::process::id())
+        );
+    });
+}
+
+/// A rolling upgrade of 1,000 health-checked instances on 100 simulated agents with
+/// minimumHealthCapacity 0.9 and maximumOverCapacity 0.1: from the PUT of a new command
+/// until the deployment has finished (every instance of the new version, healthy). The
+/// agents have room for 11 instances each, 1,100 in all: exactly the 10 % over
+/// capacity, so the bounds, not the cluster, pace the upgrade.
+fn bench_rolling(rt: &tokio::runtime::Runtime) {
+    use dromos::master::{plans, Master, MasterConfig};
+    const AGENTS: usize = 100;
+    const TASKS: u32 = 1_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt.block_on(async {
+        let store = Store::open("", dir.path()).await.expect("store");
+        let master = Master::start(store, MasterConfig::default()).await.expect("master");
+        simulated_agents(&master, AGENTS, 1.15).await;
+        let app = |cmd: &str| {
+            let body = json!({
+                "id": "/bench/rolling", "cmd": cmd, "instances": TASKS, "cpus": 0.1, "mem": 1,
+                "healthChecks": [{"protocol": "COMMAND", "command": {"value": "true"}}],
+                "upgradeStrategy": {"minimumHealthCapacity": 0.9, "maximumOverCapacity": 0.1}
+            });
+            dromos::api::dto::app::parse_app(body, None).expect("valid")
+        };
+        let spec = app("sleep 3600");
+        master.write(move |state, now| plans::create_app(state, now, spec)).await.expect("create");
+        master.wake();
+        while !master.read().await.deployments.is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let spec = app("sleep 7200");
+        let t = Instant::now();
+        let (dep, _) = master
+            .write(move |state, now| {
+                let base = state.apps.get(&spec.id).map(|r| r.current.version);
+                plans::put_app(state, now, spec, base, false)
+            })
+            .await
+            .expect("put");
+        master.wake();
+        // Sampled bounds along the way (the tests assert them; the bench reports them).
+        let (mut peak, mut floor) = (0, usize::MAX);
+        loop {
+            let st = master.read().await;
+            if st.deployments.is_empty() {
+                break;
+            }
+            peak = peak.max(st.tasks.values().filter(|t| t.is_active()).count());
+            floor = floor.min(st.tasks.values().filter(|t| t.state == TaskState::Running).count());
+            drop(st);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let st = master.read().await;
+        let new = st.tasks.values().filter(|t| t.version == dep.version && t.state == TaskState::Running).count();
+        let active = st.tasks.values().filter(|t| t.is_active()).count();
+        assert_eq!((new, active), (TASKS as usize, TASKS as usize), "the upgrade left other tasks");
+        println!(
+            "rolling upgrade: {TASKS} health-checked instances on {AGENTS} simulated agents, (0.9, 0.1), \
+             PUT to deployment finished in {secs:.2} s (sampled: at most {peak} tasks active, \
+             at least {floor} running)"
         );
     });
 }
@@ -527,6 +609,9 @@ fn main() {
     }
     if on("cluster") {
         bench_cluster(&rt);
+    }
+    if on("rolling") {
+        bench_rolling(&rt);
     }
     if on("loss") {
         bench_agent_loss();
