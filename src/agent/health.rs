@@ -302,3 +302,130 @@ async fn command_probe(target: &Target, command: &str) -> Outcome {
         Err(e) => Outcome::Unhealthy(format!("cannot run the command: {e}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    fn check(kind: CheckKind, port: Option<u16>, timeout_ms: u64) -> HealthCheckTask {
+        HealthCheckTask {
+            kind,
+            port,
+            grace_ms: 0,
+            interval_ms: 100,
+            timeout_ms,
+            delay_ms: 0,
+            max_consecutive_failures: 0,
+            ignore_http1xx: false,
+            error: None,
+        }
+    }
+
+    fn target(id: &str, sandbox: &std::path::Path) -> Target {
+        Target {
+            task_id: format!("hc.{id}").parse().unwrap(),
+            host: "127.0.0.1".into(),
+            started: now(),
+            sandbox: sandbox.to_path_buf(),
+            env: BTreeMap::new(),
+        }
+    }
+
+    /// Collects every task's latest health finding.
+    fn collector() -> (Report, Arc<Mutex<HashMap<TaskId, Health>>>) {
+        let seen: Arc<Mutex<HashMap<TaskId, Health>>> = Arc::default();
+        let into = seen.clone();
+        let report: Report = Arc::new(move |id, finding| {
+            if let Finding::Health(_, h) = finding {
+                into.lock().unwrap().insert(id.clone(), h);
+            }
+        });
+        (report, seen)
+    }
+
+    async fn until(what: &str, mut f: impl FnMut() -> bool) {
+        for _ in 0..600 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    /// Reliability case 28: endpoints that accept and never answer. Only as many probes
+    /// as the limit allows are connected at once (the others wait for a permit), each
+    /// fails at its timeout with the cause in words, and stopping the checks closes
+    /// every connection.
+    #[tokio::test]
+    async fn hanging_endpoints_fail_at_the_timeout_with_bounded_probes_and_no_leak() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (accepted, open) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (a, o) = (accepted.clone(), open.clone());
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                a.fetch_add(1, Ordering::SeqCst);
+                o.fetch_add(1, Ordering::SeqCst);
+                let o = o.clone();
+                // Read the request and never answer; count the connection closed at EOF.
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {}
+                    o.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        let sandbox = tempfile::tempdir().unwrap();
+        let limit = Arc::new(Semaphore::new(2));
+        let (report, seen) = collector();
+        let http = check(CheckKind::Http { path: "/".into() }, Some(port), 2000);
+        let checks: Vec<Checks> = (0..4)
+            .map(|i| {
+                let t = target(&format!("hang-{i}"), sandbox.path());
+                Checks::start(t, std::slice::from_ref(&http), None, limit.clone(), report.clone())
+            })
+            .collect();
+        until("two probes connected", || accepted.load(Ordering::SeqCst) >= 2).await;
+        // Well inside the 2 s timeout: the other two checks still wait for a permit.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "more probes ran at once than the limit");
+        until("every check to fail once", || seen.lock().unwrap().len() == 4).await;
+        for (id, h) in seen.lock().unwrap().iter() {
+            assert!(!h.alive, "{id}");
+            assert_eq!(h.last_failure_cause.as_deref(), Some("no answer within 2000 ms"), "{id}");
+        }
+        drop(checks);
+        until("every connection to be closed", || open.load(Ordering::SeqCst) == 0).await;
+    }
+
+    /// A COMMAND check that hangs: at its timeout the command (and what it started) is
+    /// killed, and stopping the checks kills a probe in flight.
+    #[tokio::test]
+    async fn a_hanging_command_probe_is_killed_at_its_timeout() {
+        let sandbox = tempfile::tempdir().unwrap();
+        let (report, seen) = collector();
+        let limit = Arc::new(Semaphore::new(MAX_CONCURRENT));
+        let hang = check(CheckKind::Command { command: "echo $$ >> pids; exec sleep 600".into() }, None, 300);
+        let checks = Checks::start(target("cmd", sandbox.path()), &[hang], None, limit, report);
+        until("a failed probe", || !seen.lock().unwrap().is_empty()).await;
+        let cause = seen.lock().unwrap().values().next().and_then(|h| h.last_failure_cause.clone());
+        assert_eq!(cause.as_deref(), Some("no answer within 300 ms"));
+        let pids = || -> Vec<i32> {
+            let raw = std::fs::read_to_string(sandbox.path().join("pids")).unwrap_or_default();
+            raw.lines().filter_map(|l| l.trim().parse().ok()).collect()
+        };
+        let running = |pid: &i32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| s.rfind(')').is_some_and(|i| !s[i + 2..].starts_with('Z')))
+                .unwrap_or(false)
+        };
+        let first = pids()[0];
+        until("the timed-out probe to be killed", || !running(&first)).await;
+        drop(checks);
+        until("no probe left running", || !pids().iter().any(running)).await;
+    }
+}

@@ -273,3 +273,49 @@ fn a_stuck_deployment_fails_at_its_deadline_and_rolls_back() {
     });
     assert_eq!(d.app("/deadline")["env"]["TAG"], "v1");
 }
+
+/// Reliability case 28: a task whose HTTP endpoint accepts connections and never answers.
+/// Each probe fails at its timeout (the cause says so); after two in a row the task is
+/// killed and replaced, again and again, and no task is left behind: at most the
+/// replacement and the task being killed exist at any look, and deleting the app stops
+/// every process.
+#[test]
+fn a_hanging_health_endpoint_fails_at_the_timeout_and_leaks_no_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Dromos::start(dir.path(), &[]);
+    let hang = "import os, socket, time; s = socket.socket(); \
+                s.bind((os.environ['HOST'], int(os.environ['PORT0']))); s.listen(64); time.sleep(3600)";
+    let app = json!({
+        "id": "/hc/hang", "instances": 1, "cpus": 0.1, "mem": 64,
+        "cmd": format!("exec python3 -c \"{hang}\""),
+        "healthChecks": [{"protocol": "HTTP", "path": "/", "gracePeriodSeconds": 0, "intervalSeconds": 1,
+                          "timeoutSeconds": 1, "maxConsecutiveFailures": 2}]
+    });
+    assert_eq!(d.call("POST", "/v2/apps", Some(&app)).status, 201, "{app}");
+    // (Until python listens, a probe may be refused instead.)
+    let first = wait_for("a probe to time out", T, || {
+        let t = first_task(&d, "/hc/hang");
+        (t["healthCheckResults"][0]["lastFailureCause"] == "no answer within 1000 ms").then_some(t)
+    });
+    assert_eq!(first["healthCheckResults"][0]["alive"], false, "{first}");
+    let first_id = first["id"].as_str().unwrap().to_string();
+
+    // Replaced twice over (the replacements hang too), never more than two tasks at once.
+    let mut seen = std::collections::BTreeSet::new();
+    wait_for("two replacements of hanging tasks", Duration::from_secs(90), || {
+        let live = d.live_sandboxes();
+        assert!(live.len() <= 2, "tasks leak: {live:?}");
+        let tasks = d.get("/v2/apps/hc/hang/tasks")["tasks"].as_array().unwrap().clone();
+        assert!(tasks.len() <= 2, "more tasks than the replacement and the one being killed: {tasks:?}");
+        seen.extend(tasks.iter().map(|t| t["id"].as_str().unwrap().to_string()));
+        (seen.len() >= 3).then_some(())
+    });
+    assert!(d.live_sandboxes().iter().all(|(id, _, _)| *id != first_id), "the first task still runs");
+    let failure = d.app("/hc/hang")["lastTaskFailure"].clone();
+    assert!(failure["message"].as_str().unwrap().contains("2 consecutive failed health checks"), "{failure}");
+
+    // Its first deployment still waits for a healthy task, so deleting needs force.
+    assert_eq!(d.call("DELETE", "/v2/apps/hc/hang", None).status, 409);
+    assert_eq!(d.call("DELETE", "/v2/apps/hc/hang?force=true", None).status, 200);
+    wait_for("every process of the app to end", T, || d.live_sandboxes().is_empty().then_some(()));
+}
