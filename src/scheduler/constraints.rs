@@ -19,7 +19,8 @@
 //! | IS v | its value is v (a numeric v compared as a three-decimal scalar) |
 //!
 //! GROUP_BY also decides which instances go first on scale-down: from the most used
-//! values first, so the spread stays even ([`group_by_victims`]).
+//! values first, so the spread stays even, over every GROUP_BY field of the app
+//! ([`group_by_victims`]).
 
 use crate::domain::app::{whole_match_regex, Constraint, ConstraintOperator};
 use crate::domain::resources::format_scalar;
@@ -169,30 +170,82 @@ impl ConstraintTracker {
     }
 }
 
-/// Orders the instances to kill on scale-down when the app has a GROUP_BY constraint:
-/// repeatedly the next instance (in `preferred` order) of the most used value, so the
-/// remaining instances stay evenly spread. `field_of(i)` is the GROUP_BY field's value
-/// of `preferred[i]`'s agent. Returns indices into `preferred`, `n` of them at most.
-pub fn group_by_victims(preferred_len: usize, n: usize, field_of: impl Fn(usize) -> Option<String>) -> Vec<usize> {
-    // Per value, its instances in preference order (front = first to go).
-    let mut groups: BTreeMap<Option<String>, std::collections::VecDeque<usize>> = BTreeMap::new();
-    for i in 0..preferred_len {
-        groups.entry(field_of(i)).or_default().push_back(i);
+/// Orders the instances to kill on scale-down when the app has GROUP_BY constraints, so
+/// the remaining instances stay evenly spread over every GROUP_BY field. Each kill comes
+/// from the most used value of the most uneven field (spread = most used - least used;
+/// among equals, the field listed first); within that value, it is the instance whose
+/// values of the other GROUP_BY fields are most used, then the one first in `preferred`
+/// order. With one field that is simply the next preferred instance of its most used
+/// value. `field_of(i, f)` is the value of GROUP_BY field `f` (of `fields`) for
+/// `preferred[i]`'s agent. Returns indices into `preferred`, `n` of them at most.
+pub fn group_by_victims(
+    preferred_len: usize,
+    n: usize,
+    fields: usize,
+    field_of: impl Fn(usize, usize) -> Option<String>,
+) -> Vec<usize> {
+    // Per field: each value's instances in preference order and how many are not taken.
+    struct Value {
+        members: Vec<usize>,
+        left: usize,
+        /// Members before it are taken.
+        next: usize,
     }
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
-        // The largest group; among equals, the one whose next victim is preferred most.
-        let Some(key) = groups
+    let mut values: Vec<Vec<Value>> = (0..fields).map(|_| Vec::new()).collect();
+    // group[i][f]: the index, in values[f], of instance i's value of field f.
+    let mut group: Vec<Vec<usize>> = vec![Vec::with_capacity(fields); preferred_len];
+    for (f, field_values) in values.iter_mut().enumerate() {
+        let mut index: BTreeMap<Option<String>, usize> = BTreeMap::new();
+        for (i, g) in group.iter_mut().enumerate() {
+            let next = index.len();
+            let v = *index.entry(field_of(i, f)).or_insert(next);
+            if v == field_values.len() {
+                field_values.push(Value { members: Vec::new(), left: 0, next: 0 });
+            }
+            field_values[v].members.push(i);
+            field_values[v].left += 1;
+            g.push(v);
+        }
+    }
+    let mut taken = vec![false; preferred_len];
+    let mut out = Vec::with_capacity(n.min(preferred_len));
+    while out.len() < n.min(preferred_len) {
+        let spread = |vs: &[Value]| {
+            let used = vs.iter().map(|v| v.left).filter(|l| *l > 0);
+            used.clone().max().unwrap_or(0) - used.min().unwrap_or(0)
+        };
+        // The most uneven field (the first among equals).
+        let Some(f) = (0..fields).rev().max_by_key(|f| spread(&values[*f])) else { break };
+        for v in values[f].iter_mut() {
+            while v.next < v.members.len() && taken[v.members[v.next]] {
+                v.next += 1;
+            }
+        }
+        // Its most used value; among equals, the one whose next instance is preferred most.
+        let Some(v) = values[f]
             .iter()
-            .filter(|(_, g)| !g.is_empty())
-            .max_by(|(_, a), (_, b)| a.len().cmp(&b.len()).then(b[0].cmp(&a[0])))
-            .map(|(k, _)| k.clone())
+            .enumerate()
+            .filter_map(|(k, v)| Some((k, v.left, *v.members.get(v.next)?)))
+            .max_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)))
+            .map(|(k, _, _)| k)
         else {
             break;
         };
-        if let Some(i) = groups.get_mut(&key).and_then(|g| g.pop_front()) {
-            out.push(i);
+        let pick = if fields == 1 {
+            values[f][v].members.get(values[f][v].next).copied()
+        } else {
+            // How used the instance's other values are (ties: preferred order).
+            let others =
+                |i: usize| -> usize { (0..fields).filter(|g| *g != f).map(|g| values[g][group[i][g]].left).sum() };
+            let members = values[f][v].members[values[f][v].next..].iter().copied().filter(|i| !taken[*i]);
+            members.map(|i| (others(i), std::cmp::Reverse(i))).max().map(|(_, std::cmp::Reverse(i))| i)
+        };
+        let Some(i) = pick else { break };
+        taken[i] = true;
+        for (g, &k) in group[i].iter().enumerate() {
+            values[g][k].left -= 1;
         }
+        out.push(i);
     }
     out
 }
@@ -312,10 +365,30 @@ mod tests {
     fn scale_down_takes_from_the_biggest_groups_first() {
         // Instances in kill-preference order, with their racks: r1 holds three, r2 two, r3 one.
         let racks = ["r1", "r2", "r1", "r3", "r1", "r2"];
-        let victims = group_by_victims(racks.len(), 3, |i| Some(racks[i].to_string()));
+        let victims = group_by_victims(racks.len(), 3, 1, |i, _| Some(racks[i].to_string()));
         // r1 (3) loses its most preferred (0); then r1 and r2 have two each: r2's next (1)
         // is preferred over r1's (2), then r1 (2). Left: r1, r2, r3 once each.
         assert_eq!(victims, vec![0, 1, 2]);
-        assert_eq!(group_by_victims(2, 5, |_| None), vec![0, 1], "never more than there are");
+        assert_eq!(group_by_victims(2, 5, 1, |_, _| None), vec![0, 1], "never more than there are");
+    }
+
+    #[test]
+    fn scale_down_keeps_every_group_by_field_even() {
+        // Instances in kill-preference order on (zone, rack): zone a holds four, zone b two;
+        // racks a1 and a2 are in a, b1 in b.
+        let at = [("a", "a1"), ("a", "a1"), ("a", "a2"), ("b", "b1"), ("a", "a2"), ("b", "b1")];
+        let field = |i: usize, f: usize| Some(if f == 0 { at[i].0 } else { at[i].1 }.to_string());
+        // Zones are the uneven field (4 vs 2): two kills from a, leaving a and b with two
+        // each. Within a, racks a1 and a2 are used equally: the preferred instance (0)
+        // goes first; then rack a1 is the smaller one, so a2's preferred instance (2).
+        assert_eq!(group_by_victims(at.len(), 2, 2, field), vec![0, 2]);
+        // With the fields the other way round: racks a1, a2, b1 hold two each (spread 0),
+        // zones 4 vs 2: zones decide the first kill (0). Then both fields are off by one
+        // and racks, listed first, decide: a2 and b1 hold two, a2's next (2) is preferred.
+        let swapped = |i: usize, f: usize| field(i, 1 - f);
+        assert_eq!(group_by_victims(at.len(), 2, 2, swapped), vec![0, 2]);
+        // A third kill: both fields even (zones 2 and 2, racks 1, 1, 2): the rack field is
+        // uneven now, so b1 (two left) loses its preferred instance (3).
+        assert_eq!(group_by_victims(at.len(), 3, 2, field), vec![0, 2, 3]);
     }
 }

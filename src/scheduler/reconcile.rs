@@ -45,8 +45,8 @@ fn sort_for_killing(tasks: &mut [&Task], sel: KillSelection) {
     });
 }
 
-/// The surplus to kill on scale-down: with a GROUP_BY constraint, from the most used
-/// values of its field first (Marathon keeps the spread even this way); otherwise, and
+/// The surplus to kill on scale-down: with GROUP_BY constraints, from the most used
+/// values of their fields first (Marathon keeps the spread even this way); otherwise, and
 /// within a value, by state and `killSelection`.
 fn scale_down_victims<'a>(
     app: &AppVersion,
@@ -55,14 +55,18 @@ fn scale_down_victims<'a>(
     agents: &HashMap<AgentId, AgentFields>,
 ) -> Vec<&'a Task> {
     sort_for_killing(&mut tasks, app.spec.kill_selection);
-    let group_by = app.spec.constraints.iter().find(|c| c.operator == ConstraintOperator::GroupBy);
-    match group_by {
-        None => tasks.into_iter().take(n).collect(),
-        Some(c) => {
-            let value = |i: usize| agents.get(&tasks[i].agent_id).and_then(|f| f.get(&c.field)).map(String::from);
-            group_by_victims(tasks.len(), n, value).into_iter().map(|i| tasks[i]).collect()
-        }
+    let group_by: Vec<&str> = app
+        .spec
+        .constraints
+        .iter()
+        .filter(|c| c.operator == ConstraintOperator::GroupBy)
+        .map(|c| c.field.as_str())
+        .collect();
+    if group_by.is_empty() {
+        return tasks.into_iter().take(n).collect();
     }
+    let value = |i: usize, f: usize| agents.get(&tasks[i].agent_id).and_then(|a| a.get(group_by[f])).map(String::from);
+    group_by_victims(tasks.len(), n, group_by.len(), value).into_iter().map(|i| tasks[i]).collect()
 }
 
 /// An unreachable task that its app's `unreachableStrategy` no longer counts: it is
