@@ -3,11 +3,13 @@
 //! changes; `dryRun=true` answers with its steps and changes nothing.
 //!
 //! Group ids contain slashes, so everything below `/v2/groups/` arrives in one
-//! catch-all; a last segment `versions` (or `versions/{v}`) names the group's history.
+//! catch-all; a last segment `versions` (or `versions/{v}`) names the group's history,
+//! and a last segment `apps` the apps anywhere beneath the group (as in Marathon, this
+//! shadows an app or group named `apps`).
 
 use super::apps::deployment_result;
 use super::deployments::steps_json;
-use super::dto::group::{group_json, parse_group, parse_group_request, GroupEmbed, GroupRequest};
+use super::dto::group::{apps_within_json, group_json, parse_group, parse_group_request, GroupEmbed, GroupRequest};
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, Params};
 use super::AppState;
@@ -25,6 +27,7 @@ enum GroupRoute {
     Group(PathId),
     Versions(PathId),
     Version(PathId, String),
+    Apps(PathId),
 }
 
 impl GroupRoute {
@@ -43,6 +46,7 @@ impl GroupRoute {
             [] => Ok(GroupRoute::Group(PathId::root())),
             [.., "versions"] => Ok(GroupRoute::Versions(group(1)?)),
             [.., "versions", v] => Ok(GroupRoute::Version(group(2)?, v.to_string())),
+            [.., "apps"] => Ok(GroupRoute::Apps(group(1)?)),
             _ => Ok(GroupRoute::Group(group(0)?)),
         }
     }
@@ -80,6 +84,13 @@ pub async fn get(State(st): State<AppState>, rest: Option<Path<String>>, params:
             let mut vs = state.group_versions.get(&id).cloned().unwrap_or_default();
             vs.reverse();
             Ok(Json(json!(vs)).into_response())
+        }
+        GroupRoute::Apps(id) => {
+            let state = st.master.read().await;
+            if !state.tree().has_group(&id) {
+                return Err(not_found(&id));
+            }
+            Ok(Json(apps_within_json(&state, &id, GroupEmbed::parse(params.all("embed")))).into_response())
         }
         GroupRoute::Version(id, v) => {
             let old = stored_version(&st, &id, &v).await?;

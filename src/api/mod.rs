@@ -69,6 +69,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/v2/groups/{groupId}"),
     ("PATCH", "/v2/groups/{groupId}"),
     ("DELETE", "/v2/groups/{groupId}"),
+    ("GET", "/v2/groups/{groupId}/apps"),
     ("GET", "/v2/groups/{groupId}/versions"),
     ("GET", "/v2/groups/{groupId}/versions/{version}"),
     ("GET", "/v2/deployments"),

@@ -109,6 +109,15 @@ fn a_group_deploys_in_dependency_order_and_rolls_back_by_version() {
     assert_eq!(g["apps"][1]["dependencies"], json!(["/shop/db"]));
     let root = d.get("/v2/groups");
     assert_eq!(root["groups"][0]["id"], "/shop");
+    // Every app beneath a group, as an array (the root's: all of them).
+    let within = |path: &str| -> Vec<String> {
+        d.get(path).as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(within("/v2/groups/shop/apps"), vec!["/shop/db", "/shop/web"]);
+    assert_eq!(within("/v2/groups/apps"), vec!["/shop/db", "/shop/web"]);
+    let with_tasks = d.get("/v2/groups/shop/apps?embed=group.apps.tasks");
+    assert_eq!(with_tasks[1]["tasks"].as_array().unwrap().len(), 2, "{with_tasks}");
+    assert_eq!(d.call("GET", "/v2/groups/nope/apps", None).status, 404);
     let only_groups = d.get("/v2/groups?embed=group.groups");
     assert_eq!(only_groups["groups"][0]["apps"], json!([]));
     let versions = d.get("/v2/groups/shop/versions");

@@ -228,42 +228,73 @@ pub fn group_json(state: &State, id: &PathId, embed: GroupEmbed, fallback: Times
     for g in state.tree().all_groups().into_iter().filter(|g| !g.is_root()) {
         children.entry(g.parent()).or_default().push(g);
     }
-    render(state, id, embed, fallback, &children)
+    // A group's version is the newest of everything beneath it: one pass over the apps
+    // and groups, each counted for all its enclosing groups.
+    let mut newest: BTreeMap<PathId, Timestamp> = BTreeMap::new();
+    let versions = state.apps.values().map(|r| (r.current.spec.id.parent(), r.current.version));
+    for (mut group, version) in versions.chain(state.groups.values().map(|g| (g.id.clone(), g.version))) {
+        loop {
+            let v = newest.entry(group.clone()).or_insert(version);
+            *v = (*v).max(version);
+            if group.is_root() {
+                break;
+            }
+            group = group.parent();
+        }
+    }
+    let mut apps: BTreeMap<PathId, Vec<Value>> = BTreeMap::new();
+    if embed.apps {
+        for r in state.apps.values() {
+            apps.entry(r.current.spec.id.parent()).or_default().push(app_json(r, state, embed.app));
+        }
+    }
+    Render { state, embed, fallback, children, newest, apps }.group(id)
 }
 
-fn render(
-    state: &State,
-    id: &PathId,
-    embed: GroupEmbed,
-    fallback: Timestamp,
-    children: &BTreeMap<PathId, Vec<PathId>>,
-) -> Value {
-    let explicit = state.groups.get(id);
-    let newest = state.apps.values().filter(|r| r.current.spec.id.is_within(id)).map(|r| r.current.version).max();
-    let newest_group = state.groups.values().filter(|g| g.id.is_within(id)).map(|g| g.version).max();
-    let version = newest.max(newest_group).unwrap_or(fallback);
-    let apps: Vec<Value> = match embed.apps {
-        true => state
+/// `GET /v2/groups/{id}/apps`: every app beneath the group, as a JSON array.
+pub fn apps_within_json(state: &State, id: &PathId, embed: GroupEmbed) -> Value {
+    Value::Array(
+        state
             .apps
             .values()
-            .filter(|r| r.current.spec.id.parent() == *id)
+            .filter(|r| r.current.spec.id.is_within(id))
             .map(|r| app_json(r, state, embed.app))
             .collect(),
-        false => vec![],
-    };
-    let groups: Vec<Value> = match embed.groups {
-        true => children.get(id).into_iter().flatten().map(|g| render(state, g, embed, fallback, children)).collect(),
-        false => vec![],
-    };
-    json!({
-        "id": id,
-        "apps": apps,
-        "pods": [],
-        "groups": groups,
-        "dependencies": explicit.map(|g| g.dependencies.clone()).unwrap_or_default(),
-        "version": version,
-        "enforceRole": explicit.is_some_and(|g| g.enforce_role),
-    })
+    )
+}
+
+/// What rendering a group tree needs, worked out once for the whole tree.
+struct Render<'a> {
+    state: &'a State,
+    embed: GroupEmbed,
+    /// The version of a group with nothing beneath it.
+    fallback: Timestamp,
+    children: BTreeMap<PathId, Vec<PathId>>,
+    /// Per group, the newest version of any app or group beneath it.
+    newest: BTreeMap<PathId, Timestamp>,
+    /// Per group, the JSON of its own apps (when embedded).
+    apps: BTreeMap<PathId, Vec<Value>>,
+}
+
+impl Render<'_> {
+    /// Renders `id` and, when embedded, its subgroups (each group once: its apps are
+    /// moved out).
+    fn group(&mut self, id: &PathId) -> Value {
+        let explicit = self.state.groups.get(id);
+        let groups: Vec<Value> = match self.embed.groups {
+            true => self.children.get(id).cloned().unwrap_or_default().iter().map(|g| self.group(g)).collect(),
+            false => vec![],
+        };
+        json!({
+            "id": id,
+            "apps": self.apps.remove(id).unwrap_or_default(),
+            "pods": [],
+            "groups": groups,
+            "dependencies": explicit.map(|g| g.dependencies.clone()).unwrap_or_default(),
+            "version": self.newest.get(id).copied().unwrap_or(self.fallback),
+            "enforceRole": explicit.is_some_and(|g| g.enforce_role),
+        })
+    }
 }
 
 #[cfg(test)]
