@@ -319,3 +319,53 @@ fn a_hanging_health_endpoint_fails_at_the_timeout_and_leaks_no_task() {
     assert_eq!(d.call("DELETE", "/v2/apps/hc/hang?force=true", None).status, 200);
     wait_for("every process of the app to end", T, || d.live_sandboxes().is_empty().then_some(()));
 }
+
+/// Reliability case 29 (a master restart standing in for a leader failover): check
+/// history is lost, so the grace period starts again and nothing is killed for failures
+/// the new checker sees before a first success. Three healthy tasks whose endpoints all
+/// fail while dromos is down (one failure kills, here) are still the same three tasks
+/// after the restart, and turn healthy when their endpoints answer again.
+#[test]
+fn a_restart_applies_the_grace_period_again_instead_of_killing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Dromos::start(dir.path(), &[]);
+    let app = json!({
+        "id": "/hc/failover", "instances": 3, "cpus": 0.1, "mem": 64,
+        "cmd": "touch ok; exec python3 -m http.server $PORT0 --bind $HOST",
+        "healthChecks": [{"protocol": "HTTP", "path": "/ok", "gracePeriodSeconds": 300, "intervalSeconds": 1,
+                          "timeoutSeconds": 1, "maxConsecutiveFailures": 1}]
+    });
+    let r = d.call("POST", "/v2/apps", Some(&app));
+    assert_eq!(r.status, 201, "{}", r.text);
+    wait_for("three healthy tasks", T, || (d.app("/hc/failover")["tasksHealthy"] == 3).then_some(()));
+    let ids = |d: &Dromos| {
+        let mut v: Vec<String> = d.get("/v2/apps/hc/failover/tasks")["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = ids(&d);
+
+    d.kill9();
+    let sandboxes = d.data_dir.join("agent/sandboxes");
+    for t in &before {
+        std::fs::remove_file(sandboxes.join(t).join("ok")).unwrap();
+    }
+    d.restart();
+    // Several probe intervals of 404s: with the old history (first success long ago,
+    // grace over) each would have killed its task at once.
+    wait_for("the tasks to be adopted", T, || (ids(&d) == before).then_some(()));
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(ids(&d), before, "a task was killed or replaced after the restart");
+    assert!(d.app("/hc/failover")["lastTaskFailure"].is_null(), "{}", d.app("/hc/failover"));
+
+    for t in &before {
+        std::fs::write(sandboxes.join(t).join("ok"), b"").unwrap();
+    }
+    wait_for("the same three tasks healthy again", T, || (d.app("/hc/failover")["tasksHealthy"] == 3).then_some(()));
+    assert_eq!(ids(&d), before);
+}
