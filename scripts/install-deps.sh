@@ -9,6 +9,8 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v runuser >/dev/null 2>&1 || need+=(util-linux)
 command -v pkill >/dev/null 2>&1 || need+=(procps)
+# Self-signed certificates for the tasks that serve HTTPS in the health check tests.
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # A static busybox for the Docker tests' local image (`docker import` of a tiny rootfs).
 [ "$(dpkg-query -W -f='${Status}' busybox-static 2>/dev/null)" = "install ok installed" ] || need+=(busybox-static)
 

@@ -168,7 +168,8 @@ async fn run_readiness(
         let answer = {
             let _permit = limit.acquire().await;
             let timeout = Duration::from_millis(check.timeout_ms.max(1));
-            match tokio::time::timeout(timeout, http_status(&target.host, check.port, &check.path)).await {
+            let asked = http_status(&target.host, check.port, &check.path, check.https);
+            match tokio::time::timeout(timeout, asked).await {
                 Ok(a) => a,
                 Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
             }
@@ -218,17 +219,20 @@ pub async fn probe(target: &Target, check: &HealthCheckTask) -> Outcome {
             None => Outcome::Unhealthy("the check has no port".into()),
         },
         CheckKind::Http { path } => match check.port {
-            Some(p) => http_probe(&target.host, p, path, check.ignore_http1xx).await,
+            Some(p) => http_probe(&target.host, p, path, false, check.ignore_http1xx).await,
             None => Outcome::Unhealthy("the check has no port".into()),
         },
-        CheckKind::Https { .. } => Outcome::Unhealthy("HTTPS health checks are not supported yet".into()),
+        CheckKind::Https { path } => match check.port {
+            Some(p) => http_probe(&target.host, p, path, true, check.ignore_http1xx).await,
+            None => Outcome::Unhealthy("the check has no port".into()),
+        },
         CheckKind::Command { command } => command_probe(target, command).await,
     }
 }
 
-/// HTTP GET `path`: 200-399 passes; 1xx is ignored when asked to.
-async fn http_probe(host: &str, port: u16, path: &str, ignore_1xx: bool) -> Outcome {
-    match http_status(host, port, path).await {
+/// HTTP GET `path` (over TLS with `https`): 200-399 passes; 1xx is ignored when asked to.
+async fn http_probe(host: &str, port: u16, path: &str, https: bool, ignore_1xx: bool) -> Outcome {
+    match http_status(host, port, path, https).await {
         Ok(s) if (200..400).contains(&s) => Outcome::Healthy,
         Ok(s) if (100..200).contains(&s) && ignore_1xx => Outcome::Ignored,
         Ok(s) => Outcome::Unhealthy(format!("HTTP status {s}")),
@@ -236,10 +240,28 @@ async fn http_probe(host: &str, port: u16, path: &str, ignore_1xx: bool) -> Outc
     }
 }
 
-/// The status of an HTTP GET of `path` (only the status line is read).
-async fn http_status(host: &str, port: u16, path: &str) -> Result<u16, String> {
-    let mut conn =
-        TcpStream::connect((host, port)).await.map_err(|e| format!("HTTP connection to {host}:{port} failed: {e}"))?;
+/// The status of an HTTP GET of `path`, over TLS with `https`.
+async fn http_status(host: &str, port: u16, path: &str, https: bool) -> Result<u16, String> {
+    let scheme = if https { "HTTPS" } else { "HTTP" };
+    let conn = TcpStream::connect((host, port))
+        .await
+        .map_err(|e| format!("{scheme} connection to {host}:{port} failed: {e}"))?;
+    if !https {
+        return status_of(conn, host, port, path).await;
+    }
+    let name = super::tls::server_name(host)?;
+    let conn = super::tls::connector()?
+        .connect(name, conn)
+        .await
+        .map_err(|e| format!("TLS handshake with {host}:{port} failed: {e}"))?;
+    status_of(conn, host, port, path).await
+}
+
+/// Sends the GET on an open connection and reads only the status line of the answer.
+async fn status_of<S>(mut conn: S, host: &str, port: u16, path: &str) -> Result<u16, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: dromos-health-check\r\nAccept: */*\r\nConnection: close\r\n\r\n"
     );

@@ -29,6 +29,7 @@ pub mod link;
 pub mod process;
 pub mod protocol;
 pub mod supervisor;
+pub mod tls;
 
 use crate::domain::agent::Containerizer;
 use crate::domain::resources::Value;

@@ -123,12 +123,15 @@ pub struct HealthCheckTask {
     pub error: Option<String>,
 }
 
-/// A readiness check of one task: HTTP GET `path` on one of its own ports until the
+/// A readiness check of one task: HTTP(S) GET `path` on one of its own ports until the
 /// answer's status is one of `ready_statuses`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReadinessCheckTask {
     pub name: String,
+    /// Ask over TLS (the task's certificate is not verified, see [`super::tls`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub https: bool,
     pub port: u16,
     pub path: String,
     pub interval_ms: u64,

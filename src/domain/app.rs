@@ -958,9 +958,6 @@ impl AppSpec {
         for (i, hc) in self.health_checks.iter().enumerate() {
             let p = format!("/healthChecks/{i}");
             validate_health_check(&mut v, &p, hc, port_count);
-            if matches!(hc.protocol, HealthProtocol::Https | HealthProtocol::MesosHttps) {
-                v.push(Violation::new(format!("{p}/protocol"), "HTTPS health checks are not supported yet"));
-            }
             if hc.protocol == HealthProtocol::Command && self.docker_image().is_some() {
                 v.push(Violation::new(
                     format!("{p}/protocol"),
@@ -1004,12 +1001,6 @@ impl AppSpec {
                 v.push(Violation::new(
                     format!("{p}/httpStatusCodesForReady"),
                     "must be a non-empty list of HTTP status codes",
-                ));
-            }
-            if rc.protocol == ReadinessProtocol::Https {
-                v.push(Violation::new(
-                    format!("{p}/protocol"),
-                    "HTTPS readiness checks are not supported yet (no TLS client is built in); use HTTP",
                 ));
             }
         }

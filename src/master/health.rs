@@ -78,6 +78,7 @@ pub fn readiness_task(spec: &AppSpec, ports: &[u16]) -> Option<ReadinessCheckTas
     let index = spec.port_names().iter().position(|n| n.as_deref() == Some(rc.port_name.as_str()))?;
     Some(ReadinessCheckTask {
         name: rc.name.clone(),
+        https: rc.protocol == crate::domain::app::ReadinessProtocol::Https,
         port: *ports.get(index)?,
         path: rc.path.clone(),
         interval_ms: rc.interval_seconds.max(0) as u64 * 1000,

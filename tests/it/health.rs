@@ -94,8 +94,6 @@ fn tcp_and_command_checks_and_checks_that_point_elsewhere() {
     let r = d.call("POST", "/v2/apps", Some(&elsewhere));
     assert_eq!(r.status, 422, "{}", r.text);
     assert!(r.text.contains("/healthChecks/0/port"), "{}", r.text);
-    let https = json!({"id": "/hc/tls", "cmd": "x", "healthChecks": [{"protocol": "HTTPS"}]});
-    assert!(d.call("POST", "/v2/apps", Some(&https)).text.contains("/healthChecks/0/protocol"));
     let in_container = json!({"id": "/hc/box", "cmd": "x", "container": {"type": "DOCKER", "docker": {"image": "busybox"}},
         "healthChecks": [{"protocol": "COMMAND", "command": {"value": "true"}}]});
     assert!(d.call("POST", "/v2/apps", Some(&in_container)).text.contains("/healthChecks/0/protocol"));
@@ -368,4 +366,48 @@ fn a_restart_applies_the_grace_period_again_instead_of_killing() {
     }
     wait_for("the same three tasks healthy again", T, || (d.app("/hc/failover")["tasksHealthy"] == 3).then_some(()));
     assert_eq!(ids(&d), before);
+}
+
+/// HTTPS health and readiness checks against a task that serves TLS with a self-signed
+/// certificate (not verified, as in Marathon): the task turns healthy and ready, so its
+/// deployment finishes; a plain-HTTP server behind an HTTPS check fails its handshake.
+#[test]
+fn https_checks_talk_tls_to_the_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Dromos::start(dir.path(), &[]);
+    let serve_tls = "import http.server, os, ssl; \
+        s = http.server.HTTPServer((os.environ['HOST'], int(os.environ['PORT0'])), http.server.SimpleHTTPRequestHandler); \
+        c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); c.load_cert_chain('cert.pem', 'key.pem'); \
+        s.socket = c.wrap_socket(s.socket, server_side=True); s.serve_forever()";
+    let cmd = format!(
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout key.pem -out cert.pem \
+         -days 1 -subj /CN=task 2>/dev/null && touch ok && exec python3 -c \"{serve_tls}\""
+    );
+    let checks = |id: &str, cmd: &str| {
+        json!({
+            "id": id, "instances": 1, "cpus": 0.1, "mem": 64, "cmd": cmd,
+            "portDefinitions": [{"port": 0, "name": "https"}],
+            "healthChecks": [{"protocol": "HTTPS", "path": "/ok", "gracePeriodSeconds": 0, "intervalSeconds": 1,
+                              "timeoutSeconds": 2, "maxConsecutiveFailures": 0}],
+            "readinessChecks": [{"name": "tls", "protocol": "HTTPS", "path": "/ok", "portName": "https",
+                                 "intervalSeconds": 2, "timeoutSeconds": 1}]
+        })
+    };
+    let r = d.call("POST", "/v2/apps", Some(&checks("/hc/tls", &cmd)));
+    assert_eq!(r.status, 201, "{}", r.text);
+    wait_for("a healthy, ready task and the deployment done", T, || {
+        let a = d.app("/hc/tls");
+        (a["tasksHealthy"] == 1 && a["deployments"] == json!([])).then_some(())
+    });
+    let result = &first_task(&d, "/hc/tls")["healthCheckResults"][0];
+    assert_eq!(result["alive"], true, "{result}");
+
+    let plain = "touch ok; exec python3 -m http.server $PORT0 --bind $HOST";
+    assert_eq!(d.call("POST", "/v2/apps", Some(&checks("/hc/plain", plain))).status, 201);
+    let failed = wait_for("the plain server to fail its HTTPS check", T, || {
+        let t = first_task(&d, "/hc/plain");
+        let cause = t["healthCheckResults"][0]["lastFailureCause"].as_str()?.to_string();
+        cause.starts_with("TLS handshake").then_some(cause)
+    });
+    assert!(failed.contains("failed"), "{failed}");
 }
