@@ -251,7 +251,8 @@ impl Master {
         } else {
             let st = self.state.read().await;
             let l = self.links();
-            st.agents.values().filter(|r| r.mark == AgentMark::Active && !l.registered.contains(&r.info.id)).count()
+            let still_active = |id: &AgentId| st.agents.get(id).is_some_and(|r| r.mark == AgentMark::Active);
+            self.known_at_start.iter().filter(|id| still_active(id) && !l.registered.contains(*id)).count()
         };
         if waiting_for == 0 {
             self.recovered.store(true, Ordering::Relaxed);

@@ -123,6 +123,9 @@ pub struct Master {
     links: Mutex<agents::Links>,
     /// Set once the start-up recovery is over ([`Master::recovering`]).
     recovered: std::sync::atomic::AtomicBool,
+    /// The agents that were active when the master started: recovery waits for these
+    /// (agents that register for the first time have nothing to recover).
+    known_at_start: Vec<AgentId>,
     logs: Mutex<logs::PendingLogs>,
     inbox: mpsc::UnboundedSender<(AgentId, FromAgent)>,
     inbox_rx: Mutex<Option<mpsc::UnboundedReceiver<(AgentId, FromAgent)>>>,
@@ -165,8 +168,12 @@ impl Master {
         let snapshot = store.load().await?;
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
         let (inbox, inbox_rx) = mpsc::unbounded_channel();
+        let state = State::from_snapshot(snapshot);
+        let known_at_start =
+            state.agents.values().filter(|r| r.mark == AgentMark::Active).map(|r| r.info.id.clone()).collect();
         let master = Arc::new(Master {
-            state: RwLock::new(State::from_snapshot(snapshot)),
+            state: RwLock::new(state),
+            known_at_start,
             store,
             writes: tx,
             links: Mutex::new(agents::Links::default()),
