@@ -104,20 +104,21 @@ pub fn dependency_edges(tree: &Tree) -> BTreeMap<PathId, BTreeSet<PathId>> {
     edges
 }
 
-/// A dependency cycle, as the ids along it (first = last), if there is one.
-pub fn find_cycle(edges: &BTreeMap<PathId, BTreeSet<PathId>>) -> Option<Vec<PathId>> {
+/// A dependency cycle, as the ids along it (first = last), if there is one. Generic:
+/// apps and groups by path, jobs by name.
+pub fn find_cycle<T: Ord + Clone>(edges: &BTreeMap<T, BTreeSet<T>>) -> Option<Vec<T>> {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         Open,
         Done,
     }
-    let mut marks: BTreeMap<&PathId, Mark> = BTreeMap::new();
+    let mut marks: BTreeMap<&T, Mark> = BTreeMap::new();
     for start in edges.keys() {
         if marks.contains_key(start) {
             continue;
         }
         // Iterative depth-first search; `path` is the chain of open nodes.
-        let mut path: Vec<&PathId> = vec![start];
+        let mut path: Vec<&T> = vec![start];
         let mut iters = vec![edges[start].iter()];
         marks.insert(start, Mark::Open);
         while let Some(it) = iters.last_mut() {
@@ -125,7 +126,7 @@ pub fn find_cycle(edges: &BTreeMap<PathId, BTreeSet<PathId>>) -> Option<Vec<Path
                 Some(next) => match marks.get(next) {
                     Some(Mark::Open) => {
                         let from = path.iter().position(|p| *p == next).unwrap_or(0);
-                        let mut cycle: Vec<PathId> = path[from..].iter().map(|p| (*p).clone()).collect();
+                        let mut cycle: Vec<T> = path[from..].iter().map(|p| (*p).clone()).collect();
                         cycle.push(next.clone());
                         return Some(cycle);
                     }

@@ -1,5 +1,6 @@
 //! Pure domain types and their invariants: ids, app definitions, tasks, agents and
-//! resources, groups, deployments, health check state, timestamps.
+//! resources, groups, deployments, health check state, jobs and their schedules,
+//! timestamps.
 //!
 //! Nothing here does I/O or knows about tokio, sqlx or axum (DESIGN.md's dependency rule):
 //! the scheduler core computes over these types, the master persists them, the API converts
@@ -13,7 +14,9 @@ pub mod docker;
 pub mod group;
 pub mod health;
 pub mod ids;
+pub mod job;
 pub mod resources;
+pub mod schedule;
 pub mod task;
 pub mod time;
 

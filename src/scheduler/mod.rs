@@ -7,6 +7,8 @@
 //! - [`rolling`]: rolling-replacement arithmetic (`upgradeStrategy`).
 //! - [`deploy`]: deployment plans (the steps from one app tree to another).
 //! - [`backoff`]: Marathon's launch backoff after failed tasks.
+//! - [`jobs`]: the job scheduler's decisions (due times and missed runs, concurrency,
+//!   retries, dependencies).
 //!
 //! The master (imperative shell) gathers a snapshot, calls these, re-checks the result
 //! against current state and commits it. Nothing here does I/O, reads the clock or
@@ -16,6 +18,7 @@ pub mod backoff;
 pub mod constraints;
 pub mod deploy;
 pub mod drf;
+pub mod jobs;
 pub mod placement;
 pub mod reconcile;
 pub mod rolling;
