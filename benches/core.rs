@@ -201,6 +201,7 @@ fn bench_persistence(rt: &tokio::runtime::Runtime) {
                     started_at: None,
                     message: None,
                     unreachable_since: None,
+                    job: None,
                 }))
             })
             .collect();

@@ -110,7 +110,8 @@ impl From<MasterError> for ApiError {
             | MasterError::TaskNotFound(_)
             | MasterError::VersionNotFound(..)
             | MasterError::GroupNotFound(_)
-            | MasterError::DeploymentNotFound(_) => ApiError::NotFound(e.to_string()),
+            | MasterError::DeploymentNotFound(_)
+            | MasterError::JobNotFound(_) => ApiError::NotFound(e.to_string()),
             MasterError::AppExists(_) | MasterError::GroupExists(_) => ApiError::Conflict(e.to_string()),
             MasterError::Invalid(v) => ApiError::Invalid(v),
             MasterError::Retry | MasterError::CannotRollBack(_) => ApiError::Conflict(e.to_string()),

@@ -12,6 +12,7 @@ pub mod dto;
 pub mod error;
 pub mod extract;
 pub mod groups;
+pub mod jobs;
 pub mod queue;
 pub mod system;
 pub mod tasks;
@@ -79,6 +80,41 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/agents"),
     ("GET", "/v1/agents/{agentId}"),
     ("GET", "/v1/agent/stream"),
+    ("GET", "/scheduler/jobs"),
+    ("GET", "/scheduler/jobs/search"),
+    ("GET", "/scheduler/jobs/summary"),
+    ("POST", "/scheduler/iso8601"),
+    ("PUT", "/scheduler/iso8601"),
+    ("POST", "/scheduler/dependency"),
+    ("PUT", "/scheduler/dependency"),
+    ("GET", "/scheduler/job/{name}"),
+    ("PUT", "/scheduler/job/{name}"),
+    ("DELETE", "/scheduler/job/{name}"),
+    ("PUT", "/scheduler/job/success/{name}"),
+    ("GET", "/scheduler/job/stat/{name}"),
+    ("DELETE", "/scheduler/task/kill/{name}"),
+    ("GET", "/scheduler/graph/dot"),
+    ("GET", "/scheduler/graph/csv"),
+    ("GET", "/scheduler/stats/{percentile}"),
+    ("GET", "/scheduler/leader"),
+    ("GET", "/v1/scheduler/jobs"),
+    ("GET", "/v1/scheduler/jobs/search"),
+    ("GET", "/v1/scheduler/jobs/summary"),
+    ("POST", "/v1/scheduler/iso8601"),
+    ("PUT", "/v1/scheduler/iso8601"),
+    ("POST", "/v1/scheduler/dependency"),
+    ("PUT", "/v1/scheduler/dependency"),
+    ("GET", "/v1/scheduler/job/{name}"),
+    ("PUT", "/v1/scheduler/job/{name}"),
+    ("DELETE", "/v1/scheduler/job/{name}"),
+    ("PUT", "/v1/scheduler/job/success/{name}"),
+    ("GET", "/v1/scheduler/job/stat/{name}"),
+    ("DELETE", "/v1/scheduler/task/kill/{name}"),
+    ("GET", "/v1/scheduler/graph/dot"),
+    ("GET", "/v1/scheduler/graph/csv"),
+    ("GET", "/v1/scheduler/stats/{percentile}"),
+    ("GET", "/v1/scheduler/leader"),
+    ("GET", "/leader"),
 ];
 
 pub fn router(state: AppState) -> Router {
@@ -110,6 +146,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/agents", get(agents::list))
         .route("/v1/agents/{agent_id}", get(agents::get_one))
         .route("/v1/agent/stream", get(agents::stream))
+        .nest("/scheduler", jobs::routes())
+        .nest("/v1/scheduler", jobs::routes())
+        .route("/leader", get(system::chronos_leader))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), hold_writes_while_recovering))
@@ -170,7 +209,8 @@ async fn authenticate(State(st): State<AppState>, req: Request, next: Next) -> R
 /// case 7). Reads are served at once.
 async fn hold_writes_while_recovering(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let write = !matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
-    if write && req.uri().path().starts_with("/v2/") {
+    let path = req.uri().path();
+    if write && (path.starts_with("/v2/") || path.starts_with("/scheduler/") || path.starts_with("/v1/scheduler/")) {
         if let Some(r) = st.master.recovering().await {
             let retry = r.left.as_secs().clamp(1, 5);
             let message = format!(

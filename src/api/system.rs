@@ -79,3 +79,8 @@ pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     let _ = writeln!(out, "# HELP dromos_uptime_seconds Seconds since start.\n# TYPE dromos_uptime_seconds gauge\ndromos_uptime_seconds {uptime}");
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out)
 }
+
+/// Chronos's `/leader` (also under `/scheduler` and `/v1/scheduler`).
+pub async fn chronos_leader(State(st): State<AppState>) -> Json<Value> {
+    Json(json!({ "leader": st.leader.as_ref() }))
+}

@@ -90,8 +90,10 @@ pub enum ConcurrencyPolicy {
     Replace,
 }
 
-/// A job definition, validated. Field names follow Chronos's JSON.
-#[derive(Debug, Clone, PartialEq)]
+/// A job definition, validated. Field names follow Chronos's JSON. (Stored as this
+/// struct's JSON; the API renders Chronos's own form.)
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct JobSpec {
     pub name: JobName,
     pub command: String,
@@ -135,6 +137,13 @@ pub struct JobSpec {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+/// A job as the master holds it: its definition and what the scheduler keeps about it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct JobRecord {
+    pub spec: JobSpec,
+    pub status: JobStatus,
+}
+
 /// What the scheduler keeps about a job between runs (persisted with it).
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -153,8 +162,20 @@ pub struct JobStatus {
     /// When a run of the job last started (dependents wait for successes after this).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_start: Option<Timestamp>,
+    /// When the job last finished in a way that lets its dependents run: a success, or a
+    /// final failure with `softError`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_done: Option<Timestamp>,
     pub missed_count: u64,
     pub skipped_count: u64,
+}
+
+/// Which run a task carries out.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub struct RunKey {
+    pub job: JobName,
+    pub due: Timestamp,
+    pub attempt: u32,
 }
 
 /// Why a run exists.
@@ -218,9 +239,57 @@ pub struct JobRun {
     pub exit_code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The run's task was asked to stop, and this is how the run ends when it has
+    /// (Killed on request or under REPLACE, TimedOut at `maxCompletionTime`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopping: Option<RunState>,
+}
+
+/// What happened to a job's runs, for the event bus (`job_run_*` events).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase", tag = "eventType")]
+pub enum JobEvent {
+    #[serde(rename = "job_run_started")]
+    Started { job: JobName, due: Timestamp, attempt: u32, task_id: String },
+    #[serde(rename = "job_run_succeeded")]
+    Succeeded { job: JobName, due: Timestamp, attempt: u32 },
+    #[serde(rename = "job_run_failed")]
+    Failed { job: JobName, due: Timestamp, attempt: u32, state: RunState, message: String },
+    #[serde(rename = "job_run_retried")]
+    Retried { job: JobName, due: Timestamp, attempt: u32, at: Timestamp },
+    /// Due times that passed without a run (`count` of them, the latest `last`).
+    #[serde(rename = "job_run_missed")]
+    Missed { job: JobName, count: u64, last: Timestamp },
+    /// A due run not started because another run was active (FORBID).
+    #[serde(rename = "job_run_skipped")]
+    Skipped { job: JobName, due: Timestamp },
 }
 
 impl JobRun {
+    /// A new run waiting to be launched.
+    pub fn queued(job: JobName, due: Timestamp, attempt: u32, trigger: RunTrigger, not_before: Timestamp) -> JobRun {
+        JobRun {
+            job,
+            due,
+            attempt,
+            trigger,
+            state: RunState::Queued,
+            arguments: None,
+            not_before,
+            task_id: None,
+            host: None,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            message: None,
+            stopping: None,
+        }
+    }
+
+    pub fn key(&self) -> RunKey {
+        RunKey { job: self.job.clone(), due: self.due, attempt: self.attempt }
+    }
+
     /// Chronos's task id form, `ct:<due ms>:<attempt>:<job>:<arguments>`.
     pub fn chronos_task_id(&self) -> String {
         format!("ct:{}:{}:{}:{}", self.due.millis(), self.attempt, self.job, self.arguments.as_deref().unwrap_or(""))
@@ -243,21 +312,14 @@ mod tests {
 
     #[test]
     fn chronos_task_ids() {
-        let run = JobRun {
-            job: JobName::parse("backup").unwrap(),
-            due: Timestamp::from_millis(1_767_232_800_000),
-            attempt: 1,
-            trigger: RunTrigger::Schedule,
-            state: RunState::Queued,
-            arguments: Some("--full".into()),
-            not_before: Timestamp::from_millis(0),
-            task_id: None,
-            host: None,
-            started_at: None,
-            finished_at: None,
-            exit_code: None,
-            message: None,
-        };
+        let mut run = JobRun::queued(
+            JobName::parse("backup").unwrap(),
+            Timestamp::from_millis(1_767_232_800_000),
+            1,
+            RunTrigger::Schedule,
+            Timestamp::from_millis(0),
+        );
+        run.arguments = Some("--full".into());
         assert_eq!(run.chronos_task_id(), "ct:1767232800000:1:backup:--full");
     }
 }

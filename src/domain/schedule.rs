@@ -562,6 +562,35 @@ impl Schedule {
     }
 }
 
+/// Stored as the normalised text and, for a named zone, the zone's name; reading it
+/// back parses it again (its start is always filled in, so no clock is needed).
+impl serde::Serialize for Schedule {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Schedule", 2)?;
+        st.serialize_field("text", &self.source())?;
+        let zone = match self.zone() {
+            Zone::Named(tz) => Some(tz.name()),
+            Zone::Fixed(_) => None,
+        };
+        st.serialize_field("zone", &zone)?;
+        st.end()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Schedule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        struct Stored {
+            text: String,
+            zone: Option<String>,
+        }
+        let st = Stored::deserialize(d)?;
+        let zone = st.zone.as_deref().map(Zone::parse).transpose().map_err(serde::de::Error::custom)?;
+        Schedule::parse(&st.text, zone, Timestamp::from_millis(0)).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A start with its offset: RFC 3339 (`2026-01-01T02:00:00Z`, with or without seconds
 /// or fraction) or without an offset (read as UTC, as Joda did).
 fn parse_start(s: &str) -> Option<(NaiveDateTime, Zone)> {
@@ -796,6 +825,22 @@ mod tests {
             fall.last_at_or_before(t("2026-10-25T01:45:00Z")).map(|x| x.to_string()).as_deref(),
             Some("2026-10-25T00:30:00.000Z")
         );
+    }
+
+    #[test]
+    fn stored_schedules_read_back_the_same() {
+        for (text, z) in [
+            ("R5/2026-03-28T01:30:00Z/P1D", zone("Europe/Berlin")),
+            ("R/2026-03-28T01:30:00+01:00/PT1H30M", None),
+            ("30 2 * * 1-5", zone("America/New_York")),
+            ("0 0 13 * 5", None),
+        ] {
+            let s = parse(text, z);
+            let back: Schedule = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
+            assert_eq!(back, s, "{text}");
+            assert_eq!(back.zone(), s.zone());
+            assert_eq!(back.next_after(t("2026-03-28T00:00:00Z")), s.next_after(t("2026-03-28T00:00:00Z")));
+        }
     }
 
     #[test]

@@ -153,6 +153,9 @@ pub struct Task {
     /// counts from here). Cleared when the task reports again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unreachable_since: Option<Timestamp>,
+    /// The job run this task carries out (job tasks have no app: `app_id` is the root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<crate::domain::job::RunKey>,
 }
 
 impl Task {

@@ -506,7 +506,12 @@ impl StatusHandling {
         if s.state == TaskState::Running && task.started_at.is_none() {
             task.started_at = Some(s.timestamp.min(now));
         }
-        if s.state.is_terminal() {
+        if s.state.is_terminal() && task.job.is_some() {
+            // A job task's end is kept until the job scheduler has recorded how its run
+            // ended (in the transaction that drops the task).
+            self.changes.push(Change::PutTask(Box::new(task.clone())));
+            self.acks.push((agent.clone(), task.id.clone(), s.state));
+        } else if s.state.is_terminal() {
             // Marathon expunges terminal tasks; the app keeps its last failure.
             if s.state.counts_as_failure() {
                 self.changes.push(Change::SetLastFailure(Box::new(TaskFailure {

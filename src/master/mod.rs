@@ -16,6 +16,7 @@ pub mod agents;
 pub mod deployments;
 pub mod groups;
 pub mod health;
+pub mod jobs;
 pub mod logs;
 pub mod plans;
 pub mod state;
@@ -76,6 +77,8 @@ pub enum MasterError {
     /// A deployment of the app is running; a change needs `force=true` (Marathon's lock).
     #[error("App is locked by one or more deployments. Override with the option '?force=true'. View details at '/v2/deployments'.")]
     AppLocked(Vec<String>),
+    #[error("Job '{0}' does not exist")]
+    JobNotFound(String),
 }
 
 type PlanResult = Result<(Vec<Change>, Box<dyn Any + Send>), MasterError>;
@@ -136,6 +139,7 @@ pub struct Master {
     /// re-register after a master (re)start.
     started: Instant,
     backoffs: Mutex<HashMap<PathId, Backoff>>,
+    job_events: tokio::sync::broadcast::Sender<crate::domain::job::JobEvent>,
     kills_sent: Mutex<HashMap<TaskId, Instant>>,
     queue: Mutex<BTreeMap<PathId, QueueInfo>>,
     cursor: Mutex<usize>,
@@ -159,6 +163,8 @@ struct TickOutcome {
     queue: BTreeMap<PathId, QueueInfo>,
     /// Deployments that missed their progress deadline, with why.
     failed: Vec<(Deployment, String)>,
+    /// Job runs launched.
+    job_events: Vec<crate::domain::job::JobEvent>,
 }
 
 impl Master {
@@ -186,6 +192,7 @@ impl Master {
             allow_privileged: config.allow_privileged,
             started: Instant::now(),
             backoffs: Mutex::new(HashMap::new()),
+            job_events: tokio::sync::broadcast::channel(1024).0,
             kills_sent: Mutex::new(HashMap::new()),
             queue: Mutex::new(BTreeMap::new()),
             cursor: Mutex::new(0),
@@ -293,13 +300,16 @@ impl Master {
                 if took > Duration::from_millis(100) {
                     tracing::debug!(?took, "slow scheduler tick");
                 }
-                // Level-triggered: woken by changes, and a periodic full pass repairs
-                // anything a missed wake-up left behind.
-                let _ = tokio::time::timeout(Duration::from_secs(1), m.wake.notified()).await;
+                // Level-triggered: woken by changes, at the next job due time, and by a
+                // periodic full pass that repairs anything a missed wake-up left behind.
+                let until_due = m.until_next_job_due().await;
+                let _ = tokio::time::timeout(until_due.min(Duration::from_secs(1)), m.wake.notified()).await;
                 // A tick costs time proportional to the cluster: under a storm of
                 // wake-ups (thousands of status updates) keep ticks at most as frequent
-                // as they are long, so the write path stays free half the time.
-                tokio::time::sleep(took.min(Duration::from_millis(500))).await;
+                // as they are long, so the write path stays free half the time (but
+                // never past a job's due time).
+                let until_due = m.until_next_job_due().await;
+                tokio::time::sleep(took.min(Duration::from_millis(500)).min(until_due)).await;
             }
         });
         let m = self.clone();
@@ -343,8 +353,70 @@ impl Master {
         });
     }
 
+    /// How long until the next job timer or retry is due (zero: one is due now).
+    async fn until_next_job_due(&self) -> Duration {
+        let st = self.state.read().await;
+        let timer = st.timers.first().map(|(t, _)| *t);
+        let retry = st
+            .active_runs
+            .iter()
+            .filter_map(|k| st.run(k))
+            .filter(|r| r.state == crate::domain::job::RunState::Queued)
+            .map(|r| r.not_before)
+            .min();
+        let next = match (timer, retry) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => match a.or(b) {
+                Some(t) => t,
+                None => return Duration::from_secs(3600),
+            },
+        };
+        let ms = now().millis();
+        Duration::from_millis(next.millis().saturating_sub(ms).max(0) as u64)
+    }
+
+    /// Job run events, as they happen (for the event bus).
+    pub fn job_events(&self) -> tokio::sync::broadcast::Receiver<crate::domain::job::JobEvent> {
+        self.job_events.subscribe()
+    }
+
+    fn publish_job_events(&self, events: Vec<crate::domain::job::JobEvent>) {
+        for e in events {
+            tracing::info!(event = %serde_json::to_string(&e).unwrap_or_default(), "job run");
+            // No subscriber is fine: publishing never waits.
+            let _ = self.job_events.send(e);
+        }
+    }
+
+    /// One pass of the job scheduler: how runs ended, timeouts, due timers. Its own
+    /// transaction, before the placement pass that launches what it queued.
+    pub async fn job_tick(&self) -> Result<(), MasterError> {
+        let out = self
+            .write(move |state, now| {
+                let (changes, out) = jobs::plan_jobs(state, now);
+                Ok((changes, out))
+            })
+            .await?;
+        self.send_kills(out.kills);
+        self.publish_job_events(out.events);
+        Ok(())
+    }
+
+    /// Sends kills and notes when, so the tick does not send them again at once.
+    fn send_kills(&self, kills: Vec<(AgentId, TaskId)>) {
+        if let Ok(mut ks) = self.kills_sent.lock() {
+            for (_, id) in &kills {
+                ks.insert(id.clone(), Instant::now());
+            }
+        }
+        for (agent, task_id) in kills {
+            self.send_to(&agent, ToAgent::Kill { task_id });
+        }
+    }
+
     /// One pass of the app scheduler. Public so tests and benchmarks drive it directly.
     pub async fn tick(&self) -> Result<(), MasterError> {
+        self.job_tick().await?;
         let backoffs = self.backoffs.lock().map(|b| b.clone()).unwrap_or_default();
         let mut cursor = self.cursor.lock().map(|c| *c).unwrap_or(0);
         let connected = self.connected_agents();
@@ -388,6 +460,7 @@ impl Master {
         for (dep, reason) in outcome.failed {
             self.deployment_failed(dep, reason).await;
         }
+        self.publish_job_events(outcome.job_events);
         Ok(())
     }
 }
@@ -430,6 +503,14 @@ fn plan_tick(
     let index: HashMap<AgentId, usize> = agents.iter().enumerate().map(|(i, a)| (a.id.clone(), i)).collect();
     let mut usage: HashMap<String, Resources> = HashMap::new();
     for t in state.tasks.values().filter(|t| t.is_active()) {
+        if let Some(job) = t.job.as_ref().and_then(|k| state.jobs.get(&k.job)) {
+            let need = jobs::run_resources(&job.spec);
+            usage.entry(crate::domain::UNRESERVED.to_string()).or_default().add(&need);
+            if let Some(&i) = index.get(&t.agent_id) {
+                agents[i].consume(&need, &[crate::domain::UNRESERVED], &t.ports);
+            }
+            continue;
+        }
         let Some(app) = state.apps.get(&t.app_id) else { continue };
         let spec = &app.current.spec;
         let need = spec.task_resources();
@@ -468,6 +549,12 @@ fn plan_tick(
         state.deployments.values().map(|d| (d.id.as_str(), state.deployment_progress(d))).collect();
     let steps_done = |d: &Deployment| progress.get(d.id.as_str()).copied().unwrap_or(0);
     let held = crate::scheduler::deploy::held_apps(state.deployments.values(), steps_done);
+    // Queued job runs, each placed like one app instance (their run specs must outlive
+    // the requests that point at them).
+    let ready_runs: Vec<_> = jobs::ready_runs(state, now)
+        .into_iter()
+        .filter_map(|(run, job)| Some((run, job, jobs::run_spec(job)?)))
+        .collect();
     let mut requests = Vec::new();
     let mut stop = Vec::new();
     for (id, rec) in state.apps.iter().filter(|(id, _)| !held.contains(*id)) {
@@ -493,9 +580,9 @@ fn plan_tick(
             );
         }
     }
-    // Tasks of apps that no longer exist stop too.
+    // Tasks of apps that no longer exist stop too (job tasks are the job scheduler's).
     for t in state.tasks.values() {
-        if t.is_active() && t.goal == Goal::Running && !state.apps.contains_key(&t.app_id) {
+        if t.is_active() && t.goal == Goal::Running && t.job.is_none() && !state.apps.contains_key(&t.app_id) {
             stop.push(t.id.clone());
         }
     }
@@ -517,9 +604,23 @@ fn plan_tick(
         }
     }
 
+    let first_job_request = requests.len();
+    for (_, _, spec) in &ready_runs {
+        requests.push(LaunchRequest::new(spec, 1));
+    }
+
     let mut fairness = Fairness::new(total, usage, roles);
     let result = place(&mut agents, &requests, cursor, &mut fairness);
     for p in &result.placed {
+        if let Some((run, job, _)) = p.request.checked_sub(first_job_request).and_then(|i| ready_runs.get(i)) {
+            let agent = &agents[p.agent];
+            let (task, launch, running) = jobs::launch_run(run, job, &agent.id, agent.hostname(), &new_uuid(), now);
+            out.launches.push((agent.id.clone(), launch));
+            out.job_events.push(jobs::started_event(&running));
+            changes.push(Change::PutTask(Box::new(task)));
+            changes.push(Change::PutRun(Box::new(running)));
+            continue;
+        }
         let spec = requests[p.request].app;
         let Some(rec) = state.apps.get(&spec.id) else {
             continue;
@@ -540,6 +641,7 @@ fn plan_tick(
             started_at: None,
             message: None,
             unreachable_since: None,
+            job: None,
         };
         let command = match (&spec.cmd, spec.args.is_empty()) {
             (Some(cmd), _) => TaskCommand::Shell(cmd.clone()),
@@ -565,7 +667,7 @@ fn plan_tick(
         ));
         changes.push(Change::PutTask(Box::new(task)));
     }
-    for (ri, (left, why)) in &result.unplaced {
+    for (ri, (left, why)) in result.unplaced.iter().filter(|(ri, _)| **ri < first_job_request) {
         let app = requests[*ri].app;
         let mut info = QueueInfo { count: *left, ..Default::default() };
         for (r, n) in why {

@@ -4,6 +4,7 @@
 use crate::domain::deployment::Mark;
 use crate::domain::group::Tree;
 use crate::domain::health::{Health, Readiness};
+use crate::domain::job::{JobName, JobRecord, JobRun, RunKey};
 use crate::domain::task::Goal;
 use crate::domain::task::TaskFailure;
 use crate::domain::{
@@ -41,6 +42,15 @@ pub struct State {
     /// The last deployment of each app that failed its progress deadline (since this
     /// master started).
     pub deployment_failures: BTreeMap<PathId, DeploymentFailure>,
+    pub jobs: BTreeMap<JobName, JobRecord>,
+    /// Each job's runs by (due, attempt): the active ones and the recent history.
+    pub runs: BTreeMap<JobName, BTreeMap<(Timestamp, u32), JobRun>>,
+    /// Scheduled jobs by next due time: the job timer reads the front, never all jobs.
+    pub timers: BTreeSet<(Timestamp, JobName)>,
+    /// Runs that are queued or running (an index into `runs`).
+    pub active_runs: BTreeSet<RunKey>,
+    /// Tasks that carry out job runs (an index into `tasks`).
+    pub job_tasks: BTreeSet<TaskId>,
 }
 
 /// A deployment that missed its progress deadline.
@@ -69,6 +79,12 @@ impl State {
         st.agents = s.agents.into_iter().map(|a| (a.info.id.clone(), a)).collect();
         st.groups = s.groups.into_iter().map(|g| (g.id.clone(), g)).collect();
         st.group_versions = s.group_versions.into_iter().collect();
+        for j in s.jobs {
+            st.apply(&Change::PutJob(Box::new(j)));
+        }
+        for r in s.job_runs {
+            st.apply(&Change::PutRun(Box::new(r)));
+        }
         st
     }
 
@@ -84,6 +100,9 @@ impl State {
     }
 
     fn insert_task(&mut self, t: Task) {
+        if t.job.is_some() {
+            self.job_tasks.insert(t.id.clone());
+        }
         self.tasks_by_app.entry(t.app_id.clone()).or_default().insert(t.id.clone());
         self.tasks.insert(t.id.clone(), t);
     }
@@ -123,6 +142,7 @@ impl State {
             }
             Change::PutTask(t) => self.insert_task((**t).clone()),
             Change::DeleteTask(id) => {
+                self.job_tasks.remove(id);
                 self.health.remove(id);
                 self.readiness.remove(id);
                 if let Some(t) = self.tasks.remove(id) {
@@ -164,7 +184,50 @@ impl State {
                     list.retain(|v| v >= keep_from);
                 }
             }
+            Change::PutJob(j) => {
+                let name = j.spec.name.clone();
+                if let Some(old) = self.jobs.get(&name).and_then(|o| o.status.next_due) {
+                    self.timers.remove(&(old, name.clone()));
+                }
+                if let Some(next) = j.status.next_due {
+                    self.timers.insert((next, name.clone()));
+                }
+                self.jobs.insert(name, (**j).clone());
+            }
+            Change::DeleteJob(name) => {
+                if let Some(old) = self.jobs.remove(name).and_then(|o| o.status.next_due) {
+                    self.timers.remove(&(old, name.clone()));
+                }
+                for r in self.runs.remove(name).into_iter().flat_map(|r| r.into_values()) {
+                    self.active_runs.remove(&r.key());
+                }
+            }
+            Change::PutRun(r) => {
+                match r.state.is_active() {
+                    true => self.active_runs.insert(r.key()),
+                    false => self.active_runs.remove(&r.key()),
+                };
+                self.runs.entry(r.job.clone()).or_default().insert((r.due, r.attempt), (**r).clone());
+            }
+            Change::DeleteRun(job, due, attempt) => {
+                self.active_runs.remove(&RunKey { job: job.clone(), due: *due, attempt: *attempt });
+                if let Some(runs) = self.runs.get_mut(job) {
+                    runs.remove(&(*due, *attempt));
+                    if runs.is_empty() {
+                        self.runs.remove(job);
+                    }
+                }
+            }
         }
+    }
+
+    /// The active runs of a job (queued or running).
+    pub fn active_runs_of<'a>(&'a self, job: &JobName) -> impl Iterator<Item = &'a JobRun> + 'a {
+        self.runs.get(job).into_iter().flat_map(|r| r.values()).filter(|r| r.state.is_active())
+    }
+
+    pub fn run(&self, key: &RunKey) -> Option<&JobRun> {
+        self.runs.get(&key.job)?.get(&(key.due, key.attempt))
     }
 
     /// What the agents' checks reported about tasks.

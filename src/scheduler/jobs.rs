@@ -77,12 +77,13 @@ pub fn retry_at(spec: &JobSpec, attempt: u32, failed_at: Timestamp) -> Option<Ti
     Some(failed_at.plus_millis(i64::try_from(delay).unwrap_or(i64::MAX)))
 }
 
-/// Whether a dependent job may run: every parent has succeeded since the job last
-/// started (`parents`: each parent's status; a missing parent never succeeds).
+/// Whether a dependent job may run: every parent is done (succeeded, or failed with
+/// `softError`) since the job last started (`parents`: each parent's status; a missing
+/// parent is never done).
 pub fn parents_done(job: &JobStatus, parents: &[Option<&JobStatus>]) -> bool {
     !parents.is_empty()
         && parents.iter().all(|p| {
-            let success = p.and_then(|p| p.last_success);
+            let success = p.and_then(|p| p.last_done);
             match (success, job.last_start) {
                 (None, _) => false,
                 (Some(_), None) => true,
@@ -220,8 +221,8 @@ mod tests {
 
     #[test]
     fn a_child_runs_once_every_parent_succeeded_since_its_last_start() {
-        let status = |success: Option<&str>, start: Option<&str>| JobStatus {
-            last_success: success.map(t),
+        let status = |done: Option<&str>, start: Option<&str>| JobStatus {
+            last_done: done.map(t),
             last_start: start.map(t),
             ..Default::default()
         };

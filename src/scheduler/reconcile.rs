@@ -210,6 +210,7 @@ pub(crate) mod tests {
             started_at: None,
             message: None,
             unreachable_since: None,
+            job: None,
         }
     }
 

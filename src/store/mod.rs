@@ -9,6 +9,7 @@
 //! SQLite runs in WAL mode with `synchronous=FULL`, a busy timeout, and `BEGIN
 //! IMMEDIATE` for write transactions, so a read-then-write never fails half way.
 
+use crate::domain::job::{JobName, JobRecord, JobRun};
 use crate::domain::task::TaskFailure;
 use crate::domain::{
     AgentId, AgentRecord, AppVersion, Deployment, GroupSpec, GroupVersion, PathId, Task, TaskId, Timestamp,
@@ -70,6 +71,14 @@ pub enum Change {
     PutGroupVersion(Box<GroupVersion>),
     /// Drop a group's versions older than the given one.
     PruneGroupVersions(PathId, Timestamp),
+    /// Create or change a job (definition and status).
+    PutJob(Box<JobRecord>),
+    /// Remove a job with its runs.
+    DeleteJob(JobName),
+    /// Record a run or its progress.
+    PutRun(Box<JobRun>),
+    /// Forget a finished run (history is capped per job).
+    DeleteRun(JobName, Timestamp, u32),
 }
 
 /// Everything the master needs in memory after a start or a failover.
@@ -84,6 +93,9 @@ pub struct Snapshot {
     pub groups: Vec<GroupSpec>,
     /// Version timestamps per group, oldest first.
     pub group_versions: Vec<(PathId, Vec<Timestamp>)>,
+    pub jobs: Vec<JobRecord>,
+    /// Every stored run, in (job, due, attempt) order.
+    pub job_runs: Vec<JobRun>,
 }
 
 #[derive(Clone)]
@@ -249,6 +261,37 @@ fn statements(changes: &[Change]) -> Vec<Stmt> {
                     .and_where(Expr::col(t("version")).lt(keep_from.to_string()))
                     .to_owned(),
             )),
+            Change::PutJob(j) => {
+                let row = vec![j.spec.name.as_str().into(), json(j).into()];
+                out.extend(upsert("jobs", &["name"], &["name", "data"], std::iter::once(row)).map(Stmt::Insert));
+            }
+            Change::DeleteJob(name) => {
+                for (table, col) in [("jobs", "name"), ("job_runs", "job")] {
+                    out.push(Stmt::Delete(
+                        Query::delete().from_table(t(table)).and_where(Expr::col(t(col)).eq(name.as_str())).to_owned(),
+                    ));
+                }
+            }
+            Change::PutRun(r) => {
+                let row = vec![r.job.as_str().into(), r.due.millis().into(), (r.attempt as i64).into(), json(r).into()];
+                out.extend(
+                    upsert(
+                        "job_runs",
+                        &["job", "due", "attempt"],
+                        &["job", "due", "attempt", "data"],
+                        std::iter::once(row),
+                    )
+                    .map(Stmt::Insert),
+                );
+            }
+            Change::DeleteRun(job, due, attempt) => out.push(Stmt::Delete(
+                Query::delete()
+                    .from_table(t("job_runs"))
+                    .and_where(Expr::col(t("job")).eq(job.as_str()))
+                    .and_where(Expr::col(t("due")).eq(due.millis()))
+                    .and_where(Expr::col(t("attempt")).eq(*attempt as i64))
+                    .to_owned(),
+            )),
             Change::PutTask(_) => unreachable!("handled above"),
         }
         i += 1;
@@ -374,6 +417,14 @@ impl Store {
         let tasks = Query::select().columns([t("id"), t("data")]).from(t("tasks")).to_owned();
         let deps = Query::select().columns([t("id"), t("data")]).from(t("deployments")).to_owned();
         let agents = Query::select().columns([t("id"), t("data")]).from(t("agents")).to_owned();
+        let jobs = Query::select().columns([t("name"), t("data")]).from(t("jobs")).to_owned();
+        let runs = Query::select()
+            .columns([t("job"), t("data")])
+            .from(t("job_runs"))
+            .order_by(t("job"), Order::Asc)
+            .order_by(t("due"), Order::Asc)
+            .order_by(t("attempt"), Order::Asc)
+            .to_owned();
         let groups = Query::select().columns([t("id"), t("data")]).from(t("groups")).to_owned();
         let group_versions = Query::select()
             .columns([t("group_id"), t("version")])
@@ -416,6 +467,14 @@ impl Store {
             for r in fetch_rows!(pool, builder, deps) {
                 let id: String = r.try_get(0)?;
                 snap.deployments.push(parse("deployment", &id, &r.try_get::<String, _>(1)?)?);
+            }
+            for r in fetch_rows!(pool, builder, jobs) {
+                let name: String = r.try_get(0)?;
+                snap.jobs.push(parse("job", &name, &r.try_get::<String, _>(1)?)?);
+            }
+            for r in fetch_rows!(pool, builder, runs) {
+                let job: String = r.try_get(0)?;
+                snap.job_runs.push(parse("job run", &job, &r.try_get::<String, _>(1)?)?);
             }
             for r in fetch_rows!(pool, builder, agents) {
                 let id: String = r.try_get(0)?;

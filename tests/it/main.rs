@@ -8,6 +8,7 @@ mod crash;
 mod docker;
 mod groups;
 mod health;
+mod jobs;
 mod spec;
 mod store;
 mod support;

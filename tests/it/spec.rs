@@ -69,7 +69,9 @@ fn every_listed_route_is_served() {
             .replace("{appId}", "g/spec")
             .replace("{groupId}", "g")
             .replace("{taskId}", &task)
-            .replace("{version}", &version);
+            .replace("{version}", &version)
+            .replace("{name}", "spec-job")
+            .replace("{percentile}", "median");
         let body = match *method {
             "POST" if concrete == "/v2/apps" => Some(json!({"id": "/g/other", "cmd": "exec sleep 1", "instances": 0})),
             "POST" if concrete == "/v2/tasks/delete" => Some(json!({"ids": []})),

@@ -30,6 +30,7 @@ fn task(app: &AppVersion, n: usize) -> Task {
         started_at: Some(Timestamp::from_millis(n as i64 + 1)),
         message: None,
         unreachable_since: None,
+        job: None,
     }
 }
 

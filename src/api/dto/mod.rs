@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod group;
+pub mod job;
 pub mod task;
 
 use super::error::ApiError;

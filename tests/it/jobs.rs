@@ -1,0 +1,210 @@
+//! Jobs end to end through the Chronos API: real processes run each due time, write to a
+//! file the test reads, and the API shows their history; dependencies, retries, run now
+//! with arguments, the graph, bad input, and exactly-once runs across `kill -9`.
+
+use crate::support::dromos::Dromos;
+use crate::support::wait_for;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(60);
+
+/// Lines the jobs appended to `file`.
+fn lines(file: &Path) -> Vec<String> {
+    std::fs::read_to_string(file).unwrap_or_default().lines().map(str::to_string).collect()
+}
+
+fn job(d: &Dromos, name: &str) -> Value {
+    let r = d.call("GET", &format!("/scheduler/job/{name}"), None);
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json()
+}
+
+fn post(d: &Dromos, path: &str, body: &Value) {
+    let r = d.call("POST", path, Some(body));
+    assert_eq!(r.status, 204, "{path}: {}", r.text);
+}
+
+/// `(attempt, status, exitCode)` of a job's runs, newest first.
+fn history(d: &Dromos, name: &str) -> Vec<(u64, String, Option<i64>)> {
+    let stat = d.get(&format!("/scheduler/job/stat/{name}"));
+    stat["taskStatHistory"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["attempt"].as_u64().unwrap(), h["status"].as_str().unwrap().to_string(), h["exitCode"].as_i64()))
+        .collect()
+}
+
+#[test]
+fn scheduled_and_dependent_jobs_run_with_history_retries_and_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Dromos::start(dir.path(), &[]);
+    let out = dir.path().join("out");
+    let o = out.display();
+
+    // Three runs, two seconds apart, starting now; `report` runs after each success.
+    post(
+        &d,
+        "/scheduler/iso8601",
+        &json!({"name": "backup", "command": format!("echo backup >> {o}"),
+        "schedule": "R3//PT2S", "owner": "ops@example.com", "cpus": "0.1", "mem": 32}),
+    );
+    post(
+        &d,
+        "/v1/scheduler/dependency",
+        &json!({"name": "report", "command": format!("echo report >> {o}"),
+        "parents": ["backup"], "mem": 32}),
+    );
+    wait_for("three backups, each followed by its report", T, || {
+        let l = lines(&out);
+        (l.len() == 6 && job(&d, "report")["successCount"] == 3).then_some(())
+    });
+    let l = lines(&out);
+    for pair in l.chunks(2) {
+        assert_eq!(pair, ["backup", "report"], "{l:?}");
+    }
+    let backup = job(&d, "backup");
+    assert_eq!(backup["successCount"], 3);
+    assert_eq!(backup["errorCount"], 0);
+    assert!(backup["lastSuccess"].as_str().unwrap().ends_with('Z'));
+    assert!(backup["schedule"].as_str().unwrap().starts_with("R0/"), "{backup}");
+    assert_eq!(backup["nextRunAt"], Value::Null);
+    assert_eq!(backup["owner"], "ops@example.com");
+    assert_eq!(job(&d, "report")["parents"], json!(["backup"]));
+    let h = history(&d, "backup");
+    assert_eq!(h.len(), 3);
+    assert!(h.iter().all(|(a, s, e)| *a == 0 && s == "success" && *e == Some(0)), "{h:?}");
+    let stat = d.get("/scheduler/job/stat/backup");
+    assert_eq!(stat["histogram"]["count"], 3);
+    assert!(stat["taskStatHistory"][0]["taskId"].as_str().unwrap().starts_with("ct:"));
+
+    // Run now, with arguments appended to the command (Chronos).
+    // The arguments become the positional parameters of the inner shell.
+    post(
+        &d,
+        "/scheduler/iso8601",
+        &json!({"name": "echo", "command": format!("sh -c 'echo \"$@\" >> {o}.args' x"),
+        "schedule": "R/2030-01-01T00:00:00Z/P1D", "scheduleTimeZone": "Europe/Berlin"}),
+    );
+    // The zone replaces the start's offset and keeps its wall clock: midnight in Berlin.
+    assert_eq!(job(&d, "echo")["nextRunAt"], "2029-12-31T23:00:00.000Z");
+    let r = d.call("PUT", "/scheduler/job/echo?arguments=--full%20--fast", None);
+    assert_eq!(r.status, 204, "{}", r.text);
+    let args = wait_for("the manual run", T, || std::fs::read_to_string(format!("{o}.args")).ok());
+    assert_eq!(args, "--full --fast\n");
+
+    // A failing job: one retry, then counted as an error; exit codes in the history.
+    post(
+        &d,
+        "/scheduler/iso8601",
+        &json!({"name": "flaky", "command": "exit 3",
+        "schedule": "R1//PT1H", "retries": 1, "retryDelaySeconds": 0}),
+    );
+    wait_for("the failed job", T, || (job(&d, "flaky")["errorCount"] == 1).then_some(()));
+    assert_eq!(history(&d, "flaky"), vec![(1, "failure".into(), Some(3)), (0, "failure".into(), Some(3))]);
+    let flaky = job(&d, "flaky");
+    assert_eq!((flaky["successCount"].as_u64(), flaky["errorsSinceLastSuccess"].as_u64()), (Some(0), Some(1)));
+    assert_ne!(flaky["lastError"], "");
+
+    // The graph and the search.
+    let csv = d.call("GET", "/scheduler/graph/csv", None).text;
+    assert!(csv.contains("node,backup,success,idle") && csv.contains("node,flaky,failure,idle"), "{csv}");
+    assert!(csv.contains("link,backup,report"), "{csv}");
+    let dot = d.call("GET", "/scheduler/graph/dot", None).text;
+    assert!(dot.starts_with("digraph") && dot.contains("label = \"report\""), "{dot}");
+    let found = d.get("/scheduler/jobs/search?name=BACK");
+    assert_eq!(found.as_array().unwrap().len(), 1);
+    assert_eq!(d.get("/scheduler/jobs/search?command=echo&limit=1").as_array().unwrap().len(), 1);
+    assert_eq!(d.get("/scheduler/jobs").as_array().unwrap().len(), 4);
+    assert!(d.get("/scheduler/leader")["leader"].is_string());
+
+    // Deleting a parent keeps its child, which takes over the parent's schedule.
+    let r = d.call("DELETE", "/scheduler/job/backup", None);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["children"][0]["name"], "report");
+    assert!(r.json()["children"][0]["now"].as_str().unwrap().contains("schedule of 'backup'"), "{}", r.text);
+    let report = job(&d, "report");
+    assert!(report["schedule"].as_str().unwrap().starts_with("R0/"), "{report}");
+    assert_eq!(report["command"], format!("echo report >> {o}"), "the child keeps its fields");
+    assert_eq!(d.call("GET", "/scheduler/job/backup", None).status, 404);
+}
+
+#[test]
+fn bad_jobs_get_errors_that_name_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Dromos::start(dir.path(), &[]);
+    let bad = |body: Value, path: &str| {
+        let r = d.call("POST", "/scheduler/iso8601", Some(&body));
+        assert_eq!(r.status, 422, "{body}: {}", r.text);
+        assert!(r.text.contains(path), "{body} should name {path}: {}", r.text);
+    };
+    bad(json!({"name": "a b", "command": "x"}), "/name");
+    bad(json!({"name": "x", "command": "x", "schedule": "R/nope/P1D"}), "/schedule");
+    bad(json!({"name": "x", "command": "x", "cron": "0 0 31 2 *"}), "/cron");
+    bad(json!({"name": "x", "command": "x", "cron": "* * *"}), "/cron");
+    bad(json!({"name": "x", "command": "x", "scheduleTimeZone": "PST"}), "/scheduleTimeZone");
+    bad(json!({"name": "x", "command": "x", "cpus": -1}), "/cpus");
+    bad(json!({"name": "x", "command": "x", "retries": "many"}), "/retries");
+    bad(json!({"name": "x", "command": "x", "concurrencyPolicy": "SOMETIMES"}), "/concurrencyPolicy");
+    bad(json!({"name": "x", "command": "x", "constraints": [["rack", "NEAR", "x"]]}), "/constraints/0");
+    bad(json!({"name": "x", "command": "x", "colour": "red"}), "/colour");
+    bad(json!({"name": "x"}), "/command");
+    let r = d.call(
+        "POST",
+        "/scheduler/dependency",
+        Some(&json!({"name": "orphan", "command": "x", "parents": ["nobody"]})),
+    );
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("/parents/0") && r.text.contains("nobody"), "{}", r.text);
+    let r = d.call("POST", "/scheduler/dependency", Some(&json!({"name": "lonely", "command": "x"})));
+    assert_eq!(r.status, 422, "{}", r.text);
+
+    // A cycle: a -> b -> a.
+    post(&d, "/scheduler/iso8601", &json!({"name": "a", "command": "true", "schedule": "R/2030-01-01T00:00:00Z/P1D"}));
+    post(&d, "/scheduler/dependency", &json!({"name": "b", "command": "true", "parents": ["a"]}));
+    let r = d.call("POST", "/scheduler/dependency", Some(&json!({"name": "a", "command": "true", "parents": ["b"]})));
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("cycle"), "{}", r.text);
+    // Nothing of it was stored: a is still scheduled.
+    assert!(job(&d, "a")["schedule"].is_string());
+    assert_eq!(d.call("PUT", "/scheduler/job/nobody", None).status, 404);
+    assert_eq!(d.call("DELETE", "/scheduler/job/nobody", None).status, 404);
+    let r = d.call("POST", "/scheduler/iso8601", Some(&json!("not an object")));
+    assert_eq!(r.status, 422, "{}", r.text);
+}
+
+/// Reliability case 25 (on one master): dromos killed with `kill -9` around the instant
+/// jobs are due, again and again, runs every due time exactly once: each run appends its
+/// due time, and every due time in the schedule appears once, none twice.
+#[test]
+fn kill_9_around_due_times_runs_each_due_time_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Dromos::start(dir.path(), &[]);
+    let out = dir.path().join("runs");
+    // A run every second for 8 s, each appending the due time Chronos passes it; epsilon
+    // is long enough that a restart never drops a due time.
+    post(
+        &d,
+        "/scheduler/iso8601",
+        &json!({"name": "tick", "command": format!("echo $CHRONOS_JOB_RUN_TIME >> {}", out.display()),
+        "schedule": "R8//PT1S", "epsilon": "PT60S", "concurrent": true, "mem": 16}),
+    );
+    let schedule_end = std::time::Instant::now() + Duration::from_secs(9);
+    let mut kills = 0;
+    while std::time::Instant::now() < schedule_end {
+        std::thread::sleep(Duration::from_millis(700));
+        d.kill9();
+        kills += 1;
+        d.restart();
+    }
+    wait_for("all eight runs", T, || (job(&d, "tick")["successCount"] == 8).then_some(()));
+    std::thread::sleep(Duration::from_secs(2));
+    let mut seen = lines(&out);
+    let total = seen.len();
+    seen.sort();
+    seen.dedup();
+    assert_eq!((total, seen.len()), (8, 8), "each due time once, none twice, after {kills} kills: {:?}", lines(&out));
+    assert_eq!(job(&d, "tick")["successCount"], 8);
+}
