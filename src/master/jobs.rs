@@ -14,6 +14,7 @@
 use super::plans::Planned;
 use super::state::State;
 use super::MasterError;
+use crate::agent::docker::{DockerNetwork, DockerTask};
 use crate::agent::protocol::{LaunchTask, TaskCommand};
 use crate::domain::group::find_cycle;
 use crate::domain::job::{JobEvent, JobName, JobRecord, JobRun, JobSpec, JobStatus, RunKey, RunState, RunTrigger};
@@ -210,8 +211,7 @@ impl<'a> Touched<'a> {
         if let Some(j) = self.job(parent) {
             j.status.last_done = Some(now);
         }
-        let children: Vec<JobName> =
-            self.state.jobs.values().filter(|c| c.spec.parents.contains(parent)).map(|c| c.spec.name.clone()).collect();
+        let children: Vec<JobName> = self.state.children.get(parent).into_iter().flatten().cloned().collect();
         for child in children {
             let Some(rec) = self.state.jobs.get(&child) else { continue };
             if rec.spec.disabled {
@@ -348,6 +348,11 @@ pub fn run_spec(job: &JobSpec) -> Option<crate::domain::AppSpec> {
         "backoffSeconds": 1, "backoffFactor": 1.15, "maxLaunchDelaySeconds": 300,
         "constraints": constraints,
     });
+    let mut v = v;
+    if let Some(image) = &job.container_image {
+        // Placement then picks an agent that runs Docker containers.
+        v["container"] = serde_json::json!({"type": "DOCKER", "docker": {"image": image}});
+    }
     let mut spec: crate::domain::AppSpec = serde_json::from_value(v).ok()?;
     let parsed: Option<Vec<_>> = job
         .constraints
@@ -437,11 +442,37 @@ pub fn launch_run(
             TaskCommand::Argv(argv)
         }
     };
+    let docker = spec.container_image.as_ref().map(|image| {
+        let container = spec.extra.get("container");
+        let setting = |k: &str| container.and_then(|c| c.get(k));
+        let network = match setting("network").and_then(|n| n.as_str()) {
+            Some("BRIDGE") => DockerNetwork::Bridge,
+            _ => DockerNetwork::Host,
+        };
+        let (cmd, args) = match &command {
+            TaskCommand::Shell(c) => (Some(c.clone()), vec![]),
+            TaskCommand::Argv(a) => (None, a.clone()),
+        };
+        Box::new(DockerTask {
+            image: image.clone(),
+            force_pull_image: setting("forcePullImage").and_then(|f| f.as_bool()).unwrap_or(false),
+            network,
+            port_mappings: vec![],
+            volumes: vec![],
+            parameters: vec![],
+            privileged: false,
+            cpus: spec.cpus,
+            mem_mb: spec.mem,
+            cmd,
+            args,
+            env: env.clone(),
+        })
+    });
     let launch = LaunchTask {
         task_id: id.clone(),
         app_id: crate::domain::PathId::root(),
         command,
-        docker: None,
+        docker,
         env,
         ports: vec![],
         kill_grace_ms: 3000,
@@ -484,10 +515,19 @@ pub fn put_job(state: &State, now: Timestamp, spec: JobSpec, sent: JobStatus) ->
             v.push(Violation::new(format!("/parents/{i}"), format!("there is no job named '{p}'")));
         }
     }
-    if v.is_empty() {
-        let mut edges: BTreeMap<JobName, BTreeSet<JobName>> =
-            state.jobs.values().map(|j| (j.spec.name.clone(), j.spec.parents.clone())).collect();
+    if v.is_empty() && !spec.parents.is_empty() {
+        // A cycle would run through this job: search its ancestors only.
+        let mut edges: BTreeMap<JobName, BTreeSet<JobName>> = BTreeMap::new();
+        let mut todo: Vec<JobName> = spec.parents.iter().cloned().collect();
         edges.insert(spec.name.clone(), spec.parents.clone());
+        while let Some(j) = todo.pop() {
+            if edges.contains_key(&j) {
+                continue;
+            }
+            let parents = state.jobs.get(&j).map(|r| r.spec.parents.clone()).unwrap_or_default();
+            todo.extend(parents.iter().cloned());
+            edges.insert(j, parents);
+        }
         if let Some(cycle) = find_cycle(&edges) {
             let names: Vec<String> = cycle.iter().rev().map(|n| n.to_string()).collect();
             v.push(Violation::new("/parents", format!("a dependency cycle: {}", names.join(" -> "))));
@@ -542,7 +582,7 @@ pub fn delete_job(state: &State, now: Timestamp, name: &JobName) -> Planned<Vec<
     changes.extend(kills.changes);
     changes.push(Change::DeleteJob(name.clone()));
     let mut told = Vec::new();
-    for child in state.jobs.values().filter(|c| c.spec.parents.contains(name)) {
+    for child in state.children.get(name).into_iter().flatten().filter_map(|c| state.jobs.get(c)) {
         let mut c = child.clone();
         c.spec.parents.remove(name);
         let what = if !c.spec.parents.is_empty() {
@@ -616,5 +656,151 @@ impl super::Master {
         let kills = self.write(move |state, now| kill_runs(state, now, &name)).await?;
         self.send_kills(kills);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::job::{ConcurrencyPolicy, MissedRunPolicy};
+    use crate::domain::schedule::Schedule;
+
+    fn t(s: &str) -> Timestamp {
+        Timestamp::parse(s).unwrap()
+    }
+
+    fn name(s: &str) -> JobName {
+        JobName::parse(s).unwrap()
+    }
+
+    fn spec(n: &str, schedule: Option<&str>, parents: &[&str]) -> JobSpec {
+        JobSpec {
+            name: name(n),
+            command: "true".into(),
+            shell: true,
+            arguments: vec![],
+            schedule: schedule.map(|s| Schedule::parse(s, None, t("2026-01-01T00:00:00Z")).unwrap()),
+            schedule_time_zone: None,
+            parents: parents.iter().map(|p| name(p)).collect(),
+            epsilon_ms: 60_000,
+            missed_runs: MissedRunPolicy::WithinEpsilon,
+            concurrency: ConcurrencyPolicy::Forbid,
+            retries: 0,
+            retry_delay_ms: 0,
+            max_retry_delay_ms: 0,
+            max_completion_time_ms: 0,
+            owner: String::new(),
+            owner_name: String::new(),
+            description: String::new(),
+            disabled: false,
+            cpus: 0.1,
+            mem: 32.0,
+            disk: 0.0,
+            run_as_user: None,
+            environment: vec![],
+            constraints: vec![],
+            container_image: None,
+            high_priority: false,
+            soft_error: false,
+            extra: Default::default(),
+        }
+    }
+
+    fn apply<R>(st: &mut State, plan: impl FnOnce(&State) -> Planned<R>) {
+        let (changes, _) = plan(st).unwrap_or_else(|e| panic!("{e}"));
+        for c in &changes {
+            st.apply(c);
+        }
+    }
+
+    fn tick(st: &mut State, now: &str) -> JobOutcome {
+        let (changes, out) = plan_jobs(st, t(now));
+        for c in &changes {
+            st.apply(c);
+        }
+        out
+    }
+
+    fn runs(st: &State, job: &str) -> Vec<(String, RunState)> {
+        st.runs.get(&name(job)).into_iter().flatten().map(|((d, _), r)| (d.to_string(), r.state)).collect()
+    }
+
+    /// The run's task ends as `end`, as the agent would report it.
+    fn end_task(st: &mut State, job: &str, end: TaskState, now: &str) {
+        let key = st.active_runs.iter().find(|k| k.job == name(job)).cloned().expect("an active run");
+        let run = st.run(&key).unwrap().clone();
+        let (mut task, _, running) =
+            launch_run(&run, &st.jobs[&name(job)].spec.clone(), &AgentId("a".into()), "h", "u1", t(now));
+        task.state = end;
+        st.apply(&Change::PutTask(Box::new(task)));
+        st.apply(&Change::PutRun(Box::new(running)));
+    }
+
+    #[test]
+    fn a_due_timer_queues_one_run_and_moves_on() {
+        let mut st = State::default();
+        let now = t("2026-01-01T00:00:00Z");
+        apply(&mut st, |st| {
+            put_job(st, now, spec("hourly", Some("R/2026-01-01T01:00:00Z/PT1H"), &[]), JobStatus::default())
+        });
+        assert_eq!(st.jobs[&name("hourly")].status.next_due, Some(t("2026-01-01T01:00:00Z")));
+        assert!(tick(&mut st, "2026-01-01T00:59:59Z").events.is_empty());
+        tick(&mut st, "2026-01-01T01:00:00.010Z");
+        assert_eq!(runs(&st, "hourly"), vec![("2026-01-01T01:00:00.000Z".into(), RunState::Queued)]);
+        assert_eq!(st.jobs[&name("hourly")].status.next_due, Some(t("2026-01-01T02:00:00Z")));
+        tick(&mut st, "2026-01-01T01:00:00.020Z");
+        assert_eq!(runs(&st, "hourly").len(), 1, "the same due time is not run twice");
+        // FORBID: the next due time finds the first run still active and is skipped.
+        let out = tick(&mut st, "2026-01-01T02:00:00.010Z");
+        assert_eq!(runs(&st, "hourly").len(), 1);
+        assert_eq!(st.jobs[&name("hourly")].status.skipped_count, 1);
+        assert!(matches!(out.events[..], [JobEvent::Skipped { .. }]), "{:?}", out.events);
+    }
+
+    #[test]
+    fn a_finished_run_counts_and_starts_its_children_once() {
+        let mut st = State::default();
+        let now = t("2026-01-01T00:00:00Z");
+        apply(&mut st, |st| put_job(st, now, spec("parent", Some("R1//PT1H"), &[]), JobStatus::default()));
+        apply(&mut st, |st| put_job(st, now, spec("child", None, &["parent"]), JobStatus::default()));
+        tick(&mut st, "2026-01-01T00:00:00.005Z");
+        end_task(&mut st, "parent", TaskState::Finished, "2026-01-01T00:00:01Z");
+        let out = tick(&mut st, "2026-01-01T00:00:02Z");
+        assert!(matches!(out.events[0], JobEvent::Succeeded { .. }), "{:?}", out.events);
+        assert_eq!(st.jobs[&name("parent")].status.success_count, 1);
+        assert!(st.job_tasks.is_empty(), "the finished task is dropped with the run's end");
+        assert_eq!(runs(&st, "child"), vec![("2026-01-01T00:00:02.000Z".into(), RunState::Queued)]);
+        // The child ran; the parent's old success does not start it again.
+        end_task(&mut st, "child", TaskState::Finished, "2026-01-01T00:00:03Z");
+        tick(&mut st, "2026-01-01T00:00:04Z");
+        apply(&mut st, |st| mark_success(st, t("2026-01-01T00:00:05Z"), &name("child")));
+        assert_eq!(runs(&st, "child").len(), 1);
+        // A failure with no retries counts an error and starts no child.
+        apply(&mut st, |st| run_now(st, t("2026-01-01T00:00:06Z"), &name("parent"), None));
+        end_task(&mut st, "parent", TaskState::Failed, "2026-01-01T00:00:07Z");
+        tick(&mut st, "2026-01-01T00:00:08Z");
+        assert_eq!(st.jobs[&name("parent")].status.error_count, 1);
+        assert_eq!(runs(&st, "child").len(), 1);
+    }
+
+    #[test]
+    fn cycles_and_missing_parents_are_refused() {
+        let mut st = State::default();
+        let now = t("2026-01-01T00:00:00Z");
+        apply(&mut st, |st| put_job(st, now, spec("a", Some("R/2030-01-01T00:00:00Z/P1D"), &[]), JobStatus::default()));
+        apply(&mut st, |st| put_job(st, now, spec("b", None, &["a"]), JobStatus::default()));
+        apply(&mut st, |st| put_job(st, now, spec("c", None, &["b"]), JobStatus::default()));
+        let err = put_job(&st, now, spec("a", None, &["c"]), JobStatus::default()).unwrap_err();
+        assert!(matches!(&err, MasterError::Invalid(v) if v[0].message.contains("a -> b -> c -> a")), "{err:?}");
+        let err = put_job(&st, now, spec("d", None, &["zz"]), JobStatus::default()).unwrap_err();
+        assert!(matches!(&err, MasterError::Invalid(v) if v[0].path == "/parents/0"), "{err:?}");
+        // Deleting b re-parents c onto a, keeping c's fields.
+        let (changes, told) = delete_job(&st, now, &name("b")).unwrap();
+        for c in &changes {
+            st.apply(c);
+        }
+        assert_eq!(told[0].name, name("c"));
+        assert_eq!(st.jobs[&name("c")].spec.parents, [name("a")].into_iter().collect());
+        assert_eq!(st.children[&name("a")], [name("c")].into_iter().collect());
     }
 }

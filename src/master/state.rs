@@ -47,6 +47,8 @@ pub struct State {
     pub runs: BTreeMap<JobName, BTreeMap<(Timestamp, u32), JobRun>>,
     /// Scheduled jobs by next due time: the job timer reads the front, never all jobs.
     pub timers: BTreeSet<(Timestamp, JobName)>,
+    /// Each job's dependent jobs (an index of `parents`).
+    pub children: BTreeMap<JobName, BTreeSet<JobName>>,
     /// Runs that are queued or running (an index into `runs`).
     pub active_runs: BTreeSet<RunKey>,
     /// Tasks that carry out job runs (an index into `tasks`).
@@ -186,6 +188,10 @@ impl State {
             }
             Change::PutJob(j) => {
                 let name = j.spec.name.clone();
+                self.unlink_parents(&name);
+                for p in &j.spec.parents {
+                    self.children.entry(p.clone()).or_default().insert(name.clone());
+                }
                 if let Some(old) = self.jobs.get(&name).and_then(|o| o.status.next_due) {
                     self.timers.remove(&(old, name.clone()));
                 }
@@ -195,6 +201,7 @@ impl State {
                 self.jobs.insert(name, (**j).clone());
             }
             Change::DeleteJob(name) => {
+                self.unlink_parents(name);
                 if let Some(old) = self.jobs.remove(name).and_then(|o| o.status.next_due) {
                     self.timers.remove(&(old, name.clone()));
                 }
@@ -216,6 +223,19 @@ impl State {
                     if runs.is_empty() {
                         self.runs.remove(job);
                     }
+                }
+            }
+        }
+    }
+
+    /// Removes `job` from the children of its current parents.
+    fn unlink_parents(&mut self, job: &JobName) {
+        let parents = self.jobs.get(job).map(|j| j.spec.parents.clone()).unwrap_or_default();
+        for p in parents {
+            if let Some(set) = self.children.get_mut(&p) {
+                set.remove(job);
+                if set.is_empty() {
+                    self.children.remove(&p);
                 }
             }
         }

@@ -500,3 +500,44 @@ fn a_crash_after_a_container_started_but_before_it_was_reported_adopts_it() {
     assert_eq!(d.call("DELETE", "/v2/apps/dstart", None).status, 200);
     wait_for("no containers left", t, || (dk::count(&agent_id) == 0).then_some(()));
 }
+
+/// A job whose runs are containers: the container sees Chronos's environment, a run that
+/// exits 0 counts as a success, one that exits 4 fails with that exit code (no retries).
+#[test]
+fn job_runs_in_docker_containers() {
+    use crate::support::dromos::Dromos;
+    use crate::support::wait_for;
+    use serde_json::json;
+    dk::require();
+    let image = dk::image();
+    let dir = tempfile::tempdir().unwrap();
+    let d = Dromos::start(dir.path(), &[]);
+    let agent_id = d.get("/v1/agents")["agents"][0]["id"].as_str().unwrap().to_string();
+    let _cleanup = Cleanup { agent_id: agent_id.clone() };
+    let t = Duration::from_secs(60);
+    let job = |name: &str, command: &str| {
+        json!({"name": name, "command": command, "schedule": "R1//PT1H", "retries": 0, "mem": 32,
+               "container": {"type": "DOCKER", "image": image, "network": "HOST"}})
+    };
+    let ok = job("boxed", "test \"$CHRONOS_JOB_NAME\" = boxed && test -n \"$MESOS_TASK_ID\"");
+    let r = d.call("POST", "/scheduler/iso8601", Some(&ok));
+    assert_eq!(r.status, 204, "{}", r.text);
+    let r = d.call("POST", "/scheduler/iso8601", Some(&job("boxed-fail", "exit 4")));
+    assert_eq!(r.status, 204, "{}", r.text);
+    let stat = |name: &str| d.get(&format!("/scheduler/job/stat/{name}"))["taskStatHistory"][0].clone();
+    wait_for("the container job to succeed", t, || (stat("boxed")["status"] == "success").then_some(()));
+    let failed = wait_for("the failing container job", t, || {
+        let s = stat("boxed-fail");
+        (s["status"] == "failure").then_some(s)
+    });
+    assert_eq!(failed["exitCode"], 4, "{failed}");
+    assert!(failed["message"].as_str().unwrap().contains("Container exited with status 4"), "{failed}");
+    let r = d.call(
+        "POST",
+        "/scheduler/iso8601",
+        Some(&json!({"name": "boxed-vol", "command": "true",
+        "container": {"type": "DOCKER", "image": image, "volumes": [{"containerPath": "/x", "hostPath": "/"}]}})),
+    );
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("/container/volumes"), "{}", r.text);
+}

@@ -208,3 +208,79 @@ fn kill_9_around_due_times_runs_each_due_time_exactly_once() {
     assert_eq!((total, seen.len()), (8, 8), "each due time once, none twice, after {kills} kills: {:?}", lines(&out));
     assert_eq!(job(&d, "tick")["successCount"], 8);
 }
+
+/// A whole second `secs` seconds from now, as a schedule start and as dromos shows a
+/// time `later` seconds after it.
+fn from_now(secs: i64, later: i64) -> (String, String) {
+    let t = chrono::Utc::now() + chrono::Duration::seconds(secs);
+    let shown = t + chrono::Duration::seconds(later);
+    (t.format("%Y-%m-%dT%H:%M:%SZ").to_string(), shown.format("%Y-%m-%dT%H:%M:%S.000Z").to_string())
+}
+
+/// Reliability case 24: dromos down across due times. Back within a job's epsilon, the
+/// latest missed due time runs once; beyond it, it is recorded as missed and not run;
+/// five missed due times lead to one run, not five.
+#[test]
+fn after_downtime_at_most_one_catch_up_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Dromos::start(dir.path(), &[]);
+    let out = |n: &str| dir.path().join(n);
+    let append = |n: &str| format!("echo $CHRONOS_JOB_RUN_TIME >> {}", out(n).display());
+    // Due 5 s from now; dromos is down from right after the jobs are stored until 16 s.
+    let (start, storm_last) = from_now(5, 4);
+    post(
+        &d,
+        "/scheduler/iso8601",
+        &json!({"name": "catchup", "command": append("catchup"),
+        "schedule": format!("R1/{start}/PT1H"), "epsilon": "PT60S"}),
+    );
+    post(
+        &d,
+        "/scheduler/iso8601",
+        &json!({"name": "late", "command": append("late"),
+        "schedule": format!("R1/{start}/PT1H"), "epsilon": "PT1S"}),
+    );
+    post(
+        &d,
+        "/scheduler/iso8601",
+        &json!({"name": "storm", "command": append("storm"),
+        "schedule": format!("R5/{start}/PT1S"), "epsilon": "PT60S"}),
+    );
+    d.kill9();
+    std::thread::sleep(Duration::from_secs(16));
+    d.restart();
+    wait_for("the catch-up runs", T, || {
+        (job(&d, "catchup")["successCount"] == 1 && job(&d, "storm")["successCount"] == 1).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(lines(&out("catchup")).len(), 1);
+    assert_eq!(lines(&out("storm")).len(), 1, "one run for five missed due times");
+    assert_eq!(lines(&out("storm")), [storm_last], "the latest due time ran");
+    assert_eq!(job(&d, "storm")["missedCount"], 4);
+    assert!(lines(&out("late")).is_empty(), "beyond epsilon: not run");
+    assert_eq!(job(&d, "late")["missedCount"], 1);
+    assert_eq!(job(&d, "late")["successCount"], 0);
+}
+
+/// Reliability case 26: a FORBID job whose run outlives a `kill -9` of dromos: the run is
+/// adopted, the due times during it are skipped, and no second run ever overlaps it.
+#[test]
+fn forbid_holds_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Dromos::start(dir.path(), &[]);
+    let log = dir.path().join("log");
+    let l = log.display();
+    post(
+        &d,
+        "/scheduler/iso8601",
+        &json!({"name": "long", "concurrencyPolicy": "FORBID",
+        "command": format!("echo start >> {l}; sleep 4; echo end >> {l}"), "schedule": "R3//PT1S"}),
+    );
+    wait_for("the first run to start", T, || (!lines(&log).is_empty()).then_some(()));
+    d.kill9();
+    d.restart();
+    wait_for("the run to end", T, || (job(&d, "long")["successCount"] == 1).then_some(()));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(lines(&log), ["start", "end"], "one run, never two at once");
+    assert_eq!(job(&d, "long")["skippedCount"], 2);
+}

@@ -56,6 +56,20 @@ pub fn parse_job(body: Value, now: Timestamp) -> Result<ParsedJob, Vec<Violation
     if container.is_some() && container_image.as_deref().is_none_or(str::is_empty) {
         r.errors.push(Violation::new("/container/image", "a container needs an image"));
     }
+    if let Some(c) = container {
+        // What a job container may ask for: its image, host or bridge network, a pull.
+        for k in ["volumes", "parameters", "networkInfos", "portMappings"] {
+            if c.get(k).and_then(Value::as_array).is_some_and(|a| !a.is_empty()) {
+                r.errors.push(Violation::new(format!("/container/{k}"), "is not supported for jobs"));
+            }
+        }
+        if let Some(t) = c.get("type").and_then(Value::as_str).filter(|t| *t != "DOCKER") {
+            r.errors.push(Violation::new("/container/type", format!("'{t}' is not supported; use DOCKER")));
+        }
+        if let Some(n) = c.get("network").and_then(Value::as_str).filter(|n| !["HOST", "BRIDGE"].contains(n)) {
+            r.errors.push(Violation::new("/container/network", format!("'{n}' is not supported; use HOST or BRIDGE")));
+        }
+    }
     if command.trim().is_empty() && container_image.is_none() {
         r.errors.push(Violation::new("/command", "a job needs a command (or a container image)"));
     }
