@@ -16,6 +16,9 @@
 //!    against a local endpoint; the endpoint counts the probes it answers.
 //! 10. Rolling upgrade: 1,000 health-checked instances on 100 simulated agents with
 //!     (0.9, 0.1), the new version's checks answered at once.
+//! 11. Jobs: `dromos serve` starting with 100,000 stored jobs, and searching them; job
+//!     runs due two per millisecond through the master with simulated agents
+//!     (throughput and lateness).
 
 use dromos::domain::agent::Containerizer;
 use dromos::domain::task::Goal;
@@ -351,7 +354,8 @@ fn bench_drf() {
 
 /// Starts `n` simulated agents: in-process links that answer every launch with
 /// TASK_RUNNING and, at once, "alive" from each of the task's health checks (and
-/// "ready" when it has a readiness check), and every kill with TASK_KILLED. Returns
+/// "ready" when it has a readiness check), or for a job run TASK_FINISHED, and every
+/// kill with TASK_KILLED. Returns
 /// when the master has registered them all.
 async fn simulated_agents(master: &std::sync::Arc<dromos::master::Master>, n: usize, cpus: f64) {
     use dromos::agent::protocol::{FromAgent, TaskStatus, ToAgent, PROTOCOL_VERSION};
@@ -384,6 +388,11 @@ async fn simulated_agents(master: &std::sync::Arc<dromos::master::Master>, n: us
                 match cmd {
                     ToAgent::Launch(l) => {
                         let _ = inbox.send((id.clone(), status(l.task_id.clone(), TaskState::Running)));
+                        // A job's run ends at once (apps have an id; job runs do not).
+                        if l.app_id.is_root() {
+                            let _ = inbox.send((id.clone(), status(l.task_id.clone(), TaskState::Finished)));
+                            continue;
+                        }
                         for index in 0..l.health_checks.len() as u16 {
                             let health = Health { alive: true, ..Default::default() };
                             let _ = inbox
@@ -506,6 +515,147 @@ fn bench_rolling(rt: &tokio::runtime::Runtime) {
     });
 }
 
+/// 100,000 jobs stored (half ISO 8601 intervals, half crontab lines in a named zone):
+/// how long `dromos serve` takes from start to answering, and how fast it searches them.
+fn bench_jobs_start(rt: &tokio::runtime::Runtime) {
+    use dromos::domain::job::JobRecord;
+    const JOBS: usize = 100_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("d");
+    std::fs::create_dir_all(&data).expect("data dir");
+    rt.block_on(async {
+        let store = Store::open("", &data).await.expect("store");
+        let now = Timestamp::from_millis(1_800_000_000_000);
+        let mut batch = Vec::new();
+        for i in 0..JOBS {
+            let body = match i % 2 {
+                0 => json!({"name": format!("job-{i:06}"), "command": format!("run-report --part {i}"),
+                            "schedule": "R/2030-01-01T02:00:00Z/P1D", "scheduleTimeZone": "Europe/Berlin"}),
+                _ => json!({"name": format!("job-{i:06}"), "command": format!("backup --shard {i}"),
+                            "cron": "30 2 * * 1-5", "timezone": "America/New_York"}),
+            };
+            let parsed = dromos::api::dto::job::parse_job(body, now).expect("valid job");
+            let mut status = parsed.status;
+            status.next_due = parsed.spec.schedule.as_ref().and_then(|s| s.next_after(now));
+            batch.push(Change::PutJob(Box::new(JobRecord { spec: parsed.spec, status })));
+            if batch.len() == 10_000 {
+                store.apply(&std::mem::take(&mut batch)).await.expect("store jobs");
+            }
+        }
+        store.apply(&batch).await.expect("store jobs");
+        store.close().await;
+    });
+    let mut best_start = f64::MAX;
+    let mut best_search = f64::MAX;
+    let mut best_list = f64::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let mut c = Command::new(env!("CARGO_BIN_EXE_dromos"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--no-agent", "--data-dir", data.to_str().expect("utf-8")])
+            .env("DROMOS_LOG", "error")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start dromos");
+        let mut line = String::new();
+        BufReader::new(c.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
+        let url = line.trim().trim_start_matches("dromos listening on ").to_string();
+        let found = http("GET", &format!("{url}/scheduler/jobs/search?name=job-042424"), None);
+        best_start = best_start.min(t.elapsed().as_secs_f64());
+        assert_eq!(found.as_array().map(Vec::len), Some(1), "{found}");
+        for _ in 0..5 {
+            let t = Instant::now();
+            let found = http("GET", &format!("{url}/scheduler/jobs/search?name=x"), None);
+            best_search = best_search.min(t.elapsed().as_secs_f64());
+            assert_eq!(found.as_array().map(Vec::len), Some(0));
+            let t = Instant::now();
+            let found = http("GET", &format!("{url}/scheduler/jobs/search?command=shard&limit=100"), None);
+            best_list = best_list.min(t.elapsed().as_secs_f64());
+            assert_eq!(found.as_array().map(Vec::len), Some(100));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    println!(
+        "jobs: {JOBS} jobs stored, dromos start to first search answered in {best_start:.2} s (best of 3); \
+         search?name=x {:.1} ms, search?command=shard&limit=100 {:.1} ms (best of 15)",
+        best_search * 1e3,
+        best_list * 1e3
+    );
+}
+
+/// Job runs through the master with simulated agents: 10,000 jobs due two per
+/// millisecond (2,000 a second for 5 s), each run answered at once with TASK_RUNNING and
+/// then TASK_FINISHED. Reports runs started per second and how late each started after its
+/// due time.
+fn bench_job_runs(rt: &tokio::runtime::Runtime) {
+    use dromos::domain::job::JobRecord;
+    use dromos::master::{jobs, Master, MasterConfig};
+    const JOBS: i64 = 10_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt.block_on(async {
+        let store = Store::open("", dir.path()).await.expect("store");
+        let master = Master::start(store, MasterConfig::default()).await.expect("master");
+        simulated_agents(&master, 100, 100.0).await;
+        let now = dromos::master::now();
+        // The first due time 2 s from now, then two every millisecond.
+        let first = now.millis() + 2_000;
+        for chunk in 0..(JOBS / 1000) {
+            let specs: Vec<_> = (chunk * 1000..(chunk + 1) * 1000)
+                .map(|i| {
+                    let due = Timestamp::from_millis(first + i / 2);
+                    let body = json!({"name": format!("run-{i:05}"), "command": "true", "cpus": 0.01, "mem": 1,
+                                      "schedule": format!("R1/{due}/PT1H"), "concurrent": true});
+                    dromos::api::dto::job::parse_job(body, now).expect("valid job").spec
+                })
+                .collect();
+            master
+                .write(move |state, now| {
+                    let mut changes = Vec::new();
+                    for spec in specs {
+                        let (c, ()) = jobs::put_job(state, now, spec, Default::default())?;
+                        changes.extend(c);
+                    }
+                    Ok((changes, ()))
+                })
+                .await
+                .expect("store jobs");
+        }
+        master.wake();
+        let t = Instant::now();
+        loop {
+            let st = master.read().await;
+            let done = st.jobs.values().filter(|j: &&JobRecord| j.status.success_count == 1).count();
+            if done == JOBS as usize {
+                break;
+            }
+            drop(st);
+            assert!(t.elapsed() < Duration::from_secs(120), "only {done} runs done after 120 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let st = master.read().await;
+        let mut late: Vec<i64> = st
+            .runs
+            .values()
+            .flat_map(|r| r.values())
+            .filter_map(|r| Some(r.started_at?.millis() - r.due.millis()))
+            .collect();
+        late.sort_unstable();
+        let starts: Vec<i64> =
+            st.runs.values().flat_map(|r| r.values()).filter_map(|r| r.started_at.map(|s| s.millis())).collect();
+        let span = (starts.iter().max().copied().unwrap_or(0) - starts.iter().min().copied().unwrap_or(0)).max(1);
+        let pct = |p: f64| late[((late.len() as f64 * p).ceil() as usize).clamp(1, late.len()) - 1];
+        println!(
+            "job runs: {} runs due two per ms on 100 simulated agents, started at {:.0} runs/s; \
+             start after due: median {} ms, p99 {} ms, max {} ms",
+            late.len(),
+            late.len() as f64 * 1000.0 / span as f64,
+            pct(0.5),
+            pct(0.99),
+            late.last().copied().unwrap_or(0)
+        );
+    });
+}
+
 fn bench_agent_loss() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spawn = |args: &[&str]| {
@@ -613,6 +763,10 @@ fn main() {
     }
     if on("rolling") {
         bench_rolling(&rt);
+    }
+    if on("jobs") {
+        bench_jobs_start(&rt);
+        bench_job_runs(&rt);
     }
     if on("loss") {
         bench_agent_loss();

@@ -68,21 +68,29 @@ async fn search(State(st): State<AppState>, params: Params) -> ApiResult<Json<Va
     let (name, command, any) = (lower("name"), lower("command"), lower("any"));
     let state = st.master.read().await;
     let now = now();
+    let has = |text: &str, q: &Option<String>| q.as_deref().is_none_or(|q| contains_ignoring_case(text, q));
     let hits: Vec<Value> = state
         .jobs
         .values()
         .filter(|j| {
-            let n = j.spec.name.as_str().to_lowercase();
-            let c = j.spec.command.to_lowercase();
-            name.as_ref().is_none_or(|q| n.contains(q.as_str()))
-                && command.as_ref().is_none_or(|q| c.contains(q.as_str()))
-                && any.as_ref().is_none_or(|q| n.contains(q.as_str()) || c.contains(q.as_str()))
+            let (n, c) = (j.spec.name.as_str(), j.spec.command.as_str());
+            has(n, &name) && has(c, &command) && (any.is_none() || has(n, &any) || has(c, &any))
         })
         .skip(offset)
         .take(limit)
         .map(|j| job_json(j, now))
         .collect();
     Ok(Json(Value::Array(hits)))
+}
+
+/// Whether `text` contains `lower` (already lowercase), ignoring case, without
+/// allocating (search scans every job).
+fn contains_ignoring_case(text: &str, lower: &str) -> bool {
+    if lower.is_ascii() {
+        let (t, q) = (text.as_bytes(), lower.as_bytes());
+        return q.is_empty() || t.windows(q.len()).any(|w| w.iter().zip(q).all(|(a, b)| a.to_ascii_lowercase() == *b));
+    }
+    text.to_lowercase().contains(lower)
 }
 
 /// Chronos's `lastState` of a job: `success`, `failure` or `fresh`.
