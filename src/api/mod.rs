@@ -13,6 +13,7 @@ pub mod error;
 pub mod extract;
 pub mod groups;
 pub mod jobs;
+pub mod metronome;
 pub mod queue;
 pub mod system;
 pub mod tasks;
@@ -115,6 +116,20 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/scheduler/stats/{percentile}"),
     ("GET", "/v1/scheduler/leader"),
     ("GET", "/leader"),
+    ("GET", "/v1/jobs"),
+    ("POST", "/v1/jobs"),
+    ("GET", "/v1/jobs/{jobId}"),
+    ("PUT", "/v1/jobs/{jobId}"),
+    ("DELETE", "/v1/jobs/{jobId}"),
+    ("GET", "/v1/jobs/{jobId}/schedules"),
+    ("POST", "/v1/jobs/{jobId}/schedules"),
+    ("GET", "/v1/jobs/{jobId}/schedules/{scheduleId}"),
+    ("PUT", "/v1/jobs/{jobId}/schedules/{scheduleId}"),
+    ("DELETE", "/v1/jobs/{jobId}/schedules/{scheduleId}"),
+    ("GET", "/v1/jobs/{jobId}/runs"),
+    ("POST", "/v1/jobs/{jobId}/runs"),
+    ("GET", "/v1/jobs/{jobId}/runs/{runId}"),
+    ("POST", "/v1/jobs/{jobId}/runs/{runId}/actions/stop"),
 ];
 
 pub fn router(state: AppState) -> Router {
@@ -149,6 +164,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/scheduler", jobs::routes())
         .nest("/v1/scheduler", jobs::routes())
         .route("/leader", get(system::chronos_leader))
+        .merge(metronome::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), hold_writes_while_recovering))

@@ -649,7 +649,23 @@ pub fn mark_success(state: &State, now: Timestamp, name: &JobName) -> Planned<()
     Ok((changes, ()))
 }
 
+/// Stops one run (Metronome's `actions/stop`).
+pub fn stop_one(state: &State, now: Timestamp, key: &RunKey) -> Planned<Vec<(AgentId, TaskId)>> {
+    let run = state.run(key).cloned().ok_or_else(|| MasterError::JobNotFound(key.job.to_string()))?;
+    let mut p = Touched::new(state);
+    p.stop_run(run, RunState::Killed, now);
+    let (changes, out) = p.into_changes();
+    Ok((changes, out.kills))
+}
+
 impl super::Master {
+    /// Stops one run of a job.
+    pub async fn stop_job_run(&self, key: RunKey) -> Result<(), MasterError> {
+        let kills = self.write(move |state, now| stop_one(state, now, &key)).await?;
+        self.send_kills(kills);
+        Ok(())
+    }
+
     /// Stops every active run of a job: queued ones at once, running ones by killing
     /// their tasks.
     pub async fn kill_job_runs(&self, name: JobName) -> Result<(), MasterError> {

@@ -79,6 +79,8 @@ pub enum MasterError {
     AppLocked(Vec<String>),
     #[error("Job '{0}' does not exist")]
     JobNotFound(String),
+    #[error("A job with id '{0}' already exists")]
+    JobExists(String),
 }
 
 type PlanResult = Result<(Vec<Change>, Box<dyn Any + Send>), MasterError>;

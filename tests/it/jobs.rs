@@ -284,3 +284,89 @@ fn forbid_holds_across_a_restart() {
     assert_eq!(lines(&log), ["start", "end"], "one run, never two at once");
     assert_eq!(job(&d, "long")["skippedCount"], 2);
 }
+
+/// Metronome's API on the same jobs: create with a schedule (201, Location), read back in
+/// Metronome's form, start a run (201) and see it finish in the history, manage the one
+/// schedule, bad documents with Metronome's paths, and the Chronos view of the same job.
+#[test]
+fn metronome_jobs_map_onto_the_same_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Dromos::start(dir.path(), &[]);
+    let out = dir.path().join("m");
+    let body = json!({
+        "id": "prod.report", "description": "nightly", "labels": {"team": "data"},
+        "run": {"cmd": format!("echo $GREETING >> {}", out.display()), "cpus": 0.1, "mem": 32, "disk": 0,
+                "env": {"GREETING": "hello"}, "restart": {"policy": "NEVER"}},
+        "schedules": [{"id": "nightly", "cron": "0 3 * * *", "timezone": "Europe/Berlin",
+                       "startingDeadlineSeconds": 120, "concurrencyPolicy": "FORBID", "enabled": true}]
+    });
+    let r = d.call("POST", "/v1/jobs", Some(&body));
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.header("location"), Some("/v1/jobs/prod.report"));
+    assert_eq!(d.call("POST", "/v1/jobs", Some(&body)).status, 409);
+    let job = d.get("/v1/jobs/prod.report");
+    assert_eq!(job["labels"]["team"], "data");
+    assert_eq!(job["run"]["env"]["GREETING"], "hello");
+    let s = &job["schedules"][0];
+    assert_eq!(
+        (s["id"].as_str(), s["cron"].as_str(), s["timezone"].as_str()),
+        (Some("nightly"), Some("0 3 * * *"), Some("Europe/Berlin"))
+    );
+    assert_eq!(s["startingDeadlineSeconds"], 120);
+    assert!(s["nextRunAt"].as_str().unwrap().ends_with(":00:00.000Z"), "{s}");
+
+    // A run now: 201 with the run, then it shows in the history.
+    let r = d.call("POST", "/v1/jobs/prod.report/runs", None);
+    assert_eq!(r.status, 201, "{}", r.text);
+    let run_id = r.json()["id"].as_str().unwrap().to_string();
+    wait_for("the run to finish", T, || {
+        let j = d.get("/v1/jobs/prod.report?embed=history");
+        (j["history"]["successCount"] == 1).then_some(())
+    });
+    assert_eq!(lines(&out), ["hello"]);
+    assert_eq!(d.get(&format!("/v1/jobs/prod.report/runs/{run_id}"))["status"], "SUCCESS");
+    assert_eq!(d.get("/v1/jobs/prod.report/runs"), json!([]), "only active runs are listed");
+    let h = d.get("/v1/jobs/prod.report?embed=history")["history"].clone();
+    assert_eq!(h["successfulFinishedRuns"][0]["id"], run_id.as_str());
+
+    // The one schedule: a second is refused; replace it; remove it.
+    assert_eq!(
+        d.call("POST", "/v1/jobs/prod.report/schedules", Some(&json!({"id": "x", "cron": "* * * * *"}))).status,
+        409
+    );
+    let r = d.call(
+        "PUT",
+        "/v1/jobs/prod.report/schedules/nightly",
+        Some(&json!({"cron": "30 4 * * 1-5", "timezone": "UTC"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(d.get("/v1/jobs/prod.report/schedules/nightly")["cron"], "30 4 * * 1-5");
+    assert_eq!(d.call("DELETE", "/v1/jobs/prod.report/schedules/nightly", None).status, 200);
+    assert_eq!(d.get("/v1/jobs/prod.report/schedules"), json!([]));
+
+    // The Chronos API sees the same job.
+    let chronos = d.get("/scheduler/job/prod.report");
+    assert_eq!(chronos["environmentVariables"][0]["name"], "GREETING");
+    assert_eq!(chronos["successCount"], 1);
+
+    // Bad documents name Metronome's fields.
+    let bad = |body: Value, path: &str| {
+        let r = d.call("POST", "/v1/jobs", Some(&body));
+        assert_eq!(r.status, 422, "{body}: {}", r.text);
+        assert!(r.text.contains(path), "{body} should name {path}: {}", r.text);
+    };
+    bad(json!({"id": "x", "run": {"cmd": "true", "cpus": -1}}), "/run/cpus");
+    bad(
+        json!({"id": "x", "run": {"cmd": "true"}, "schedules": [{"id": "s", "cron": "61 * * * *"}]}),
+        "/schedules/0/cron",
+    );
+    bad(
+        json!({"id": "x", "run": {"cmd": "true"}, "schedules": [{"id": "s", "cron": "* * * * *", "timezone": "Moon/Base"}]}),
+        "/schedules/0/timezone",
+    );
+    bad(json!({"id": "x", "run": {"cmd": "true", "secrets": {"a": {"source": "b"}}}}), "/run/secrets");
+    bad(json!({"id": "bad id", "run": {"cmd": "true"}}), "/id");
+
+    assert_eq!(d.call("DELETE", "/v1/jobs/prod.report", None).status, 200);
+    assert_eq!(d.call("GET", "/v1/jobs/prod.report", None).status, 404);
+}

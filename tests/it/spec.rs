@@ -71,6 +71,9 @@ fn every_listed_route_is_served() {
             .replace("{taskId}", &task)
             .replace("{version}", &version)
             .replace("{name}", "spec-job")
+            .replace("{jobId}", "spec-job")
+            .replace("{scheduleId}", "default")
+            .replace("{runId}", "20260101000000000a0")
             .replace("{percentile}", "median");
         let body = match *method {
             "POST" if concrete == "/v2/apps" => Some(json!({"id": "/g/other", "cmd": "exec sleep 1", "instances": 0})),

@@ -19,8 +19,18 @@ pub const DEFAULT_MEM: f64 = 128.0;
 pub const DEFAULT_DISK: f64 = 256.0;
 
 /// Fields dromos keeps and shows but does not act on.
-const KEPT: &[&str] =
-    &["executor", "executorFlags", "taskInfoData", "fetch", "uris", "dataProcessingJobType", "async", "container"];
+/// (`metronome`: what a job made through Metronome's API had that Chronos's has not.)
+const KEPT: &[&str] = &[
+    "executor",
+    "executorFlags",
+    "taskInfoData",
+    "fetch",
+    "uris",
+    "dataProcessingJobType",
+    "async",
+    "container",
+    "metronome",
+];
 
 /// Read-only fields that clients send back unchanged (ignored on input).
 const OUTPUT_ONLY: &[&str] = &["nextRunAt", "missedCount", "skippedCount"];
