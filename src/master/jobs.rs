@@ -157,7 +157,12 @@ impl<'a> Touched<'a> {
         run.state = ended;
         run.finished_at = Some(now);
         run.exit_code = message.as_deref().and_then(exit_code);
-        run.message = message.clone();
+        // Why it was stopped (a timeout), then how its task ended.
+        run.message = match (run.message.take(), &message) {
+            (Some(reason), Some(m)) => Some(format!("{reason}: {m}")),
+            (reason, m) => m.clone().or(reason),
+        };
+        let message = run.message.clone();
         let name = run.job.clone();
         let (due, attempt) = (run.due, run.attempt);
         self.put_run(run.clone());

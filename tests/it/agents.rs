@@ -325,7 +325,10 @@ fn constraints_spread_apps_over_hosts_and_racks_and_the_queue_says_what_blocks()
     let web = json!({"id": "/spread/web", "cmd": "exec sleep 1000", "instances": 3, "cpus": 0.1, "mem": 16,
         "constraints": [["hostname", "UNIQUE"], ["rack", "GROUP_BY", "3"]]});
     assert_eq!(d.call("POST", "/v2/apps", Some(&web)).status, 201);
-    wait_for("3 running", T, || (running(&d, "/spread/web").len() == 3).then_some(()));
+    // Deployed (the deployment gone), or the scale below would find the app locked.
+    wait_for("3 running, deployed", T, || {
+        (running(&d, "/spread/web").len() == 3 && d.get("/v2/deployments") == json!([])).then_some(())
+    });
     assert_eq!(racks_of(&d, "/spread/web", &rack_of), vec!["r1", "r2", "r3"]);
 
     // Five instances on four hosts: one waits, and the queue names the constraint.
@@ -355,7 +358,10 @@ fn constraints_spread_apps_over_hosts_and_racks_and_the_queue_says_what_blocks()
     assert_eq!(d.get("/v2/deployments"), json!([]));
     assert_eq!(running(&d, "/spread/web").len(), 4);
     assert_eq!(d.call("PUT", "/v2/apps/spread/web", Some(&json!({"instances": 3}))).status, 200);
-    wait_for("3 running", T, || (running(&d, "/spread/web").len() == 3).then_some(()));
+    // Deployed (the deployment gone), or the scale below would find the app locked.
+    wait_for("3 running, deployed", T, || {
+        (running(&d, "/spread/web").len() == 3 && d.get("/v2/deployments") == json!([])).then_some(())
+    });
     assert_eq!(racks_of(&d, "/spread/web", &rack_of), vec!["r1", "r2", "r3"]);
 
     // LIKE keeps an app to the racks it names.

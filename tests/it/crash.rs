@@ -11,11 +11,15 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 
-/// Deploys `n` tiny `sleep` tasks as app `id` and waits until they all run.
+/// Deploys `n` tiny `sleep` tasks as app `id` and waits until they all run and the
+/// deployment is over (until then a change would find the app locked).
 fn run_sleepers(d: &Dromos, id: &str, n: u32) {
     let app = json!({"id": id, "cmd": "exec sleep 1000", "instances": n, "cpus": 0.01, "mem": 4});
     assert_eq!(d.call("POST", "/v2/apps", Some(&app)).status, 201);
-    wait_for(&format!("{n} running"), T, || (d.app(id)["tasksRunning"] == n).then_some(()));
+    wait_for(&format!("{n} running, deployed"), T, || {
+        let a = d.app(id);
+        (a["tasksRunning"] == n && a["deployments"] == json!([])).then_some(())
+    });
 }
 
 #[test]

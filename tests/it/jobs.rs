@@ -370,3 +370,25 @@ fn metronome_jobs_map_onto_the_same_model() {
     assert_eq!(d.call("DELETE", "/v1/jobs/prod.report", None).status, 200);
     assert_eq!(d.call("GET", "/v1/jobs/prod.report", None).status, 404);
 }
+
+/// `maxCompletionTime` really kills: a run of `sleep 300` with a 1 s limit ends "timed
+/// out" (a failure), and its process is gone.
+#[test]
+fn a_run_past_its_max_completion_time_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Dromos::start(dir.path(), &[]);
+    post(
+        &d,
+        "/scheduler/iso8601",
+        &json!({"name": "stuck", "command": "exec sleep 300",
+        "schedule": "R1//PT1H", "maxCompletionTime": 1, "retries": 0}),
+    );
+    let run = wait_for("the run to time out", T, || {
+        let h = d.get("/scheduler/job/stat/stuck")["taskStatHistory"][0].clone();
+        (h["status"] == "timed out").then_some(h)
+    });
+    assert!(run["message"].as_str().unwrap().contains("maxCompletionTime"), "{run}");
+    assert!(run["duration"].as_f64().unwrap() >= 1.0, "{run}");
+    assert_eq!(job(&d, "stuck")["errorCount"], 1);
+    wait_for("no process left", T, || d.live_sandboxes().is_empty().then_some(()));
+}
