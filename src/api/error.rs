@@ -112,9 +112,10 @@ impl From<MasterError> for ApiError {
             | MasterError::GroupNotFound(_)
             | MasterError::DeploymentNotFound(_)
             | MasterError::JobNotFound(_) => ApiError::NotFound(e.to_string()),
-            MasterError::AppExists(_) | MasterError::GroupExists(_) | MasterError::JobExists(_) => {
-                ApiError::Conflict(e.to_string())
-            }
+            MasterError::AppExists(_)
+            | MasterError::GroupExists(_)
+            | MasterError::JobExists(_)
+            | MasterError::JobBusy(_) => ApiError::Conflict(e.to_string()),
             MasterError::Invalid(v) => ApiError::Invalid(v),
             MasterError::Retry | MasterError::CannotRollBack(_) => ApiError::Conflict(e.to_string()),
             MasterError::AppLocked(ref ids) => ApiError::Locked { message: e.to_string(), deployments: ids.clone() },

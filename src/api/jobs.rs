@@ -175,7 +175,7 @@ async fn run_now(State(st): State<AppState>, Path(name): Path<String>, params: P
 /// `DELETE /job/{name}`: 204, or 200 with what became of the job's children.
 async fn delete_job(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult<Response> {
     let name = job_name(&name)?;
-    let children = st.master.write(move |state, now| plans::delete_job(state, now, &name)).await?;
+    let children = st.master.write(move |state, now| plans::delete_job(state, now, &name, false)).await?;
     st.master.wake();
     if children.is_empty() {
         return Ok(no_content());

@@ -55,6 +55,7 @@ fn metronome_path(chronos: &str) -> String {
         ("/timezone", "/schedules/0/timezone"),
         ("/epsilon", "/schedules/0/startingDeadlineSeconds"),
         ("/concurrencyPolicy", "/schedules/0/concurrencyPolicy"),
+        ("/parents", "/dependencies"),
     ];
     for (from, to) in map {
         if let Some(rest) = chronos.strip_prefix(from) {
@@ -168,6 +169,13 @@ fn to_chronos(body: &Value) -> Result<Value, Vec<Violation>> {
         }
         if let Some(u) = run_obj.get("user") {
             doc.insert("runAsUser".into(), u.clone());
+        }
+    }
+    if let Some(deps) = obj.get("dependencies").and_then(Value::as_array).filter(|d| !d.is_empty()) {
+        let ids: Vec<Value> = deps.iter().map(|d| d.get("id").cloned().unwrap_or(Value::Null)).collect();
+        doc.insert("parents".into(), Value::Array(ids));
+        if obj.get("schedules").and_then(Value::as_array).is_some_and(|s| !s.is_empty()) {
+            errors.push(Violation::new("/dependencies", "a job has either dependencies or a schedule"));
         }
     }
     match obj.get("schedules").and_then(Value::as_array).map(Vec::as_slice) {
@@ -395,14 +403,9 @@ async fn remove(State(st): State<AppState>, Path(id): Path<String>, params: Para
     let shown = {
         let state = st.master.read().await;
         let rec = state.jobs.get(&name).ok_or_else(|| missing(&name))?;
-        if !stop && state.active_runs_of(&name).next().is_some() {
-            return Err(ApiError::Conflict(format!(
-                "Job '{name}' has active runs; stop them first or use stopCurrentJobRuns=true"
-            )));
-        }
         job_json(&state, rec, &params)
     };
-    st.master.write(move |state, now| plans::delete_job(state, now, &name)).await?;
+    st.master.write(move |state, now| plans::delete_job(state, now, &name, !stop)).await?;
     st.master.wake();
     Ok(Json(shown))
 }
@@ -424,15 +427,46 @@ async fn schedule_one(State(st): State<AppState>, Path((id, sid)): Path<(String,
         .ok_or_else(|| ApiError::NotFound(format!("Schedule '{sid}' of job '{name}' does not exist")))
 }
 
-/// Changes the job's schedule: the job as Metronome JSON with `schedules` replaced.
+/// Changes the job's schedule. The job is edited in its Chronos form, so every field
+/// Metronome's form does not show (retry delays, `softError`, ...) is kept.
 async fn set_schedule(st: &AppState, name: JobName, schedule: Option<Value>) -> ApiResult<()> {
     let mut doc = {
         let state = st.master.read().await;
         let rec = state.jobs.get(&name).ok_or_else(|| missing(&name))?;
-        job_json(&state, rec, &Params(vec![]))
+        super::dto::job::job_json(rec, now())
     };
-    doc["schedules"] = json!(schedule.into_iter().collect::<Vec<_>>());
-    store(st, doc, false, Some(name)).await?;
+    let Some(obj) = doc.as_object_mut() else { return Err(ApiError::Internal("a job renders as an object".into())) };
+    for k in ["schedule", "cron", "scheduleTimeZone", "timezone", "nextRunAt"] {
+        obj.remove(k);
+    }
+    let mut errors = Vec::new();
+    match &schedule {
+        Some(s) => {
+            for k in ["parents", "epsilon", "concurrencyPolicy", "concurrent", "disabled"] {
+                obj.remove(k);
+            }
+            apply_schedule(obj, s, &mut errors);
+            let meta = obj.entry("metronome").or_insert(json!({}));
+            meta["scheduleId"] = s.get("id").cloned().unwrap_or(json!("default"));
+        }
+        None => {
+            obj.insert("schedule".into(), json!("R0//PT24H"));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid(errors));
+    }
+    let parsed = parse_job(doc, now()).map_err(|v| {
+        ApiError::Invalid(v.into_iter().map(|x| Violation::new(metronome_path(&x.path), x.message)).collect())
+    })?;
+    st.master
+        .write(move |state, now| {
+            let kept =
+                state.jobs.get(&name).map(|j| j.status.clone()).ok_or(MasterError::JobNotFound(name.to_string()))?;
+            plans::put_job(state, now, parsed.spec, kept)
+        })
+        .await?;
+    st.master.wake();
     Ok(())
 }
 

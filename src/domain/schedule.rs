@@ -550,6 +550,19 @@ impl Schedule {
         }
     }
 
+    /// The text the schedule is stored as: like [`Schedule::source`], but a repeating
+    /// interval in a named zone keeps its start as a bare wall-clock time, so a start in
+    /// a DST gap reads back as the same wall-clock time (not the gap's end).
+    fn stored_text(&self) -> String {
+        match self {
+            Schedule::Repeating(r, Zone::Named(_)) => {
+                let count = r.repeat.map(|n| n.to_string()).unwrap_or_default();
+                format!("R{count}/{}/{}", r.start.format("%Y-%m-%dT%H:%M:%S%.3f"), r.period)
+            }
+            _ => self.source(),
+        }
+    }
+
     /// Whether any run is still to come after `now` (a crontab line that names an
     /// impossible date, such as 31 February, never runs).
     pub fn check_runs(&self, now: Timestamp) -> Result<(), String> {
@@ -568,7 +581,7 @@ impl serde::Serialize for Schedule {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let mut st = s.serialize_struct("Schedule", 2)?;
-        st.serialize_field("text", &self.source())?;
+        st.serialize_field("text", &self.stored_text())?;
         let zone = match self.zone() {
             Zone::Named(tz) => Some(tz.name()),
             Zone::Fixed(_) => None,
@@ -831,6 +844,7 @@ mod tests {
     fn stored_schedules_read_back_the_same() {
         for (text, z) in [
             ("R5/2026-03-28T01:30:00Z/P1D", zone("Europe/Berlin")),
+            ("R/2026-03-29T02:30:00Z/P1D", zone("Europe/Berlin")),
             ("R/2026-03-28T01:30:00+01:00/PT1H30M", None),
             ("30 2 * * 1-5", zone("America/New_York")),
             ("0 0 13 * 5", None),

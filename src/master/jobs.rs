@@ -98,6 +98,12 @@ impl<'a> Touched<'a> {
     /// Starts a run of `name` if its concurrency policy lets it (manual runs always
     /// start). Records when the job last started.
     fn start_run(&mut self, name: &JobName, due: Timestamp, trigger: RunTrigger, now: Timestamp) -> Option<JobRun> {
+        // A due time is run once: a run already recorded under this key (it may have
+        // ended, or still run) is never started again.
+        let key = RunKey { job: name.clone(), due, attempt: 0 };
+        if self.runs.contains_key(&key) || self.state.run(&key).is_some() {
+            return None;
+        }
         let active = self.active(name);
         let policy = self.state.jobs.get(name).or_else(|| self.jobs.get(name)).map(|r| r.spec.concurrency)?;
         let admission = match trigger {
@@ -273,8 +279,9 @@ fn exit_code(message: &str) -> Option<i32> {
 
 /// How a job task's terminal state ends its run.
 fn run_end(task: &Task, run: &JobRun) -> RunState {
+    // A task that exited 0 succeeded, even if a stop (a timeout, a kill) raced it.
     match (task.state, run.stopping) {
-        (TaskState::Finished, None) => RunState::Succeeded,
+        (TaskState::Finished, _) => RunState::Succeeded,
         (_, Some(end)) => end,
         _ => RunState::Failed,
     }
@@ -292,7 +299,9 @@ pub fn plan_jobs(state: &State, now: Timestamp) -> (Vec<Change>, JobOutcome) {
         }
         p.changes.push(Change::DeleteTask(task.id.clone()));
         let Some(key) = &task.job else { continue };
-        let Some(run) = state.run(key).filter(|r| r.state == RunState::Running).cloned() else { continue };
+        // Only the run's own task ends it.
+        let own = |r: &&JobRun| r.state == RunState::Running && r.task_id.as_deref() == Some(task.id.as_str());
+        let Some(run) = state.run(key).filter(own).cloned() else { continue };
         let end = run_end(task, &run);
         p.finish(run, end, task.message.clone(), now);
     }
@@ -379,7 +388,12 @@ pub fn ready_runs(state: &State, now: Timestamp) -> Vec<(&JobRun, &JobSpec)> {
         .iter()
         .filter_map(|k| state.run(k))
         .filter(|r| r.state == RunState::Queued && r.not_before <= now)
-        .filter_map(|r| state.jobs.get(&r.job).filter(|j| !j.spec.disabled).map(|j| (r, &j.spec)))
+        // A disabled job runs only when started by hand.
+        .filter_map(|r| {
+            state.jobs.get(&r.job).filter(|j| !j.spec.disabled || r.trigger == RunTrigger::Manual).map(|j| (r, &j.spec))
+        })
+        // REPLACE: the new run waits until the one it replaces has ended.
+        .filter(|(r, _)| !state.active_runs_of(&r.job).any(|a| a.state == RunState::Running && a.stopping.is_some()))
         .collect();
     out.sort_by_key(|(r, j)| (!j.high_priority, r.not_before, r.due));
     out
@@ -395,8 +409,10 @@ pub fn launch_run(
     uuid: &str,
     now: Timestamp,
 ) -> (Task, LaunchTask, JobRun) {
+    // At most 64 characters of the name: with the uuid the id stays well within the
+    // task id length limit for every valid name.
     let safe: String =
-        spec.name.as_str().to_ascii_lowercase().chars().map(|c| if c == '.' { '-' } else { c }).collect();
+        spec.name.as_str().to_ascii_lowercase().chars().take(64).map(|c| if c == '.' { '-' } else { c }).collect();
     // Lowercase letters, digits, '-', '_' and a uuid: always a valid task id.
     let id: TaskId = format!("job-{safe}.{uuid}._app.{}", run.attempt + 1)
         .parse()
@@ -555,7 +571,9 @@ pub fn put_job(state: &State, now: Timestamp, spec: JobSpec, sent: JobStatus) ->
             // A new schedule's latest due time still runs if it is at most epsilon old
             // (an empty start is "now" by the time the job is stored); older ones were
             // never this job's to miss.
-            let recent = s.last_at_or_before(now).filter(|t| t.millis() >= now.millis() - spec.epsilon_ms as i64);
+            let ran = |t: &Timestamp| state.run(&RunKey { job: spec.name.clone(), due: *t, attempt: 0 }).is_some();
+            let recent =
+                s.last_at_or_before(now).filter(|t| t.millis() >= now.millis() - spec.epsilon_ms as i64 && !ran(t));
             match unchanged.and_then(|o| o.status.next_due) {
                 Some(kept) => Some(kept),
                 None => recent.or_else(|| s.next_after(now)),
@@ -573,11 +591,15 @@ pub struct ChildChange {
     pub now: String,
 }
 
-/// `DELETE /scheduler/job/{name}`: the job goes with its runs (running ones are killed).
+/// `DELETE /scheduler/job/{name}`: the job goes with its runs (running ones are killed;
+/// with `keep_active`, Metronome's default, a job with active runs is refused instead).
 /// Its children stay, with all their fields (Chronos rebuilt them and lost most): a child
 /// left without parents takes the deleted job's schedule, or its parents.
-pub fn delete_job(state: &State, now: Timestamp, name: &JobName) -> Planned<Vec<ChildChange>> {
+pub fn delete_job(state: &State, now: Timestamp, name: &JobName, keep_active: bool) -> Planned<Vec<ChildChange>> {
     let rec = state.jobs.get(name).ok_or_else(|| not_found(name))?;
+    if keep_active && state.active_runs_of(name).next().is_some() {
+        return Err(MasterError::JobBusy(name.to_string()));
+    }
     let mut changes = Vec::new();
     let mut kills = Touched::new(state);
     for r in state.active_runs_of(name).cloned().collect::<Vec<_>>() {
@@ -805,6 +827,52 @@ mod tests {
     }
 
     #[test]
+    fn a_due_time_that_ran_is_not_run_again_and_only_its_own_task_ends_a_run() {
+        let mut st = State::default();
+        let now = t("2026-01-01T00:59:00Z");
+        let hourly = || spec("hourly", Some("R/2026-01-01T01:00:00Z/PT1H"), &[]);
+        apply(&mut st, |st| put_job(st, now, hourly(), JobStatus::default()));
+        tick(&mut st, "2026-01-01T01:00:00.010Z");
+        // Disabled and enabled again within epsilon: the 01:00 run is not recorded twice.
+        let mut off = hourly();
+        off.disabled = true;
+        apply(&mut st, |st| put_job(st, t("2026-01-01T01:00:10Z"), off, JobStatus::default()));
+        apply(&mut st, |st| put_job(st, t("2026-01-01T01:00:20Z"), hourly(), JobStatus::default()));
+        assert_eq!(st.jobs[&name("hourly")].status.next_due, Some(t("2026-01-01T02:00:00Z")));
+        tick(&mut st, "2026-01-01T01:00:30Z");
+        assert_eq!(runs(&st, "hourly").len(), 1);
+        // A stray task that claims the run (not the run's own) does not end it.
+        end_task(&mut st, "hourly", TaskState::Running, "2026-01-01T01:00:31Z");
+        let key = st.active_runs.iter().next().cloned().unwrap();
+        let mut stray = st.tasks.values().next().unwrap().clone();
+        stray.id = "job-hourly.other._app.1".parse().unwrap();
+        stray.state = TaskState::Failed;
+        st.apply(&Change::PutTask(Box::new(stray)));
+        tick(&mut st, "2026-01-01T01:00:32Z");
+        assert_eq!(st.run(&key).unwrap().state, RunState::Running);
+        // A task that finished as it was being stopped succeeded.
+        let mut stopping = st.run(&key).unwrap().clone();
+        stopping.stopping = Some(RunState::TimedOut);
+        let own = st.tasks.values().find(|t| t.is_active()).unwrap().clone();
+        assert_eq!(run_end(&Task { state: TaskState::Finished, ..own }, &stopping), RunState::Succeeded);
+    }
+
+    #[test]
+    fn a_run_is_placed_as_one_instance_with_the_jobs_resources_and_constraints() {
+        let mut job = spec("boxed", None, &[]);
+        job.constraints =
+            vec![["rack".into(), "EQUALS".into(), "r1".into()], ["zone".into(), "LIKE".into(), "a.*".into()]];
+        job.container_image = Some("busybox:1".into());
+        let rs = run_spec(&job).expect("a run spec");
+        assert_eq!((rs.instances, rs.cpus, rs.mem), (1, 0.1, 32.0));
+        let ops: Vec<String> = rs.constraints.iter().map(|c| format!("{:?}", c.operator)).collect();
+        assert_eq!(ops, ["Cluster", "Like"], "EQUALS is CLUSTER");
+        assert_eq!(rs.docker_image(), Some("busybox:1"));
+        assert!(rs.id.is_root());
+        assert!(run_spec(&spec("plain", None, &[])).expect("a run spec").docker_image().is_none());
+    }
+
+    #[test]
     fn cycles_and_missing_parents_are_refused() {
         let mut st = State::default();
         let now = t("2026-01-01T00:00:00Z");
@@ -816,7 +884,7 @@ mod tests {
         let err = put_job(&st, now, spec("d", None, &["zz"]), JobStatus::default()).unwrap_err();
         assert!(matches!(&err, MasterError::Invalid(v) if v[0].path == "/parents/0"), "{err:?}");
         // Deleting b re-parents c onto a, keeping c's fields.
-        let (changes, told) = delete_job(&st, now, &name("b")).unwrap();
+        let (changes, told) = delete_job(&st, now, &name("b"), false).unwrap();
         for c in &changes {
             st.apply(c);
         }

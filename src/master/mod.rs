@@ -81,6 +81,8 @@ pub enum MasterError {
     JobNotFound(String),
     #[error("A job with id '{0}' already exists")]
     JobExists(String),
+    #[error("Job '{0}' has active runs; stop them first or use stopCurrentJobRuns=true")]
+    JobBusy(String),
 }
 
 type PlanResult = Result<(Vec<Change>, Box<dyn Any + Send>), MasterError>;
@@ -359,11 +361,14 @@ impl Master {
     async fn until_next_job_due(&self) -> Duration {
         let st = self.state.read().await;
         let timer = st.timers.first().map(|(t, _)| *t);
+        // Retries waiting for their time (runs already due but not placed wait for a
+        // change, such as an agent with room, or the periodic pass).
+        let now_t = now();
         let retry = st
             .active_runs
             .iter()
             .filter_map(|k| st.run(k))
-            .filter(|r| r.state == crate::domain::job::RunState::Queued)
+            .filter(|r| r.state == crate::domain::job::RunState::Queued && r.not_before > now_t)
             .map(|r| r.not_before)
             .min();
         let next = match (timer, retry) {
@@ -373,8 +378,7 @@ impl Master {
                 None => return Duration::from_secs(3600),
             },
         };
-        let ms = now().millis();
-        Duration::from_millis(next.millis().saturating_sub(ms).max(0) as u64)
+        Duration::from_millis(next.millis().saturating_sub(now_t.millis()).max(0) as u64)
     }
 
     /// Job run events, as they happen (for the event bus).
@@ -528,6 +532,9 @@ fn plan_tick(
         let since = t.unreachable_since.unwrap_or(now);
         let strategy = state.apps.get(&t.app_id).map(|a| &a.current.spec.unreachable_strategy);
         let expunge_after = match (strategy, t.goal) {
+            // A job run's task may still be running behind a partition: its run waits
+            // until the task reports or its agent is gone (never run twice).
+            _ if t.job.is_some() => None,
             (None, _) | (_, Goal::Stopped) => Some(0),
             (Some(UnreachableStrategy::Disabled), _) => None,
             (Some(UnreachableStrategy::Enabled { expunge_after_seconds, .. }), _) => Some(*expunge_after_seconds),
@@ -555,7 +562,13 @@ fn plan_tick(
     // the requests that point at them).
     let ready_runs: Vec<_> = jobs::ready_runs(state, now)
         .into_iter()
-        .filter_map(|(run, job)| Some((run, job, jobs::run_spec(job)?)))
+        .filter_map(|(run, job)| match jobs::run_spec(job) {
+            Some(spec) => Some((run, job, spec)),
+            None => {
+                tracing::error!(job = %job.name, "cannot build the run spec of a job; its run waits");
+                None
+            }
+        })
         .collect();
     let mut requests = Vec::new();
     let mut stop = Vec::new();

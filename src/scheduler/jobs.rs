@@ -8,9 +8,10 @@ use crate::domain::job::{ConcurrencyPolicy, JobSpec, JobStatus, MissedRunPolicy}
 use crate::domain::schedule::Schedule;
 use crate::domain::Timestamp;
 
-/// At most this many missed due times are counted one by one (a schedule of one run a
-/// second down for a week would otherwise be counted for a long time).
-pub const MISSED_COUNT_CAP: u64 = 100_000;
+/// At most this many missed due times are counted one by one for one catch-up (crontab
+/// lines are walked one match at a time; a job due every minute after a week's downtime
+/// would otherwise hold up the write path). Repeating intervals are counted exactly.
+pub const MISSED_COUNT_CAP: u64 = 1_000;
 
 /// What a scheduled job's due time(s) lead to at `now`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -151,6 +151,19 @@ fn bad_jobs_get_errors_that_name_the_field() {
     bad(json!({"name": "x", "command": "x", "constraints": [["rack", "NEAR", "x"]]}), "/constraints/0");
     bad(json!({"name": "x", "command": "x", "colour": "red"}), "/colour");
     bad(json!({"name": "x"}), "/command");
+    bad(json!({"name": "x", "command": "x", "uris": ["http://a/b"], "fetch": [{"uri": "http://a/c"}]}), "/fetch");
+    // Kept fields come back, `uris` filling `fetch` as in Chronos.
+    post(
+        &d,
+        "/scheduler/iso8601",
+        &json!({"name": "fetcher", "command": "true", "uris": ["http://a/b.tgz"],
+        "schedule": "R/2030-01-01T00:00:00Z/P1D", "executor": ""}),
+    );
+    let f = job(&d, "fetcher");
+    assert_eq!(f["uris"], json!(["http://a/b.tgz"]));
+    assert_eq!(f["fetch"][0]["uri"], "http://a/b.tgz");
+    // What a GET gives can be sent back.
+    post(&d, "/scheduler/iso8601", &f);
     let r = d.call(
         "POST",
         "/scheduler/dependency",
@@ -304,10 +317,10 @@ fn metronome_jobs_map_onto_the_same_model() {
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.header("location"), Some("/v1/jobs/prod.report"));
     assert_eq!(d.call("POST", "/v1/jobs", Some(&body)).status, 409);
-    let job = d.get("/v1/jobs/prod.report");
-    assert_eq!(job["labels"]["team"], "data");
-    assert_eq!(job["run"]["env"]["GREETING"], "hello");
-    let s = &job["schedules"][0];
+    let report = d.get("/v1/jobs/prod.report");
+    assert_eq!(report["labels"]["team"], "data");
+    assert_eq!(report["run"]["env"]["GREETING"], "hello");
+    let s = &report["schedules"][0];
     assert_eq!(
         (s["id"].as_str(), s["cron"].as_str(), s["timezone"].as_str()),
         (Some("nightly"), Some("0 3 * * *"), Some("Europe/Berlin"))
@@ -366,6 +379,36 @@ fn metronome_jobs_map_onto_the_same_model() {
     );
     bad(json!({"id": "x", "run": {"cmd": "true", "secrets": {"a": {"source": "b"}}}}), "/run/secrets");
     bad(json!({"id": "bad id", "run": {"cmd": "true"}}), "/id");
+
+    // Dependencies are parents; a schedule set through Metronome keeps the fields only
+    // Chronos shows.
+    let child = json!({"id": "prod.child", "run": {"cmd": "true"}, "dependencies": [{"id": "prod.report"}]});
+    assert_eq!(d.call("POST", "/v1/jobs", Some(&child)).status, 201);
+    assert_eq!(d.get("/scheduler/job/prod.child")["parents"], json!(["prod.report"]));
+    post(
+        &d,
+        "/scheduler/iso8601",
+        &json!({"name": "chronos-made", "command": "true", "retryDelaySeconds": 7,
+        "softError": true, "schedule": "R/2030-01-01T00:00:00Z/P1D"}),
+    );
+    let r = d.call("PUT", "/v1/jobs/chronos-made/schedules/default", Some(&json!({"cron": "0 5 * * *"})));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let kept = job(&d, "chronos-made");
+    assert_eq!(
+        (kept["cron"].as_str(), kept["retryDelaySeconds"].as_u64(), kept["softError"].as_bool()),
+        (Some("0 5 * * *"), Some(7), Some(true))
+    );
+
+    // A job with an active run is not deleted unless its runs may be stopped.
+    let slow = json!({"id": "prod.slow", "run": {"cmd": "exec sleep 300", "cpus": 0.1, "mem": 16}});
+    assert_eq!(d.call("POST", "/v1/jobs", Some(&slow)).status, 201);
+    assert_eq!(d.call("POST", "/v1/jobs/prod.slow/runs", None).status, 201);
+    wait_for("the slow run to be active", T, || {
+        (d.get("/v1/jobs/prod.slow/runs")[0]["status"] == "ACTIVE").then_some(())
+    });
+    assert_eq!(d.call("DELETE", "/v1/jobs/prod.slow", None).status, 409);
+    assert_eq!(d.call("DELETE", "/v1/jobs/prod.slow?stopCurrentJobRuns=true", None).status, 200);
+    wait_for("the slow run's process to end", T, || d.live_sandboxes().is_empty().then_some(()));
 
     assert_eq!(d.call("DELETE", "/v1/jobs/prod.report", None).status, 200);
     assert_eq!(d.call("GET", "/v1/jobs/prod.report", None).status, 404);

@@ -83,9 +83,14 @@ pub fn parse_job(body: Value, now: Timestamp) -> Result<ParsedJob, Vec<Violation
     if command.trim().is_empty() && container_image.is_none() {
         r.errors.push(Violation::new("/command", "a job needs a command (or a container image)"));
     }
-    if obj.get("uris").is_some_and(|u| u.as_array().is_some_and(|a| !a.is_empty()))
-        && obj.get("fetch").is_some_and(|f| f.as_array().is_some_and(|a| !a.is_empty()))
-    {
+    // Both may come back from a GET (each filled from the other); different ones conflict.
+    let uris: Vec<&Value> = obj.get("uris").and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default();
+    let fetched: Vec<&Value> = obj
+        .get("fetch")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|f| f.get("uri")).collect())
+        .unwrap_or_default();
+    if !uris.is_empty() && !fetched.is_empty() && uris != fetched {
         r.errors.push(Violation::new("/fetch", "give either uris or fetch, not both"));
     }
 
@@ -457,6 +462,18 @@ pub fn job_json(rec: &JobRecord, now: Timestamp) -> Value {
     });
     for (k, v) in &spec.extra {
         out[k] = v.clone();
+    }
+    // Chronos fills `fetch` from `uris` and the other way round, for old and new clients.
+    let list = |k: &str| out.get(k).and_then(Value::as_array).cloned().unwrap_or_default();
+    let (uris, fetch) = (list("uris"), list("fetch"));
+    if fetch.is_empty() && !uris.is_empty() {
+        out["fetch"] = Value::Array(
+            uris.iter()
+                .map(|u| json!({"uri": u, "executable": false, "cache": false, "extract": true, "output_file": ""}))
+                .collect(),
+        );
+    } else if uris.is_empty() && !fetch.is_empty() {
+        out["uris"] = Value::Array(fetch.iter().filter_map(|f| f.get("uri").cloned()).collect());
     }
     match &spec.schedule {
         Some(s) => {
