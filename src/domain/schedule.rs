@@ -473,6 +473,18 @@ impl Schedule {
                 r.occurrence(*zone, k).filter(|o| *o <= t)
             }
             Schedule::Cron(c, zone) => {
+                // Forward over the last three hours first: that walk knows the DST rule
+                // (after a fall-back the wall clock runs back, and walking back from it
+                // would miss the latest run); only sparse lines need the walk back.
+                let mut last = None;
+                let mut at = t.plus_millis(-3 * 3_600_000);
+                while let Some(next) = self.next_after(at).filter(|n| *n <= t) {
+                    last = Some(next);
+                    at = next;
+                }
+                if last.is_some() {
+                    return last;
+                }
                 let mut wall = zone.local(t) + Duration::milliseconds(1);
                 for _ in 0..10_000 {
                     wall = c.prev_wall(wall)?;
@@ -832,6 +844,13 @@ mod tests {
         assert_eq!(at("2026-03-05T08:59:59Z").as_deref(), Some("2026-03-04T09:00:00.000Z"));
         assert_eq!(cron.count_between(t("2026-03-01T09:00:00Z"), t("2026-03-05T09:00:00Z"), 100), 4);
         assert_eq!(cron.count_between(t("2026-03-01T09:00:00Z"), t("2026-12-05T09:00:00Z"), 100), 100);
+        // Berlin's fall-back: every ten minutes, at 02:15 in the second pass the last run
+        // was 02:50 in the first (02:00-02:10 of the second pass had run already).
+        let tens = parse("*/10 * * * *", zone("Europe/Berlin"));
+        assert_eq!(
+            tens.last_at_or_before(t("2026-10-25T01:15:00Z")).map(|x| x.to_string()).as_deref(),
+            Some("2026-10-25T00:50:00.000Z")
+        );
         // Berlin's fall-back: during the second 02:30 the last run is the first 02:30.
         let fall = parse("30 2 * * *", zone("Europe/Berlin"));
         assert_eq!(
