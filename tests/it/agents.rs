@@ -411,3 +411,33 @@ fn after_a_master_restart_writes_wait_for_the_agents_and_no_task_is_killed() {
     assert_eq!(running(&d, "/keep"), tasks, "the same tasks");
     assert_eq!(a.live_sandboxes(), processes, "the same processes");
 }
+
+/// A job run whose agent is cut off (frozen past the ping budget) is not started a second
+/// time: its task is unreachable, the run waits, and when the agent is back the run ends
+/// as its task did. One start, one end, one success.
+#[test]
+fn a_job_run_behind_a_partition_is_not_run_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = master(dir.path());
+    let a1 = Agent::start(&d.url, TOKEN, &dir.path().join("a1"), "127.0.0.1", "cpus:2;mem:1024", "rack:r1");
+    wait_agents_active(&d, 1);
+    let log = dir.path().join("log");
+    let job = json!({"name": "cut-off", "command": format!("echo start >> {l}; sleep 4; echo end >> {l}", l = log.display()),
+        "schedule": "R1//PT1H", "mem": 16, "retries": 2, "retryDelaySeconds": 0});
+    let r = d.call("POST", "/scheduler/iso8601", Some(&job));
+    assert_eq!(r.status, 204, "{}", r.text);
+    wait_for("the run to start", T, || std::fs::read_to_string(&log).ok().filter(|l| l.contains("start")));
+    a1.pause();
+    wait_for("the agent unreachable", T, || (agents_by_id(&d)[&a1.id]["state"] == "unreachable").then_some(()));
+    std::thread::sleep(Duration::from_secs(2));
+    let summary = d.get("/scheduler/jobs/summary");
+    assert_eq!(summary["jobs"][0]["state"], "1 running", "the run waits for its task: {summary}");
+    a1.resume();
+    wait_for("the run to succeed", T, || {
+        let j = d.get("/scheduler/job/cut-off");
+        (j["successCount"] == 1).then_some(())
+    });
+    let lines = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(lines, "start\nend\n", "one run only");
+    assert_eq!(d.get("/scheduler/job/cut-off")["errorCount"], 0);
+}
