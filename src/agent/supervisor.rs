@@ -106,7 +106,7 @@ pub fn run(spec: Supervise) -> ! {
     }
     let set = signal_set();
     // SAFETY: blocks the signals we then wait for synchronously with sigtimedwait; the
-    // child's mask is reset by std's spawn.
+    // child's mask is reset before it execs (see the pre_exec below).
     unsafe {
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
@@ -128,11 +128,21 @@ pub fn run(spec: Supervise) -> ! {
     let mut command = Command::new(program);
     command.args(args).current_dir(&sandbox).stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
     // SAFETY: the closure runs in the child between fork and exec and only calls
-    // open/write/close on paths prepared above (async-signal-safe; no allocation).
+    // open/write/close on paths prepared above, sigemptyset, pthread_sigmask and signal
+    // (async-signal-safe; no allocation).
     unsafe {
         command.pre_exec(move || {
             for p in &procs {
                 join_cgroup(p)?;
+            }
+            // The task must get the signals this supervisor waits for (a blocked mask
+            // and ignored signals survive exec): else SIGTERM never reaches it and every
+            // kill takes the whole grace period and ends in SIGKILL.
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+            for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT, libc::SIGCHLD, libc::SIGPIPE] {
+                libc::signal(s, libc::SIG_DFL);
             }
             Ok(())
         });
