@@ -3,16 +3,18 @@
 //! Crate map (DESIGN.md has the full picture; dependencies point up this list):
 //!
 //! - [`domain`]: pure types and invariants (ids, app definitions, tasks, agents,
-//!   resources and roles, Docker option rules).
-//! - [`scheduler`]: the functional core: reconcile, placement, DRF between roles,
-//!   backoff. Pure.
+//!   resources and roles, groups, deployments, jobs and their schedules, Docker option
+//!   rules).
+//! - [`scheduler`]: the functional core: reconcile, placement, constraints, DRF between
+//!   roles, backoff, deployment plans and rolling upgrades, job due times. Pure.
 //! - [`store`]: the only module with SQL (SQLite or PostgreSQL).
-//! - [`master`]: the imperative shell: single write path, scheduler loop, agent links,
-//!   liveness and agent messages.
+//! - [`master`]: the imperative shell: single write path, app and job scheduler loops,
+//!   deployments, health-check kills, agent links, liveness and agent messages.
 //! - [`agent`]: runs tasks as supervised processes or Docker containers, checkpoints
 //!   and recovers them; the link to a remote master.
-//! - [`api`]: the axum HTTP API (Marathon `/v2`, `/v1/agents`, the agent stream,
-//!   `/ping`, `/metrics`).
+//! - [`api`]: the axum HTTP API (Marathon `/v2`, Chronos `/scheduler` and
+//!   `/v1/scheduler`, Metronome `/v1/jobs`, `/v1/agents`, the agent stream, `/ping`,
+//!   `/metrics`).
 //! - [`config`]: flags > `DROMOS_*` env > config file > defaults.
 //! - [`failpoint`]: named crash points for the fault tests.
 //! - [`server`]: wiring for `dromos serve` and `dromos agent`.

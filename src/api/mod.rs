@@ -1,5 +1,7 @@
-//! The HTTP API (axum): Marathon's `/v2` surface (apps, groups, tasks, deployments, queue), the agents (`/v1/agents`, and the
-//! agent protocol's `/v1/agent/stream`), `/ping` and `/metrics`.
+//! The HTTP API (axum): Marathon's `/v2` surface (apps, groups, tasks, deployments, queue),
+//! Chronos's job API (`/scheduler`, `/v1/scheduler`) and Metronome's (`/v1/jobs`), the
+//! agents (`/v1/agents`, and the agent protocol's `/v1/agent/stream`), `/ping` and
+//! `/metrics`.
 //!
 //! `router(state)` builds the routes; serving is `server`'s job. Middleware adds
 //! authentication (bearer token or Basic with the token as password), Marathon's

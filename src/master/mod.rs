@@ -6,9 +6,12 @@
 //!   one store transaction (group commit), applies them to memory, and only then
 //!   answers each caller. So a plan always sees the effects of the plans before it,
 //!   and a 2xx always means "on disk".
-//! - [`Master::tick`] is one step of the app scheduler loop: reconcile every app,
-//!   place launches, persist the new tasks (STAGING) and kill intents, then send the
-//!   commands to the agents. Persist first, act second: a crash in between loses nothing.
+//! - [`Master::tick`] is one step of the scheduler loop: first the job tick
+//!   ([`jobs::plan_jobs`]: how runs ended, timeouts, due timers), then reconcile every
+//!   app, place app launches and queued job runs, persist the new tasks (STAGING) and
+//!   kill intents, then send the commands to the agents. Persist first, act second: a
+//!   crash in between loses nothing. The loop wakes on changes, at the next job due
+//!   time, and once a second.
 //! - Agent messages (registration, status updates) become plans too; terminal statuses
 //!   are acknowledged to the agent after they are committed.
 
