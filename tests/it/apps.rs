@@ -319,13 +319,16 @@ fn a_killed_task_gets_sigterm_and_may_exit_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let d = Dromos::start(dir.path(), &[]);
     let app = json!({"id": "/graceful", "instances": 1, "cpus": 0.01, "mem": 8, "taskKillGracePeriodSeconds": 120,
-        "cmd": "trap 'echo term > got-term; exit 0' TERM; while :; do sleep 0.1; done"});
+        "cmd": "trap 'echo term > got-term; exit 0' TERM; touch trapping; while :; do sleep 0.1; done"});
     assert_eq!(d.call("POST", "/v2/apps", Some(&app)).status, 201);
     let app = wait_running(&d, "/graceful", 1);
     let task = app["tasks"][0]["id"].as_str().unwrap().to_string();
+    let sandbox = d.data_dir.join("agent/sandboxes").join(&task);
+    // The shell must have set its trap before the kill (running is reported at spawn).
+    wait_for("the trap to be set", T, || sandbox.join("trapping").exists().then_some(()));
     let started = std::time::Instant::now();
     assert_eq!(d.call("DELETE", &format!("/v2/apps/graceful/tasks/{task}?scale=true"), None).status, 200);
-    let marker = d.data_dir.join("agent/sandboxes").join(&task).join("got-term");
+    let marker = sandbox.join("got-term");
     wait_for("the task to see SIGTERM", T, || marker.exists().then_some(()));
     wait_for("the task to exit", T, || d.live_sandboxes().is_empty().then_some(()));
     assert!(started.elapsed() < Duration::from_secs(100), "the task ended only at SIGKILL");
