@@ -417,15 +417,22 @@ async fn simulated_agents(master: &std::sync::Arc<dromos::master::Master>, n: us
     }
 }
 
+/// A master on a fresh store in `dir` with `n` simulated agents of `cpus` each.
+async fn simulated_cluster(dir: &std::path::Path, n: usize, cpus: f64) -> std::sync::Arc<dromos::master::Master> {
+    use dromos::master::{Master, MasterConfig};
+    let store = Store::open("", dir).await.expect("store");
+    let master = Master::start(store, MasterConfig::default()).await.expect("master");
+    simulated_agents(&master, n, cpus).await;
+    master
+}
+
 fn bench_cluster(rt: &tokio::runtime::Runtime) {
-    use dromos::master::{plans, Master, MasterConfig};
+    use dromos::master::plans;
     const AGENTS: usize = 10_000;
     const TASKS: u32 = 100_000;
     let dir = tempfile::tempdir().expect("tempdir");
     rt.block_on(async {
-        let store = Store::open("", dir.path()).await.expect("store");
-        let master = Master::start(store, MasterConfig::default()).await.expect("master");
-        simulated_agents(&master, AGENTS, 16.0).await;
+        let master = simulated_cluster(dir.path(), AGENTS, 16.0).await;
         let body = json!({"id": "/bench/huge", "cmd": "sleep 3600", "instances": TASKS, "cpus": 0.01, "mem": 1});
         let spec = dromos::api::dto::app::parse_app(body, None).expect("valid");
         let t = Instant::now();
@@ -458,14 +465,12 @@ fn bench_cluster(rt: &tokio::runtime::Runtime) {
 /// agents have room for 11 instances each, 1,100 in all: exactly the 10 % over
 /// capacity, so the bounds, not the cluster, pace the upgrade.
 fn bench_rolling(rt: &tokio::runtime::Runtime) {
-    use dromos::master::{plans, Master, MasterConfig};
+    use dromos::master::plans;
     const AGENTS: usize = 100;
     const TASKS: u32 = 1_000;
     let dir = tempfile::tempdir().expect("tempdir");
     rt.block_on(async {
-        let store = Store::open("", dir.path()).await.expect("store");
-        let master = Master::start(store, MasterConfig::default()).await.expect("master");
-        simulated_agents(&master, AGENTS, 1.15).await;
+        let master = simulated_cluster(dir.path(), AGENTS, 1.15).await;
         let app = |cmd: &str| {
             let body = json!({
                 "id": "/bench/rolling", "cmd": cmd, "instances": TASKS, "cpus": 0.1, "mem": 1,
@@ -589,13 +594,11 @@ fn bench_jobs_start(rt: &tokio::runtime::Runtime) {
 /// due time.
 fn bench_job_runs(rt: &tokio::runtime::Runtime) {
     use dromos::domain::job::JobRecord;
-    use dromos::master::{jobs, Master, MasterConfig};
+    use dromos::master::jobs;
     const JOBS: i64 = 10_000;
     let dir = tempfile::tempdir().expect("tempdir");
     rt.block_on(async {
-        let store = Store::open("", dir.path()).await.expect("store");
-        let master = Master::start(store, MasterConfig::default()).await.expect("master");
-        simulated_agents(&master, 100, 100.0).await;
+        let master = simulated_cluster(dir.path(), 100, 100.0).await;
         let now = dromos::master::now();
         // The first due time 2 s from now, then two every millisecond.
         let first = now.millis() + 2_000;

@@ -144,6 +144,53 @@ pub struct JobRecord {
     pub status: JobStatus,
 }
 
+impl JobSpec {
+    /// Chronos's resource defaults (`--mesos_task_cpu`, `_mem`, `_disk`).
+    pub const DEFAULT_CPUS: f64 = 0.1;
+    pub const DEFAULT_MEM: f64 = 128.0;
+    pub const DEFAULT_DISK: f64 = 256.0;
+    /// Chronos 2.x's `--task_epsilon`.
+    pub const DEFAULT_EPSILON_MS: u64 = 60_000;
+    pub const DEFAULT_RETRIES: u32 = 2;
+    pub const DEFAULT_RETRY_DELAY_MS: u64 = 10_000;
+    pub const DEFAULT_MAX_RETRY_DELAY_MS: u64 = 600_000;
+
+    /// A job that runs `command` through the shell, only when started, with every other
+    /// field at its default.
+    pub fn new(name: JobName, command: &str) -> JobSpec {
+        JobSpec {
+            name,
+            command: command.to_string(),
+            shell: true,
+            arguments: vec![],
+            schedule: None,
+            schedule_time_zone: None,
+            parents: BTreeSet::new(),
+            epsilon_ms: Self::DEFAULT_EPSILON_MS,
+            missed_runs: MissedRunPolicy::WithinEpsilon,
+            concurrency: ConcurrencyPolicy::Forbid,
+            retries: Self::DEFAULT_RETRIES,
+            retry_delay_ms: Self::DEFAULT_RETRY_DELAY_MS,
+            max_retry_delay_ms: Self::DEFAULT_MAX_RETRY_DELAY_MS,
+            max_completion_time_ms: 0,
+            owner: String::new(),
+            owner_name: String::new(),
+            description: String::new(),
+            disabled: false,
+            cpus: Self::DEFAULT_CPUS,
+            mem: Self::DEFAULT_MEM,
+            disk: Self::DEFAULT_DISK,
+            run_as_user: None,
+            environment: vec![],
+            constraints: vec![],
+            container_image: None,
+            high_priority: false,
+            soft_error: false,
+            extra: serde_json::Map::new(),
+        }
+    }
+}
+
 /// What the scheduler keeps about a job between runs (persisted with it).
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]

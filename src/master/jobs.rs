@@ -381,6 +381,22 @@ pub fn run_spec(job: &JobSpec) -> Option<crate::domain::AppSpec> {
     Some(spec)
 }
 
+/// When the job scheduler next has something to do: the earliest timer, or the earliest
+/// retry still waiting for its time. (Runs already due but not yet placed wait for a
+/// change, such as an agent with room, or for the periodic pass: counting them would
+/// make the loop spin.)
+pub fn next_wake(state: &State, now: Timestamp) -> Option<Timestamp> {
+    let timer = state.timers.first().map(|(t, _)| *t);
+    let retry = state
+        .active_runs
+        .iter()
+        .filter_map(|k| state.run(k))
+        .filter(|r| r.state == RunState::Queued && r.not_before > now)
+        .map(|r| r.not_before)
+        .min();
+    timer.into_iter().chain(retry).min()
+}
+
 /// The queued runs ready to launch at `now`, high priority first, then by due time.
 pub fn ready_runs(state: &State, now: Timestamp) -> Vec<(&JobRun, &JobSpec)> {
     let mut out: Vec<(&JobRun, &JobSpec)> = state
@@ -705,7 +721,7 @@ impl super::Master {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::job::{ConcurrencyPolicy, MissedRunPolicy};
+
     use crate::domain::schedule::Schedule;
 
     fn t(s: &str) -> Timestamp {
@@ -718,34 +734,14 @@ mod tests {
 
     fn spec(n: &str, schedule: Option<&str>, parents: &[&str]) -> JobSpec {
         JobSpec {
-            name: name(n),
-            command: "true".into(),
-            shell: true,
-            arguments: vec![],
             schedule: schedule.map(|s| Schedule::parse(s, None, t("2026-01-01T00:00:00Z")).unwrap()),
-            schedule_time_zone: None,
             parents: parents.iter().map(|p| name(p)).collect(),
-            epsilon_ms: 60_000,
-            missed_runs: MissedRunPolicy::WithinEpsilon,
-            concurrency: ConcurrencyPolicy::Forbid,
             retries: 0,
             retry_delay_ms: 0,
             max_retry_delay_ms: 0,
-            max_completion_time_ms: 0,
-            owner: String::new(),
-            owner_name: String::new(),
-            description: String::new(),
-            disabled: false,
-            cpus: 0.1,
             mem: 32.0,
             disk: 0.0,
-            run_as_user: None,
-            environment: vec![],
-            constraints: vec![],
-            container_image: None,
-            high_priority: false,
-            soft_error: false,
-            extra: Default::default(),
+            ..JobSpec::new(name(n), "true")
         }
     }
 

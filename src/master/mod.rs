@@ -362,26 +362,11 @@ impl Master {
 
     /// How long until the next job timer or retry is due (zero: one is due now).
     async fn until_next_job_due(&self) -> Duration {
-        let st = self.state.read().await;
-        let timer = st.timers.first().map(|(t, _)| *t);
-        // Retries waiting for their time (runs already due but not placed wait for a
-        // change, such as an agent with room, or the periodic pass).
-        let now_t = now();
-        let retry = st
-            .active_runs
-            .iter()
-            .filter_map(|k| st.run(k))
-            .filter(|r| r.state == crate::domain::job::RunState::Queued && r.not_before > now_t)
-            .map(|r| r.not_before)
-            .min();
-        let next = match (timer, retry) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => match a.or(b) {
-                Some(t) => t,
-                None => return Duration::from_secs(3600),
-            },
-        };
-        Duration::from_millis(next.millis().saturating_sub(now_t.millis()).max(0) as u64)
+        let now = now();
+        match jobs::next_wake(&*self.state.read().await, now) {
+            Some(at) => Duration::from_millis(at.millis().saturating_sub(now.millis()).max(0) as u64),
+            None => Duration::from_secs(3600),
+        }
     }
 
     /// Job run events, as they happen (for the event bus).

@@ -179,36 +179,8 @@ mod tests {
     }
 
     fn spec(retries: u32) -> JobSpec {
-        JobSpec {
-            name: crate::domain::job::JobName::parse("j").unwrap(),
-            command: "true".into(),
-            shell: true,
-            arguments: vec![],
-            schedule: None,
-            schedule_time_zone: None,
-            parents: Default::default(),
-            epsilon_ms: 60_000,
-            missed_runs: MissedRunPolicy::WithinEpsilon,
-            concurrency: ConcurrencyPolicy::Forbid,
-            retries,
-            retry_delay_ms: 10_000,
-            max_retry_delay_ms: 35_000,
-            max_completion_time_ms: 0,
-            owner: String::new(),
-            owner_name: String::new(),
-            description: String::new(),
-            disabled: false,
-            cpus: 0.1,
-            mem: 128.0,
-            disk: 0.0,
-            run_as_user: None,
-            environment: vec![],
-            constraints: vec![],
-            container_image: None,
-            high_priority: false,
-            soft_error: false,
-            extra: Default::default(),
-        }
+        let name = crate::domain::job::JobName::parse("j").unwrap();
+        JobSpec { retries, retry_delay_ms: 10_000, max_retry_delay_ms: 35_000, ..JobSpec::new(name, "true") }
     }
 
     #[test]

@@ -13,11 +13,6 @@ use crate::domain::{Timestamp, Violation};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeSet;
 
-/// Chronos's resource defaults (`--mesos_task_cpu`, `_mem`, `_disk`): used for 0 or absent.
-pub const DEFAULT_CPUS: f64 = 0.1;
-pub const DEFAULT_MEM: f64 = 128.0;
-pub const DEFAULT_DISK: f64 = 256.0;
-
 /// Fields dromos keeps and shows but does not act on.
 /// (`metronome`: what a job made through Metronome's API had that Chronos's has not.)
 const KEPT: &[&str] = &[
@@ -136,7 +131,7 @@ pub fn parse_job(body: Value, now: Timestamp) -> Result<ParsedJob, Vec<Violation
     };
 
     let epsilon_ms = match r.string("epsilon").filter(|e| !e.is_empty()) {
-        None => 60_000,
+        None => JobSpec::DEFAULT_EPSILON_MS,
         Some(e) => match Period::parse(&e) {
             Ok(p) if p.months == 0 && p.days == 0 => p.millis,
             Ok(p) => p.days as u64 * 86_400_000 + p.millis + p.months as u64 * 30 * 86_400_000,
@@ -182,12 +177,14 @@ pub fn parse_job(body: Value, now: Timestamp) -> Result<ParsedJob, Vec<Violation
             default
         }
     };
-    let cpus = resource(&mut r, "cpus", DEFAULT_CPUS);
-    let mem = resource(&mut r, "mem", DEFAULT_MEM);
-    let disk = resource(&mut r, "disk", DEFAULT_DISK);
-    let retries = r.count("retries", 2, 1000) as u32;
-    let retry_delay_ms = r.count("retryDelaySeconds", 10, 86_400) * 1000;
-    let max_retry_delay_ms = r.count("maxRetryDelaySeconds", 600, 86_400 * 7) * 1000;
+    // 0 or absent: Chronos's defaults.
+    let cpus = resource(&mut r, "cpus", JobSpec::DEFAULT_CPUS);
+    let mem = resource(&mut r, "mem", JobSpec::DEFAULT_MEM);
+    let disk = resource(&mut r, "disk", JobSpec::DEFAULT_DISK);
+    let retries = r.count("retries", JobSpec::DEFAULT_RETRIES as u64, 1000) as u32;
+    let retry_delay_ms = r.count("retryDelaySeconds", JobSpec::DEFAULT_RETRY_DELAY_MS / 1000, 86_400) * 1000;
+    let max_retry_delay_ms =
+        r.count("maxRetryDelaySeconds", JobSpec::DEFAULT_MAX_RETRY_DELAY_MS / 1000, 86_400 * 7) * 1000;
     let max_completion_time_ms = r.count("maxCompletionTime", 0, 86_400 * 365) * 1000;
 
     let arguments: Vec<String> = r
