@@ -14,6 +14,11 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # A static busybox for the Docker tests' local image (`docker import` of a tiny rootfs).
 [ "$(dpkg-query -W -f='${Status}' busybox-static 2>/dev/null)" = "install ok installed" ] || need+=(busybox-static)
 
+# A real HAProxy (2.6 on bookworm) for the `dromos haproxy` sidecar tests, and wrk for
+# the load benchmarks through it.
+command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi

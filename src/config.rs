@@ -148,6 +148,10 @@ pub struct ServeArgs {
     /// Let apps run privileged Docker containers (root on the host: trust the API users).
     #[arg(long, env = "DROMOS_ALLOW_PRIVILEGED")]
     pub allow_privileged: bool,
+    /// Events a `/v2/events` subscriber may fall behind before it is cut off with an
+    /// error (Marathon's flag) [default: 1024].
+    #[arg(long, env = "DROMOS_EVENT_STREAM_MAX_OUTSTANDING_MESSAGES")]
+    pub event_stream_max_outstanding_messages: Option<usize>,
 }
 
 #[derive(Debug, Args, Default)]
@@ -205,6 +209,7 @@ struct FileConfig {
     role_weights: Option<Vec<String>>,
     role_quotas: Option<Vec<String>>,
     allow_privileged: Option<bool>,
+    event_stream_max_outstanding_messages: Option<usize>,
 }
 
 /// The resolved configuration of `dromos serve`.
@@ -497,6 +502,10 @@ impl Config {
                 liveness,
                 roles: parse_role_policy(&weights, &quotas)?,
                 allow_privileged: args.allow_privileged || file.allow_privileged.unwrap_or(false),
+                event_outstanding: args
+                    .event_stream_max_outstanding_messages
+                    .or(file.event_stream_max_outstanding_messages)
+                    .unwrap_or(crate::events::DEFAULT_OUTSTANDING),
             },
         })
     }

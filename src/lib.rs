@@ -15,6 +15,9 @@
 //! - [`api`]: the axum HTTP API (Marathon `/v2`, Chronos `/scheduler` and
 //!   `/v1/scheduler`, Metronome `/v1/jobs`, `/v1/agents`, the agent stream, `/ping`,
 //!   `/metrics`).
+//! - [`events`]: the event bus behind `/v2/events` (numbered, replayable, never blocks
+//!   the write path).
+//! - [`proxy`]: `dromos haproxy`, the HAProxy config generator and sidecar.
 //! - [`config`]: flags > `DROMOS_*` env > config file > defaults.
 //! - [`failpoint`]: named crash points for the fault tests.
 //! - [`server`]: wiring for `dromos serve` and `dromos agent`.
@@ -23,8 +26,10 @@ pub mod agent;
 pub mod api;
 pub mod config;
 pub mod domain;
+pub mod events;
 pub mod failpoint;
 pub mod master;
+pub mod proxy;
 pub mod scheduler;
 pub mod server;
 pub mod store;

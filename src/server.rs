@@ -77,7 +77,9 @@ pub async fn run(mut config: Config) -> boxed::Result<()> {
     };
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!("dromos listening on http://{addr}");
-    axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     tracing::info!("stopped; running tasks keep running and are adopted on the next start");
     Ok(())
 }

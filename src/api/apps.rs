@@ -8,7 +8,7 @@
 use super::dto::app::{app_json, merge_update, parse_app, rollback_version, Embed};
 use super::dto::task::{task_json, tasks_text};
 use super::error::{ApiError, ApiResult};
-use super::extract::{JsonBody, Params};
+use super::extract::{JsonBody, Origin, Params};
 use super::{wants_text, AppState};
 use crate::domain::{Deployment, PathId, TaskId, Timestamp};
 use crate::master::{plans, MasterError};
@@ -141,7 +141,7 @@ pub async fn list(State(st): State<AppState>, params: Params) -> ApiResult<Json<
     Ok(Json(json!({ "apps": apps })))
 }
 
-pub async fn create(State(st): State<AppState>, JsonBody(body): JsonBody) -> ApiResult<Response> {
+pub async fn create(State(st): State<AppState>, origin: Origin, JsonBody(body): JsonBody) -> ApiResult<Response> {
     let spec = parse_app(body, None)?;
     st.master.admit(&spec)?;
     let id = spec.id.clone();
@@ -152,6 +152,8 @@ pub async fn create(State(st): State<AppState>, JsonBody(body): JsonBody) -> Api
         Some(rec) => app_json(rec, &state, Embed::default()),
         None => json!({"id": id}),
     };
+    drop(state);
+    posted(&st, origin, body.clone());
     let mut resp = (StatusCode::CREATED, Json(body)).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("/v2/apps{id}")) {
         resp.headers_mut().insert(header::LOCATION, v);
@@ -213,6 +215,7 @@ pub async fn put_route(
     State(st): State<AppState>,
     Path(rest): Path<String>,
     params: Params,
+    origin: Origin,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     match AppRoute::parse(&rest)? {
@@ -222,7 +225,7 @@ pub async fn put_route(
                 must_exist: false,
                 force: params.flag("force", false)?,
             };
-            update(&st, id, body, how).await
+            update(&st, id, body, how, origin).await
         }
         _ => Err(not_allowed()),
     }
@@ -232,11 +235,13 @@ pub async fn patch_route(
     State(st): State<AppState>,
     Path(rest): Path<String>,
     params: Params,
+    origin: Origin,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     match AppRoute::parse(&rest)? {
         AppRoute::App(id) => {
-            update(&st, id, body, Update { partial: true, must_exist: true, force: params.flag("force", false)? }).await
+            let how = Update { partial: true, must_exist: true, force: params.flag("force", false)? };
+            update(&st, id, body, how, origin).await
         }
         _ => Err(not_allowed()),
     }
@@ -287,6 +292,13 @@ pub async fn post_route(State(st): State<AppState>, Path(rest): Path<String>, pa
 
 // ---------------------------------------------------------------- changes
 
+/// Announces an app created or changed through the API (`api_post_event`).
+fn posted(st: &AppState, origin: Origin, app_definition: Value) {
+    let Origin { client_ip, uri } = origin;
+    let event = crate::domain::event::EventKind::ApiPost { client_ip, uri, app_definition };
+    st.master.events().publish(&event.at(crate::master::now()));
+}
+
 /// How a PUT or PATCH applies.
 struct Update {
     /// Merge the body into the current definition (Marathon's `partialUpdate`).
@@ -299,7 +311,7 @@ struct Update {
 
 /// PUT (create or update, partial by default, or rollback) and PATCH (partial update of
 /// an existing app).
-async fn update(st: &AppState, id: PathId, body: Value, how: Update) -> ApiResult<Response> {
+async fn update(st: &AppState, id: PathId, body: Value, how: Update, origin: Origin) -> ApiResult<Response> {
     let Update { partial, must_exist, force } = how;
     let rollback = match rollback_version(&body) {
         Some(v) => {
@@ -330,6 +342,13 @@ async fn update(st: &AppState, id: PathId, body: Value, how: Update) -> ApiResul
             Err(e) => return Err(e.into()),
             Ok((dep, created)) => {
                 st.master.wake();
+                let definition = {
+                    let state = st.master.read().await;
+                    state.apps.get(&id).map(|rec| app_json(rec, &state, Embed::default()))
+                };
+                if let Some(definition) = definition {
+                    posted(st, origin, definition);
+                }
                 return Ok(deployment_result(if created { StatusCode::CREATED } else { StatusCode::OK }, &dep));
             }
         }

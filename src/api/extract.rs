@@ -94,3 +94,29 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
         Ok(Params(form_urlencoded::parse(q.as_bytes()).into_owned().collect()))
     }
 }
+
+/// Who asked, and for what (`api_post_event`'s `clientIp` and `uri`). The address is
+/// the peer's; it is empty when the server was not started with connection info.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub client_ip: String,
+    pub uri: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Origin {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        use axum::extract::ConnectInfo;
+        let client_ip = parts
+            .extensions
+            .get::<ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip().to_string())
+            .unwrap_or_default();
+        let uri = match parts.extensions.get::<axum::extract::OriginalUri>() {
+            Some(u) => u.0.path().to_string(),
+            None => parts.uri.path().to_string(),
+        };
+        Ok(Origin { client_ip, uri })
+    }
+}

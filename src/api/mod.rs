@@ -1,4 +1,5 @@
-//! The HTTP API (axum): Marathon's `/v2` surface (apps, groups, tasks, deployments, queue),
+//! The HTTP API (axum): Marathon's `/v2` surface (apps, groups, tasks, deployments, queue,
+//! the `/v2/events` stream),
 //! Chronos's job API (`/scheduler`, `/v1/scheduler`) and Metronome's (`/v1/jobs`), the
 //! agents (`/v1/agents`, and the agent protocol's `/v1/agent/stream`), `/ping` and
 //! `/metrics`.
@@ -12,6 +13,7 @@ pub mod apps;
 pub mod deployments;
 pub mod dto;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod groups;
 pub mod jobs;
@@ -78,6 +80,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v2/groups/{groupId}/versions/{version}"),
     ("GET", "/v2/deployments"),
     ("DELETE", "/v2/deployments/{deploymentId}"),
+    ("GET", "/v2/events"),
     ("GET", "/v2/queue"),
     ("DELETE", "/v2/queue/{appId}/delay"),
     ("GET", "/v1/agents"),
@@ -158,6 +161,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/groups/{*rest}", groups_routes)
         .route("/v2/deployments", get(deployments::list))
         .route("/v2/deployments/{deployment_id}", delete(deployments::delete))
+        .route("/v2/events", get(events::stream))
         .route("/v2/queue", get(queue::list))
         .route("/v2/queue/{*rest}", delete(queue::delete_delay))
         .route("/v1/agents", get(agents::list))

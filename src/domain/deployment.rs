@@ -64,6 +64,19 @@ pub struct Deployment {
     pub reason: Option<String>,
 }
 
+/// Why a deployment ended (its events say so; the store only forgets it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeploymentEnd {
+    /// Every action was carried out.
+    Finished,
+    /// It missed its progress deadline.
+    Failed(String),
+    /// Stopped through `DELETE /v2/deployments/{id}?force=true`.
+    Cancelled,
+    /// A forced change of the same apps took over (or a rollback of it started).
+    Superseded,
+}
+
 impl Deployment {
     /// When the deployment last moved forward (its start, for one that has not yet, or
     /// a record written before progress was tracked).

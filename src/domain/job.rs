@@ -312,6 +312,20 @@ pub enum JobEvent {
     Skipped { job: JobName, due: Timestamp },
 }
 
+impl JobEvent {
+    /// The `eventType` of the event.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            JobEvent::Started { .. } => "job_run_started",
+            JobEvent::Succeeded { .. } => "job_run_succeeded",
+            JobEvent::Failed { .. } => "job_run_failed",
+            JobEvent::Retried { .. } => "job_run_retried",
+            JobEvent::Missed { .. } => "job_run_missed",
+            JobEvent::Skipped { .. } => "job_run_skipped",
+        }
+    }
+}
+
 impl JobRun {
     /// A new run waiting to be launched.
     pub fn queued(job: JobName, due: Timestamp, attempt: u32, trigger: RunTrigger, not_before: Timestamp) -> JobRun {

@@ -1,5 +1,5 @@
 //! Pure domain types and their invariants: ids, app definitions, tasks, agents and
-//! resources, groups, deployments, health check state, jobs and their schedules,
+//! resources, groups, deployments, events, health check state, jobs and their schedules,
 //! timestamps.
 //!
 //! Nothing here does I/O or knows about tokio, sqlx or axum (DESIGN.md's dependency rule):
@@ -11,6 +11,7 @@ pub mod agent;
 pub mod app;
 pub mod deployment;
 pub mod docker;
+pub mod event;
 pub mod group;
 pub mod health;
 pub mod ids;

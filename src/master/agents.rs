@@ -528,6 +528,9 @@ impl StatusHandling {
             if s.state.counts_as_failure() && task.goal == Goal::Running {
                 self.failures.push((task.app_id.clone(), task.config_version, now));
             }
+            // The terminal state is written, then the task dropped, in one batch: the
+            // store skips the write, the event bus reports the state.
+            self.changes.push(Change::PutTask(Box::new(task.clone())));
             self.changes.push(Change::DeleteTask(task.id.clone()));
             self.acks.push((agent.clone(), task.id.clone(), s.state));
         } else {

@@ -8,7 +8,7 @@
 use super::plans::{self, AppChange, TreeChange};
 use super::state::DeploymentFailure;
 use super::{Master, MasterError};
-use crate::domain::deployment::ActionKind;
+use crate::domain::deployment::{ActionKind, DeploymentEnd};
 use crate::domain::Deployment;
 use crate::store::Change;
 
@@ -20,7 +20,10 @@ impl Master {
         let dep = dep.ok_or_else(|| MasterError::DeploymentNotFound(id.clone()))?;
         if force {
             self.write(move |state, _| {
-                let stop = state.deployments.contains_key(&id).then_some(Change::DeleteDeployment(id));
+                let stop = state
+                    .deployments
+                    .contains_key(&id)
+                    .then_some(Change::DeleteDeployment(id, DeploymentEnd::Cancelled));
                 Ok((stop.into_iter().collect(), ()))
             })
             .await?;

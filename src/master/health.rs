@@ -7,9 +7,10 @@ use super::{Master, MasterError};
 use crate::agent::health::Finding;
 use crate::agent::protocol::{CheckKind, HealthCheckTask, ReadinessCheckTask, ToAgent};
 use crate::domain::app::{HealthCheck, HealthProtocol};
+use crate::domain::event::{Event, EventKind};
 use crate::domain::health::Health;
 use crate::domain::task::{Goal, TaskFailure};
-use crate::domain::{AgentId, AppSpec, TaskId, TaskState};
+use crate::domain::{AgentId, AppSpec, Task, TaskId, TaskState, Timestamp};
 use crate::store::Change;
 
 /// The app's health checks for a task with host ports `ports` (in port-index order).
@@ -87,6 +88,53 @@ pub fn readiness_task(spec: &AppSpec, ports: &[u16]) -> Option<ReadinessCheckTas
     })
 }
 
+/// The events one health report makes: a check that turned (or first reported) alive
+/// or dead changes the task's health; a counted failure is a failed check.
+fn health_events(
+    task: &Task,
+    check: Option<&HealthCheck>,
+    before: Option<&Health>,
+    now_: &Health,
+    all_alive: bool,
+    at: Timestamp,
+) -> Vec<Event> {
+    let mut out = Vec::new();
+    if before.map(|b| b.alive) != Some(now_.alive) {
+        out.push(
+            EventKind::HealthStatusChanged {
+                app_id: task.app_id.clone(),
+                instance_id: task.id.instance_id(),
+                task_id: task.id.clone(),
+                version: task.version,
+                alive: now_.alive,
+            }
+            .at(at),
+        );
+        out.push(
+            EventKind::InstanceHealthChanged {
+                instance_id: task.id.instance_id(),
+                run_spec_id: task.app_id.clone(),
+                run_spec_version: task.version,
+                healthy: all_alive,
+            }
+            .at(at),
+        );
+    }
+    if !now_.alive && now_.consecutive_failures > before.map_or(0, |b| b.consecutive_failures) {
+        out.push(
+            EventKind::FailedHealthCheck {
+                app_id: task.app_id.clone(),
+                instance_id: task.id.instance_id(),
+                task_id: task.id.clone(),
+                health_check: check.map(|c| serde_json::to_value(c).unwrap_or_default()).unwrap_or_default(),
+                cause: now_.last_failure_cause.clone(),
+            }
+            .at(at),
+        );
+    }
+    out
+}
+
 impl Master {
     /// Records what a task's checks found: a readiness answer is kept (soft state, for
     /// deployments); a health state may lead to a kill ([`Master::on_health`]).
@@ -114,21 +162,24 @@ impl Master {
     /// Records a health state an agent reported; kills the task when its check failed
     /// too often in a row (only a running task of that agent, still wanted).
     async fn on_health(&self, agent: AgentId, task_id: TaskId, index: u16, health: Health) -> Result<(), MasterError> {
-        let due = {
+        let (due, task) = {
             let mut st = self.state.write().await;
-            let Some(task) = st.tasks.get(&task_id).filter(|t| t.agent_id == agent && t.is_active()) else {
+            let Some(task) = st.tasks.get(&task_id).filter(|t| t.agent_id == agent && t.is_active()).cloned() else {
                 return Ok(());
             };
-            let kill_after = st
-                .apps
-                .get(&task.app_id)
-                .and_then(|a| a.current.spec.health_checks.get(index as usize))
-                .and_then(HealthCheck::kill_after);
+            let check =
+                st.apps.get(&task.app_id).and_then(|a| a.current.spec.health_checks.get(index as usize)).cloned();
+            let kill_after = check.as_ref().and_then(HealthCheck::kill_after);
             let due = kill_after.is_some_and(|n| health.consecutive_failures >= n)
                 && task.state == TaskState::Running
                 && task.goal == Goal::Running;
-            st.health.entry(task_id.clone()).or_default().insert(index, health.clone());
-            due
+            let checks = st.health.entry(task_id.clone()).or_default();
+            let before = checks.insert(index, health.clone());
+            let all_alive = checks.values().all(|h| h.alive);
+            let events = health_events(&task, check.as_ref(), before.as_ref(), &health, all_alive, super::now());
+            drop(st);
+            self.events.publish_all(events);
+            (due, task)
         };
         if !due {
             return Ok(());
@@ -160,6 +211,16 @@ impl Master {
             })
             .await?;
         if let Some(failure) = failed {
+            let kill = EventKind::UnhealthyInstanceKill {
+                app_id: task.app_id.clone(),
+                task_id: task.id.clone(),
+                instance_id: task.id.instance_id(),
+                version: task.version,
+                reason: health.last_failure_cause.clone().unwrap_or_default(),
+                host: task.host.clone(),
+                slave_id: task.agent_id.clone(),
+            };
+            self.events.publish(&kill.at(super::now()));
             // Health-check kills count toward the launch backoff (Marathon's rule).
             self.count_failures(vec![failure]).await;
             self.send_to(&agent, ToAgent::Kill { task_id });

@@ -17,6 +17,7 @@
 
 pub mod agents;
 pub mod deployments;
+pub mod events;
 pub mod groups;
 pub mod health;
 pub mod jobs;
@@ -30,6 +31,7 @@ use crate::agent::docker::{DockerNetwork, DockerPortMapping, DockerTask, DockerV
 use crate::agent::health::Finding;
 use crate::agent::protocol::{FromAgent, LaunchTask, TaskCommand, ToAgent};
 use crate::domain::app::{UnreachableStrategy, VolumeMode};
+use crate::domain::deployment::DeploymentEnd;
 use crate::domain::task::{task_environment, Goal};
 use crate::domain::AppSpec;
 use crate::domain::Deployment;
@@ -124,6 +126,9 @@ pub struct MasterConfig {
     pub roles: RolePolicy,
     /// Whether apps may ask for privileged Docker containers (`--allow-privileged`).
     pub allow_privileged: bool,
+    /// Events an event-stream subscriber may fall behind before it is cut off
+    /// (0: [`crate::events::DEFAULT_OUTSTANDING`]).
+    pub event_outstanding: usize,
 }
 
 pub struct Master {
@@ -146,7 +151,8 @@ pub struct Master {
     /// re-register after a master (re)start.
     started: Instant,
     backoffs: Mutex<HashMap<PathId, Backoff>>,
-    job_events: tokio::sync::broadcast::Sender<crate::domain::job::JobEvent>,
+    /// The event bus: what the master commits, as Marathon events (`/v2/events`).
+    events: Arc<crate::events::Bus>,
     kills_sent: Mutex<HashMap<TaskId, Instant>>,
     queue: Mutex<BTreeMap<PathId, QueueInfo>>,
     cursor: Mutex<usize>,
@@ -199,7 +205,13 @@ impl Master {
             allow_privileged: config.allow_privileged,
             started: Instant::now(),
             backoffs: Mutex::new(HashMap::new()),
-            job_events: tokio::sync::broadcast::channel(1024).0,
+            events: Arc::new(crate::events::Bus::new(
+                crate::events::DEFAULT_REPLAY,
+                match config.event_outstanding {
+                    0 => crate::events::DEFAULT_OUTSTANDING,
+                    n => n,
+                },
+            )),
             kills_sent: Mutex::new(HashMap::new()),
             queue: Mutex::new(BTreeMap::new()),
             cursor: Mutex::new(0),
@@ -369,16 +381,16 @@ impl Master {
         }
     }
 
-    /// Job run events, as they happen (for the event bus).
-    pub fn job_events(&self) -> tokio::sync::broadcast::Receiver<crate::domain::job::JobEvent> {
-        self.job_events.subscribe()
+    /// The event bus (`/v2/events`).
+    pub fn events(&self) -> &Arc<crate::events::Bus> {
+        &self.events
     }
 
     fn publish_job_events(&self, events: Vec<crate::domain::job::JobEvent>) {
+        let at = now();
         for e in events {
             tracing::info!(event = %serde_json::to_string(&e).unwrap_or_default(), "job run");
-            // No subscriber is fine: publishing never waits.
-            let _ = self.job_events.send(e);
+            self.events.publish(&crate::domain::event::EventKind::Job(e).at(at));
         }
     }
 
@@ -689,7 +701,7 @@ fn plan_tick(
     for d in state.deployments.values() {
         let done = steps_done(d);
         if done == d.steps.len() {
-            changes.push(Change::DeleteDeployment(d.id.clone()));
+            changes.push(Change::DeleteDeployment(d.id.clone(), DeploymentEnd::Finished));
             continue;
         }
         match watch(d, state.deployment_mark(d, done), now) {
@@ -701,7 +713,7 @@ fn plan_tick(
             Watch::Failed => {
                 let seconds = d.deadline.map_or(0, |dl| dl.seconds);
                 let reason = format!("no progress for {seconds} s: {}", state.explain_step(d, done).join("; "));
-                changes.push(Change::DeleteDeployment(d.id.clone()));
+                changes.push(Change::DeleteDeployment(d.id.clone(), DeploymentEnd::Failed(reason.clone())));
                 out.failed.push((d.clone(), reason));
             }
         }
@@ -764,11 +776,13 @@ async fn writer(master: Arc<Master>, mut rx: mpsc::Receiver<WriteJob>) {
         let mut state = master.state.write().await;
         let now = now();
         let mut changes = Vec::new();
+        let mut events = Vec::new();
         let mut replies = Vec::with_capacity(jobs.len());
         for job in jobs.drain(..) {
             match (job.plan)(&state, now) {
                 Ok((cs, r)) => {
                     for c in &cs {
+                        events::derive(&state, c, now, &mut events);
                         state.apply(c);
                     }
                     changes.extend(cs);
@@ -783,6 +797,7 @@ async fn writer(master: Arc<Master>, mut rx: mpsc::Receiver<WriteJob>) {
                 for (reply, r) in replies {
                     let _ = reply.send(r);
                 }
+                master.events.publish_all(events.drain(..));
             }
             Err(e) => {
                 tracing::error!("commit failed, reloading state from the store: {e}");

@@ -5,7 +5,7 @@
 
 use super::state::State;
 use super::{MasterError, SERVICE_PORTS};
-use crate::domain::deployment::Deadline;
+use crate::domain::deployment::{Deadline, DeploymentEnd};
 use crate::domain::group::{validate_tree, MAX_GROUP_VERSIONS};
 use crate::domain::task::Goal;
 use crate::domain::{
@@ -155,7 +155,7 @@ pub fn deploy(state: &State, now: Timestamp, change: TreeChange) -> Planned<Depl
         check_lock(state, id, force)?;
         superseded.extend(state.deployments_of(id).map(|d| d.id.clone()));
     }
-    changes.extend(superseded.into_iter().map(Change::DeleteDeployment));
+    changes.extend(superseded.into_iter().map(|id| Change::DeleteDeployment(id, DeploymentEnd::Superseded)));
     // The tightest progress deadline among the apps it deploys.
     let deadline = affected
         .iter()

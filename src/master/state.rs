@@ -159,7 +159,7 @@ impl State {
             Change::PutDeployment(d) => {
                 self.deployments.insert(d.id.clone(), (**d).clone());
             }
-            Change::DeleteDeployment(id) => {
+            Change::DeleteDeployment(id, _) => {
                 self.deployments.remove(id);
             }
             Change::PutAgent(a) => {

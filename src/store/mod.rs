@@ -19,6 +19,7 @@ use sea_query_binder::SqlxBinder;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::Row;
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -60,7 +61,8 @@ pub enum Change {
     PutTask(Box<Task>),
     DeleteTask(TaskId),
     PutDeployment(Box<Deployment>),
-    DeleteDeployment(String),
+    /// Forget a deployment; why it ended is for its events.
+    DeleteDeployment(String, crate::domain::deployment::DeploymentEnd),
     PutAgent(Box<AgentRecord>),
     /// Forget an agent (its directory was wiped and it came back under a new id).
     DeleteAgent(AgentId),
@@ -147,6 +149,16 @@ fn upsert(
 /// busy batch) become multi-row upserts.
 fn statements(changes: &[Change]) -> Vec<Stmt> {
     let mut out = Vec::new();
+    // A task written and then deleted in the same batch (a terminal state reported and
+    // the task dropped) needs only the delete.
+    let deleted_at: HashMap<&TaskId, usize> = changes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| match c {
+            Change::DeleteTask(id) => Some((id, i)),
+            _ => None,
+        })
+        .collect();
     let mut i = 0;
     while i < changes.len() {
         if let Change::PutTask(_) = &changes[i] {
@@ -154,7 +166,8 @@ fn statements(changes: &[Change]) -> Vec<Stmt> {
             while i < changes.len() && matches!(changes[i], Change::PutTask(_)) && i - start < INSERT_CHUNK {
                 i += 1;
             }
-            let rows = changes[start..i].iter().filter_map(|c| match c {
+            let rows = changes[start..i].iter().enumerate().filter_map(|(k, c)| match c {
+                Change::PutTask(task) if deleted_at.get(&task.id).is_some_and(|&d| d > start + k) => None,
                 Change::PutTask(task) => Some(vec![
                     task.id.as_str().into(),
                     task.app_id.to_string().into(),
@@ -217,7 +230,7 @@ fn statements(changes: &[Change]) -> Vec<Stmt> {
                 let row = vec![d.id.clone().into(), json(d).into()];
                 out.extend(upsert("deployments", &["id"], &["id", "data"], std::iter::once(row)).map(Stmt::Insert));
             }
-            Change::DeleteDeployment(id) => out.push(Stmt::Delete(
+            Change::DeleteDeployment(id, _) => out.push(Stmt::Delete(
                 Query::delete().from_table(t("deployments")).and_where(Expr::col(t("id")).eq(id.as_str())).to_owned(),
             )),
             Change::PutAgent(a) => {

@@ -5,6 +5,7 @@
 //! healthy or not by creating or removing the file its check asks for.
 
 use crate::support::dromos::Dromos;
+use crate::support::sse::{EventStream, SSE};
 use crate::support::wait_for;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -239,7 +240,10 @@ fn a_stuck_deployment_fails_at_its_deadline_and_rolls_back() {
     let strategy = json!({"minimumHealthCapacity": 1.0, "maximumOverCapacity": 0.0,
                           "progressDeadlineSeconds": 3, "rollbackOnFailure": true});
     let version = |touch: bool, tag: &str| upgradable("/deadline", 1, touch, tag, &strategy);
-    assert_eq!(d.call("POST", "/v2/apps", Some(&version(true, "v1"))).status, 201);
+    // The first version has no deadline: a slow machine must not fail its creation.
+    let first =
+        upgradable("/deadline", 1, true, "v1", &json!({"minimumHealthCapacity": 1.0, "maximumOverCapacity": 0.0}));
+    assert_eq!(d.call("POST", "/v2/apps", Some(&first)).status, 201);
     let old = wait_for("a healthy first task, deployed", T, || {
         let app = d.app("/deadline");
         (app["tasksHealthy"] == 1 && app["deployments"] == json!([])).then(|| app["tasks"][0]["id"].clone())
@@ -289,14 +293,12 @@ fn a_hanging_health_endpoint_fails_at_the_timeout_and_leaks_no_task() {
         "healthChecks": [{"protocol": "HTTP", "path": "/", "gracePeriodSeconds": 0, "intervalSeconds": 1,
                           "timeoutSeconds": 1, "maxConsecutiveFailures": 2}]
     });
+    // Every failed probe is an event, however briefly its task lives.
+    let events = EventStream::open(&d.url, "/v2/events?event_type=failed_health_check_event", &[SSE]);
     assert_eq!(d.call("POST", "/v2/apps", Some(&app)).status, 201, "{app}");
     // (Until python listens, a probe may be refused instead.)
-    let first = wait_for("a probe to time out", T, || {
-        let t = first_task(&d, "/hc/hang");
-        (t["healthCheckResults"][0]["lastFailureCause"] == "no answer within 1000 ms").then_some(t)
-    });
-    assert_eq!(first["healthCheckResults"][0]["alive"], false, "{first}");
-    let first_id = first["id"].as_str().unwrap().to_string();
+    let (_, first) = events.wait("failed_health_check_event", T, |v| v["cause"] == "no answer within 1000 ms");
+    let first_id = first["taskId"].as_str().unwrap().to_string();
 
     // Replaced twice over (the replacements hang too), never more than two tasks at once.
     let mut seen = std::collections::BTreeSet::new();

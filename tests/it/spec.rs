@@ -65,6 +65,11 @@ fn every_listed_route_is_served() {
     let task = a["tasks"][0]["id"].as_str().unwrap().to_string();
     let version = a["version"].as_str().unwrap().to_string();
     for (method, path) in ROUTES.iter().rev() {
+        // A stream that never ends (and answers 405 without its Accept header, as
+        // Marathon does): tests/it/events.rs covers it.
+        if *path == "/v2/events" {
+            continue;
+        }
         let concrete = path
             .replace("{appId}", "g/spec")
             .replace("{groupId}", "g")

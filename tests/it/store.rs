@@ -110,7 +110,7 @@ async fn exercise(url: &str, dir: &std::path::Path) {
             Change::PutTask(Box::new(t0.clone())),
             Change::DeleteTask(task(&a2, 1).id),
             Change::DeleteApp(b.spec.id.clone()),
-            Change::DeleteDeployment("d-1".into()),
+            Change::DeleteDeployment("d-1".into(), ::dromos::domain::deployment::DeploymentEnd::Finished),
         ])
         .await
         .unwrap();

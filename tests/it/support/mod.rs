@@ -6,6 +6,7 @@ pub mod docker;
 pub mod dromos;
 pub mod http;
 pub mod postgres;
+pub mod sse;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};

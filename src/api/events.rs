@@ -1,0 +1,152 @@
+//! `GET /v2/events`: the event bus as Server-Sent Events, the way Marathon serves it.
+//!
+//! - Only for `Accept: text/event-stream` (Marathon answers anything else with 405).
+//! - `?event_type=a&event_type=b` keeps only those types (unknown types never match).
+//! - The first frame is `event_stream_attached` for this subscriber alone; then, on a
+//!   reconnect with `Last-Event-ID`, the events it missed (or `event_stream_resync`);
+//!   then the live events. A bare CRLF every [`KEEPALIVE`] keeps proxies and clients
+//!   from timing the stream out (Jetty's heartbeat, which Marathon kept).
+//! - A subscriber that cannot keep up is sent `event_stream_error` and disconnected:
+//!   it reconnects with its `Last-Event-ID`.
+//!
+//! Frames queued together go out in one write: a busy stream costs one syscall per
+//! batch, not per event.
+
+use super::extract::{Origin, Params};
+use super::AppState;
+use crate::events::{frame, Frame, CUT_OFF};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::broadcast::Receiver;
+
+/// How often an idle stream gets a keep-alive line.
+pub const KEEPALIVE: Duration = Duration::from_secs(10);
+/// At most this many bytes of frames go out in one write.
+const BATCH_BYTES: usize = 64 * 1024;
+
+pub async fn stream(State(st): State<AppState>, headers: HeaderMap, params: Params, origin: Origin) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()).unwrap_or("");
+    if !accept.contains("text/event-stream") {
+        let body = serde_json::json!({
+            "message": "the event stream needs the header 'Accept: text/event-stream'"
+        });
+        return (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response();
+    }
+    let filter: Vec<String> = params.all("event_type").map(str::to_string).collect();
+    let last = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let sub = st.master.events().subscribe(last);
+
+    let mut first = VecDeque::new();
+    let attached = serde_json::json!({
+        "remoteAddress": origin.client_ip,
+        "eventType": "event_stream_attached",
+        "timestamp": crate::master::now(),
+    });
+    if wanted(&filter, "event_stream_attached") {
+        first.push_back(frame(None, "event_stream_attached", &attached.to_string()));
+    }
+    first.extend(sub.resync);
+    first.extend(sub.backlog.iter().filter(|f| wanted(&filter, f.event_type)).map(|f| f.bytes.clone()));
+
+    let outstanding = st.master.events().outstanding();
+    let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let subscriber = Subscriber { filter, live: sub.live, first, keepalive, done: false, outstanding };
+    let body = futures_util::stream::unfold(subscriber, |mut s| async move {
+        let chunk = s.next().await?;
+        Some((Ok::<_, std::convert::Infallible>(chunk), s))
+    });
+    let mut resp = Response::new(Body::from_stream(body));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream;charset=UTF-8"));
+    // The stream is the connection (Marathon's `Connection: close`): when it ends, so
+    // does the connection, and the client knows to reconnect.
+    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    // Proxies such as nginx must pass the stream on as it comes.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
+}
+
+fn wanted(filter: &[String], event_type: &str) -> bool {
+    filter.is_empty() || filter.iter().any(|f| f == event_type)
+}
+
+struct Subscriber {
+    filter: Vec<String>,
+    live: Receiver<Arc<Frame>>,
+    /// Frames to send before the live ones.
+    first: VecDeque<Bytes>,
+    keepalive: tokio::time::Interval,
+    /// Cut off: the error frame went out, the stream ends.
+    done: bool,
+    outstanding: usize,
+}
+
+impl Subscriber {
+    /// The next chunk to write; `None` ends the stream.
+    async fn next(&mut self) -> Option<Bytes> {
+        if let Some(b) = self.first.pop_front() {
+            return Some(b);
+        }
+        if self.done {
+            return None;
+        }
+        loop {
+            let first = tokio::select! {
+                r = self.live.recv() => r,
+                _ = self.keepalive.tick() => return Some(Bytes::from_static(b"\r\n")),
+            };
+            let mut buf = BytesMut::new();
+            let mut next = first;
+            loop {
+                match next {
+                    Ok(f) => {
+                        if wanted(&self.filter, f.event_type) {
+                            buf.extend_from_slice(&f.bytes);
+                        }
+                    }
+                    Err(RecvError::Lagged(n)) => return Some(self.cut_off(buf, n)),
+                    Err(RecvError::Closed) => {
+                        self.done = true;
+                        return (!buf.is_empty()).then(|| buf.freeze());
+                    }
+                }
+                if buf.len() >= BATCH_BYTES {
+                    break;
+                }
+                next = match self.live.try_recv() {
+                    Ok(f) => Ok(f),
+                    Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+                    Err(TryRecvError::Closed) => Err(RecvError::Closed),
+                    Err(TryRecvError::Empty) => break,
+                };
+            }
+            if !buf.is_empty() {
+                return Some(buf.freeze());
+            }
+        }
+    }
+
+    /// The subscriber fell more than the bus holds behind: tell it, and end.
+    fn cut_off(&mut self, mut buf: BytesMut, missed: u64) -> Bytes {
+        self.done = true;
+        let data = serde_json::json!({
+            "eventType": CUT_OFF,
+            "timestamp": crate::master::now(),
+            "message": format!(
+                "this subscriber fell more than {} events behind and missed {missed}: \
+                 disconnected; reconnect with Last-Event-ID to catch up",
+                self.outstanding
+            ),
+        });
+        buf.extend_from_slice(&frame(None, CUT_OFF, &data.to_string()));
+        buf.freeze()
+    }
+}

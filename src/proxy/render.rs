@@ -1,0 +1,454 @@
+//! The generator: a pure function from the apps (and the load balancer's settings) to
+//! HAProxy 2.6 config text. Deterministic: apps in id order, services in port order,
+//! vhost rules by `BACKEND_WEIGHT` (highest first, then id), servers by host and port;
+//! the same input gives the same bytes on every load balancer.
+//!
+//! Besides the text it returns what the sidecar needs to change HAProxy without a
+//! reload: each backend's server lines, whether the backend takes servers at runtime,
+//! and a *skeleton* (the text without server lines). Two renders with the same
+//! skeleton differ only in servers, and those changes go through the runtime API.
+//!
+//! An app whose labels are invalid, or that would clash with an app before it (the same
+//! bind address and port, the same vhost and path), is left out and listed in
+//! [`Rendered::rejected`]; the rest is rendered.
+
+use super::labels::{services, LabelError, Mode, Selection, Service};
+use super::model::LbApp;
+use super::template::{fill, pick, Templates};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+
+/// Load-balancer-wide settings (the sidecar's flags).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub selection: Selection,
+    /// The shared HTTP frontend's port (vhost routing); 0: none.
+    pub http_port: u16,
+    /// The shared HTTPS frontend's port, used when `ssl_certs` is not empty.
+    pub https_port: u16,
+    pub ssl_certs: Vec<String>,
+    /// Where HAProxy's stats page, health check and Prometheus metrics listen.
+    pub stats_bind: String,
+    /// The runtime API socket (admin level, hands listeners over on reload).
+    pub socket: String,
+    /// Server states saved before a reload and loaded after it.
+    pub state_file: String,
+    /// Global template overrides (`--templates DIR`).
+    pub templates: Templates,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            selection: Selection { groups: vec!["external".into()], strict: false },
+            http_port: 80,
+            https_port: 443,
+            ssl_certs: Vec::new(),
+            stats_bind: "127.0.0.1:9090".into(),
+            socket: "/run/haproxy/admin.sock".into(),
+            state_file: "/var/lib/haproxy/server-state".into(),
+            templates: Templates::new(),
+        }
+    }
+}
+
+/// One `server` line: address and the keywords after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerLine {
+    pub addr: String,
+    pub options: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Backend {
+    /// Whether servers can be added and deleted at runtime (HAProxy 2.6 needs a dynamic
+    /// balance algorithm, and refuses `cookie` on dynamic servers).
+    pub dynamic: bool,
+    pub servers: BTreeMap<String, ServerLine>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Rendered {
+    pub text: String,
+    /// The text without server lines.
+    pub skeleton: String,
+    pub backends: BTreeMap<String, Backend>,
+    pub rejected: Vec<LabelError>,
+}
+
+const DEFAULT_HEAD: &str = "global
+  log stdout format raw local0 notice
+  maxconn 50000
+  spread-checks 5
+  max-spread-checks 15000
+  stats socket {socket} mode 600 level admin expose-fd listeners
+  stats timeout 2m
+  server-state-file {stateFile}
+  hard-stop-after 5m
+  mworker-max-reloads 50
+  ssl-default-bind-options no-sslv3 no-tlsv10 no-tls-tickets
+defaults
+  log global
+  load-server-state-from-file global
+  retries 3
+  option redispatch
+  option dontlognull
+  backlog 10000
+  maxconn 10000
+  timeout connect 3s
+  timeout client 30s
+  timeout server 30s
+  timeout tunnel 3600s
+  timeout http-keep-alive 1s
+  timeout http-request 15s
+  timeout queue 30s
+  timeout tarpit 60s
+listen stats
+  bind {statsBind}
+  mode http
+  option http-server-close
+  retry-on all-retryable-errors
+  monitor-uri /_haproxy_health_check
+  http-request use-service prometheus-exporter if {{ path /metrics }}
+  stats enable
+  stats uri /haproxy?stats
+";
+
+/// Renders the config for `apps`.
+pub fn render(apps: &[LbApp], s: &Settings) -> Rendered {
+    let mut out = Rendered::default();
+    let (all, rejected) = select(apps, s);
+    out.rejected = rejected;
+    let mut w = Out::default();
+
+    let head = s.templates.get("HEAD").map(String::as_str).unwrap_or(DEFAULT_HEAD);
+    let mut t = String::new();
+    fill(head, &[("socket", &s.socket), ("stateFile", &s.state_file), ("statsBind", &s.stats_bind)], &mut t);
+    w.both(&t);
+
+    for svc in all.iter().filter(|x| x.auth.is_some()) {
+        if let Some((_, user, pass)) = &svc.auth {
+            w.both(&format!("\nuserlist user_{}\n  user {user} password {pass}\n", svc.backend));
+        }
+    }
+
+    // Vhost routing, highest weight first (marathon-lb's order), then by app and port.
+    let mut routed: Vec<&Service> = all.iter().filter(|x| !x.vhosts.is_empty()).collect();
+    routed.sort_by(|a, b| b.weight.cmp(&a.weight).then_with(|| (&a.app_id, a.port).cmp(&(&b.app_id, b.port))));
+    if s.http_port > 0 {
+        w.both(&format!("\nfrontend marathon_http_in\n  bind *:{}\n  mode http\n", s.http_port));
+        shared_frontend(&mut w, &routed, false);
+    }
+    if !s.ssl_certs.is_empty() {
+        let certs: String = s.ssl_certs.iter().map(|c| format!(" crt {c}")).collect();
+        w.both(&format!("\nfrontend marathon_https_in\n  bind *:{} ssl{certs}\n  mode http\n", s.https_port));
+        shared_frontend(&mut w, &routed, true);
+    }
+
+    for svc in &all {
+        let ssl = svc.ssl_cert.as_ref().map(|c| c.split(',').map(|c| format!(" ssl crt {c}")).collect::<String>());
+        let port = svc.port.to_string();
+        let bind_options = svc.bind_options.as_ref().map(|o| format!(" {o}")).unwrap_or_default();
+        let vars = [
+            ("backend", svc.backend.as_str()),
+            ("bindAddr", svc.bind_addr.as_str()),
+            ("servicePort", port.as_str()),
+            ("sslCert", ssl.as_deref().unwrap_or("")),
+            ("bindOptions", bind_options.as_str()),
+            ("mode", svc.mode.name()),
+            ("appId", svc.app_id.as_str()),
+        ];
+        w.template("FRONTEND_HEAD", svc, s, &vars);
+        network_acl(&mut w, svc);
+        w.template("FRONTEND_BACKEND_GLUE", svc, s, &vars);
+    }
+
+    for svc in &all {
+        let backend = backend(&mut w, svc, s);
+        out.backends.insert(svc.backend.clone(), backend);
+    }
+    out.text = w.text;
+    out.skeleton = w.skeleton;
+    out
+}
+
+/// The services to render and the apps left out (with why).
+fn select(apps: &[LbApp], s: &Settings) -> (Vec<Service>, Vec<LabelError>) {
+    let mut taken_binds: BTreeMap<(String, u16), String> = BTreeMap::new();
+    if s.http_port > 0 {
+        taken_binds.insert(("*".into(), s.http_port), "the HTTP frontend".into());
+    }
+    if !s.ssl_certs.is_empty() {
+        taken_binds.insert(("*".into(), s.https_port), "the HTTPS frontend".into());
+    }
+    let mut taken_routes: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut all = Vec::new();
+    let mut rejected = Vec::new();
+    for app in apps {
+        let list = match services(app, &s.selection) {
+            Ok(l) => l,
+            Err(e) => {
+                rejected.push(e);
+                continue;
+            }
+        };
+        let clash = list.iter().find_map(|svc| {
+            // The same port on the same address, or on all addresses, clashes.
+            let taken = taken_binds
+                .iter()
+                .find(|((a, p), _)| *p == svc.port && (a == "*" || svc.bind_addr == "*" || *a == svc.bind_addr));
+            if let Some((_, other)) = taken {
+                return Some((format!("HAPROXY_{}_PORT", svc.index), format!("port {} is taken by {other}", svc.port)));
+            }
+            svc.vhosts.iter().find_map(|v| {
+                let key = (v.clone(), svc.path.clone().unwrap_or_default());
+                taken_routes.get(&key).map(|other| {
+                    (
+                        format!("HAPROXY_{}_VHOST", svc.index),
+                        format!("{v} (with this path) is routed to {other} already"),
+                    )
+                })
+            })
+        });
+        if let Some((label, message)) = clash {
+            rejected.push(LabelError { app_id: app.id.clone(), label, message });
+            continue;
+        }
+        for svc in &list {
+            taken_binds.insert((svc.bind_addr.clone(), svc.port), format!("app {}", svc.app_id));
+            for v in &svc.vhosts {
+                taken_routes.insert((v.clone(), svc.path.clone().unwrap_or_default()), format!("app {}", svc.app_id));
+            }
+        }
+        all.extend(list);
+    }
+    (all, rejected)
+}
+
+/// The text being built, with and without server lines.
+#[derive(Default)]
+struct Out {
+    text: String,
+    skeleton: String,
+}
+
+impl Out {
+    fn both(&mut self, s: &str) {
+        self.text.push_str(s);
+        self.skeleton.push_str(s);
+    }
+
+    fn template(&mut self, name: &str, svc: &Service, s: &Settings, vars: &[(&str, &str)]) {
+        let mut t = String::new();
+        fill(pick(name, &svc.templates, &s.templates), vars, &mut t);
+        self.both(&t);
+    }
+}
+
+/// ACL-safe form of a name: letters, digits and `-`; the rest becomes `_`.
+fn clean(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
+}
+
+/// The shared HTTP(S) frontend's body: every service's ACLs and `http-request` rules
+/// first, then the `use_backend` lines in weight order (HAProxy runs `http-request`
+/// rules before choosing a backend, whatever the order they are written in).
+fn shared_frontend(w: &mut Out, routed: &[&Service], https: bool) {
+    let mut rules = String::new();
+    let mut routes = String::new();
+    for svc in routed {
+        http_rules(&mut rules, &mut routes, svc, https);
+    }
+    w.both(&rules);
+    w.both(&routes);
+}
+
+/// The rules routing `svc`'s vhosts (and path) in a shared frontend.
+fn http_rules(r: &mut String, routes: &mut String, svc: &Service, https: bool) {
+    let b = &svc.backend;
+    let host = format!("host_{}_{}", clean(&svc.vhosts[0]), clean(b));
+    let path = svc.path.as_ref().map(|_| format!(" path_{b}"));
+    let p = path.as_deref().unwrap_or("");
+    if https {
+        for v in &svc.vhosts {
+            let _ = writeln!(r, "  acl {host}_sni ssl_fc_sni -i {v}");
+        }
+    } else {
+        let _ = writeln!(r, "  acl {host} req.hdr(host),field(1,:) -i {}", svc.vhosts.join(" "));
+    }
+    let host = if https { format!("{host}_sni") } else { host };
+    if let Some(pth) = &svc.path {
+        let _ = writeln!(r, "  acl path_{b} path_beg {pth}");
+    }
+    if svc.redirect_to_https && !https {
+        let _ = writeln!(r, "  http-request redirect scheme https code 301 if !{{ ssl_fc }} {host}{p}");
+    }
+    if svc.auth.is_some() {
+        let realm = svc.auth.as_ref().map(|a| a.0.as_str()).unwrap_or("");
+        let _ = writeln!(r, "  acl auth_{b} http_auth(user_{b})");
+        let _ = writeln!(r, "  http-request auth realm {realm} if {host}{p} !auth_{b}");
+    }
+    let _ = writeln!(routes, "  use_backend {b} if {host}{p}");
+}
+
+/// `BACKEND_NETWORK_ALLOWED_ACL` in a service port's own frontend.
+fn network_acl(w: &mut Out, svc: &Service) {
+    if svc.network_allowed.is_empty() {
+        return;
+    }
+    let cidrs = svc.network_allowed.join(" ");
+    let rule = match svc.mode {
+        Mode::Http => "  http-request deny if !network_allowed\n",
+        Mode::Tcp => "  tcp-request connection reject if !network_allowed\n",
+    };
+    w.both(&format!("  acl network_allowed src {cidrs}\n{rule}"));
+}
+
+fn backend(w: &mut Out, svc: &Service, s: &Settings) -> Backend {
+    let health = svc.health.as_ref();
+    let path = health.and_then(|h| h.path.clone()).unwrap_or_else(|| "/".into());
+    let timeout = health.map_or(0, |h| h.timeout_seconds).to_string();
+    let interval = health.map_or(0, |h| h.interval_seconds).to_string();
+    let falls = health.map_or(0, |h| h.max_consecutive_failures + 1).to_string();
+    let hostname = svc.vhosts.first().cloned().unwrap_or_default();
+    let vars = [
+        ("backend", svc.backend.as_str()),
+        ("balance", svc.balance.as_str()),
+        ("mode", svc.mode.name()),
+        ("healthCheckPath", path.as_str()),
+        ("healthCheckTimeoutSeconds", timeout.as_str()),
+        ("healthCheckIntervalSeconds", interval.as_str()),
+        ("healthCheckFalls", falls.as_str()),
+        ("hostname", hostname.as_str()),
+        ("proxypath", svc.proxypass_path.as_deref().unwrap_or("")),
+        ("rootpath", svc.revproxy_path.as_deref().unwrap_or("")),
+        ("redirpath", svc.redirect_root.as_deref().unwrap_or("")),
+        ("appId", svc.app_id.as_str()),
+    ];
+    w.template("BACKEND_HEAD", svc, s, &vars);
+    let http = svc.mode == Mode::Http;
+    if http {
+        w.template("BACKEND_HTTP_OPTIONS", svc, s, &vars);
+        if svc.hsts {
+            w.template("BACKEND_HSTS_OPTIONS", svc, s, &vars);
+        }
+        if svc.proxypass_path.is_some() && !hostname.is_empty() {
+            w.template("HTTP_BACKEND_PROXYPASS_GLUE", svc, s, &vars);
+        }
+        if svc.revproxy_path.is_some() {
+            w.template("HTTP_BACKEND_REVPROXY_GLUE", svc, s, &vars);
+        }
+        if svc.redirect_root.is_some() && !hostname.is_empty() {
+            w.template("HTTP_BACKEND_REDIR", svc, s, &vars);
+        }
+    }
+    let http_check = http && health.is_some_and(|h| h.protocol.contains("HTTP"));
+    let tls_check = http_check && health.is_some_and(|h| h.protocol.contains("HTTPS"));
+    if http_check {
+        w.template("BACKEND_HTTP_HEALTHCHECK_OPTIONS", svc, s, &vars);
+    } else if health.is_some() {
+        w.template("BACKEND_TCP_HEALTHCHECK_OPTIONS", svc, s, &vars);
+    }
+    if svc.sticky && http {
+        w.template("BACKEND_STICKY_OPTIONS", svc, s, &vars);
+    }
+
+    let algorithm = svc.balance.split([' ', '(']).next().unwrap_or("");
+    let overridden =
+        svc.templates.keys().any(|k| k.starts_with("BACKEND")) || s.templates.keys().any(|k| k.starts_with("BACKEND"));
+    let mut out = Backend {
+        dynamic: !(svc.sticky && http)
+            && matches!(algorithm, "roundrobin" | "leastconn" | "first" | "random")
+            && !overridden,
+        servers: BTreeMap::new(),
+    };
+    let mut ids = BTreeSet::new();
+    let mut line = String::new();
+    for t in &svc.tasks {
+        let Some(port) = t.ports.get(svc.index) else { continue };
+        let ip = t.ip.to_string();
+        let name = if t.host == ip {
+            clean_server(&format!("{ip}_{port}"))
+        } else {
+            clean_server(&format!("{}_{ip}_{port}", t.host))
+        };
+        if out.servers.contains_key(&name) {
+            continue;
+        }
+        let id = server_id(&name, &mut ids);
+        let mut options = format!("id {id}");
+        if svc.sticky && http {
+            let _ = write!(options, " cookie {}", &hex(&digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &name))[..10]);
+        }
+        if health.is_some() {
+            let _ = write!(options, " check inter {interval}s fall {falls}");
+            let check_port =
+                health.and_then(|h| h.port).or_else(|| svc.health_port_index.and_then(|i| t.ports.get(i).copied()));
+            if let Some(p) = check_port {
+                let _ = write!(options, " port {p}");
+            }
+            if tls_check {
+                options.push_str(" check-ssl verify none");
+            }
+        }
+        let addr = format!("{ip}:{port}");
+        line.clear();
+        let _ = writeln!(line, "  server {name} {addr} {options}");
+        w.text.push_str(&line);
+        out.servers.insert(name, ServerLine { addr, options });
+    }
+    out
+}
+
+/// marathon-lb's server names: letters, digits and `-`; the rest `_`.
+fn clean_server(s: &str) -> String {
+    clean(s)
+}
+
+fn digest(alg: &'static ring::digest::Algorithm, s: &str) -> Vec<u8> {
+    ring::digest::digest(alg, s.as_bytes()).as_ref().to_vec()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().fold(String::with_capacity(b.len() * 2), |mut s, x| {
+        let _ = write!(s, "{x:02x}");
+        s
+    })
+}
+
+/// A server's `id`: sha256 of its name, as a number, modulo 32767 (marathon-lb's rule,
+/// so `server-state-file` keeps matching across reloads). On a clash within the backend,
+/// or 0, the name with ` 1`, ` 2`, ... appended is hashed instead.
+pub fn server_id(name: &str, taken: &mut BTreeSet<u32>) -> u32 {
+    let mut attempt = 0u32;
+    loop {
+        let key = if attempt == 0 { name.to_string() } else { format!("{name} {attempt}") };
+        let id = digest(&ring::digest::SHA256, &key).iter().fold(0u32, |r, b| (r * 256 + *b as u32) % 32767);
+        if id != 0 && taken.insert(id) {
+            return id;
+        }
+        attempt += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_ids_match_marathon_lb() {
+        let mut taken = BTreeSet::new();
+        for (name, id) in
+            [("agent1_1_1_1_1_1024", 28363), ("0", 17068), ("1", 25733), ("a", 25929), ("10_0_6_25_23336", 14676)]
+        {
+            assert_eq!(server_id(name, &mut taken), id, "{name}");
+        }
+        // Clashes are probed to the next free id; 30,000 names get 30,000 ids.
+        let mut taken = BTreeSet::new();
+        for i in 0..30_000 {
+            server_id(&format!("server_{i}"), &mut taken);
+        }
+        assert_eq!(taken.len(), 30_000);
+        assert!(!taken.contains(&0));
+    }
+}
