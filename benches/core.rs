@@ -737,6 +737,64 @@ fn bench_agent_loss() {
     let _ = master.wait();
 }
 
+/// The HAProxy generator: 10,000 apps (a third with vhosts, all with an HTTP health
+/// check) and 100,000 healthy tasks on 1,000 hosts, from the model to config text.
+fn bench_haproxy_render() {
+    use dromos::proxy::labels::Selection;
+    use dromos::proxy::model::{LbApp, LbHealthCheck, LbTask};
+    use dromos::proxy::render::{render, Settings};
+    let apps: Vec<LbApp> = (0..10_000)
+        .map(|i| {
+            let mut labels = std::collections::BTreeMap::from([("HAPROXY_GROUP".to_string(), "external".to_string())]);
+            if i % 3 == 0 {
+                labels.insert("HAPROXY_0_VHOST".into(), format!("app{i}.example.com"));
+            }
+            LbApp {
+                id: format!("/team{}/app{i}", i % 50),
+                labels,
+                service_ports: vec![10_000 + i as u16],
+                health_checks: vec![LbHealthCheck {
+                    protocol: "HTTP".into(),
+                    path: Some("/health".into()),
+                    port_index: Some(0),
+                    port: None,
+                    interval_seconds: 5,
+                    timeout_seconds: 2,
+                    max_consecutive_failures: 3,
+                }],
+                tasks: (0..10)
+                    .map(|k| {
+                        let h = (i * 10 + k) % 1000;
+                        LbTask {
+                            host: format!("node{h}"),
+                            ip: std::net::Ipv4Addr::new(10, 1, (h / 250) as u8, (h % 250) as u8 + 1),
+                            ports: vec![31_000 + (i % 1000) as u16],
+                        }
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    let settings =
+        Settings { selection: Selection { groups: vec!["external".into()], strict: false }, ..Default::default() };
+    let mut times = Vec::new();
+    let mut bytes = 0;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let out = render(&apps, &settings);
+        times.push(t.elapsed().as_secs_f64());
+        bytes = out.text.len();
+        assert!(out.rejected.is_empty());
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "haproxy render: 10000 apps / 100000 tasks in {:.1} ms (best of 5; worst {:.1} ms), {:.1} MB of config",
+        times[0] * 1e3,
+        times[4] * 1e3,
+        bytes as f64 / 1e6
+    );
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument selects one benchmark.
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
@@ -773,5 +831,8 @@ fn main() {
     }
     if on("loss") {
         bench_agent_loss();
+    }
+    if on("haproxy") {
+        bench_haproxy_render();
     }
 }
