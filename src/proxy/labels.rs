@@ -11,7 +11,6 @@
 
 use super::model::{LbApp, LbHealthCheck, LbTask};
 use super::template::{self, Templates};
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -363,7 +362,8 @@ fn cidrs(v: &str) -> Result<Vec<String>, String> {
 }
 
 /// Labels by name, for tests.
-pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+#[cfg(test)]
+pub fn labels(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 

@@ -266,7 +266,9 @@ fn shared_frontend(w: &mut Out, routed: &[&Service], https: bool) {
 /// The rules routing `svc`'s vhosts (and path) in a shared frontend.
 fn http_rules(r: &mut String, routes: &mut String, svc: &Service, https: bool) {
     let b = &svc.backend;
-    let host = format!("host_{}_{}", clean(&svc.vhosts[0]), clean(b));
+    // Only services with a vhost are routed here (`routed` in `render`).
+    let first = svc.vhosts.first().map(String::as_str).unwrap_or("");
+    let host = format!("host_{}_{}", clean(first), clean(b));
     let path = svc.path.as_ref().map(|_| format!(" path_{b}"));
     let p = path.as_deref().unwrap_or("");
     if https {
