@@ -94,19 +94,19 @@ fn health_events(
     task: &Task,
     check: Option<&HealthCheck>,
     before: Option<&Health>,
-    now_: &Health,
+    after: &Health,
     all_alive: bool,
     at: Timestamp,
 ) -> Vec<Event> {
     let mut out = Vec::new();
-    if before.map(|b| b.alive) != Some(now_.alive) {
+    if before.map(|b| b.alive) != Some(after.alive) {
         out.push(
             EventKind::HealthStatusChanged {
                 app_id: task.app_id.clone(),
                 instance_id: task.id.instance_id(),
                 task_id: task.id.clone(),
                 version: task.version,
-                alive: now_.alive,
+                alive: after.alive,
             }
             .at(at),
         );
@@ -120,14 +120,14 @@ fn health_events(
             .at(at),
         );
     }
-    if !now_.alive && now_.consecutive_failures > before.map_or(0, |b| b.consecutive_failures) {
+    if !after.alive && after.consecutive_failures > before.map_or(0, |b| b.consecutive_failures) {
         out.push(
             EventKind::FailedHealthCheck {
                 app_id: task.app_id.clone(),
                 instance_id: task.id.instance_id(),
                 task_id: task.id.clone(),
                 health_check: check.map(|c| serde_json::to_value(c).unwrap_or_default()).unwrap_or_default(),
-                cause: now_.last_failure_cause.clone(),
+                cause: after.last_failure_cause.clone(),
             }
             .at(at),
         );

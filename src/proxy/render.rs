@@ -369,11 +369,8 @@ fn backend(w: &mut Out, svc: &Service, s: &Settings) -> Backend {
     for t in &svc.tasks {
         let Some(port) = t.ports.get(svc.index) else { continue };
         let ip = t.ip.to_string();
-        let name = if t.host == ip {
-            clean_server(&format!("{ip}_{port}"))
-        } else {
-            clean_server(&format!("{}_{ip}_{port}", t.host))
-        };
+        let name =
+            if t.host == ip { clean(&format!("{ip}_{port}")) } else { clean(&format!("{}_{ip}_{port}", t.host)) };
         if out.servers.contains_key(&name) {
             continue;
         }
@@ -400,11 +397,6 @@ fn backend(w: &mut Out, svc: &Service, s: &Settings) -> Backend {
         out.servers.insert(name, ServerLine { addr, options });
     }
     out
-}
-
-/// marathon-lb's server names: letters, digits and `-`; the rest `_`.
-fn clean_server(s: &str) -> String {
-    clean(s)
 }
 
 fn digest(alg: &'static ring::digest::Algorithm, s: &str) -> Vec<u8> {

@@ -16,7 +16,7 @@ pub struct EventStream {
     /// The raw response head.
     pub head: String,
     events: Receiver<SseEvent>,
-    /// Bytes that were only a keep-alive line.
+    /// Shut down on drop, which ends the reader thread.
     stream: TcpStream,
 }
 
