@@ -19,6 +19,12 @@
 //! 11. Jobs: `dromos serve` starting with 100,000 stored jobs, and searching them; job
 //!     runs due two per millisecond through the master with simulated agents
 //!     (throughput and lateness).
+//! 12. HAProxy: rendering 10,000 apps / 100,000 tasks; with `dromos serve`, `dromos
+//!     haproxy` and a real HAProxy, the time from a task's status event until HAProxy's
+//!     runtime API shows the server added or taken out (and that no reload happened).
+//! 13. Event bus: `dromos serve` holding 10,000 `/v2/events` subscribers (its extra
+//!     memory), and 1,000 subscribers receiving 200 events/s (deliveries per second,
+//!     delivery lag, and the API's latency with and without them).
 
 use dromos::domain::agent::Containerizer;
 use dromos::domain::task::Goal;
@@ -795,6 +801,309 @@ fn bench_haproxy_render() {
     );
 }
 
+/// Starts a release `dromos <args>` and returns it with the URL it printed.
+fn start_dromos(args: &[&str], dir: &std::path::Path) -> (std::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dromos"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .env("DROMOS_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start dromos");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("address line");
+    let url = line.trim().trim_start_matches("dromos listening on ").to_string();
+    (child, url)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// One command on an HAProxy CLI socket.
+fn haproxy_cli(socket: &std::path::Path, cmd: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(socket) else { return String::new() };
+    let _ = s.write_all(format!("{cmd}\n").as_bytes());
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// Ports of the servers HAProxy routes to in `backend` (not in maintenance).
+fn haproxy_ports(socket: &std::path::Path, backend: &str) -> Vec<u64> {
+    haproxy_cli(socket, &format!("show servers state {backend}"))
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let c: Vec<&str> = l.split_whitespace().collect();
+            (c.len() > 18 && c[6] == "0").then(|| c[18].parse().ok()).flatten()
+        })
+        .collect()
+}
+
+fn metric(url: &str, name: &str) -> f64 {
+    let text = ureq::get(url).call().ok().and_then(|r| r.into_string().ok()).unwrap_or_default();
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(f64::NAN)
+}
+
+/// A blocking `/v2/events` reader on its own thread: (event type, data) as they come.
+fn subscribe(url: &str, path: &str) -> std::sync::mpsc::Receiver<(String, serde_json::Value)> {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://").to_string();
+    let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n").as_bytes())
+        .expect("request");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut parser = dromos::events::sse::Parser::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        // The body is chunked; chunk-size lines are not SSE fields and parse as nothing.
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                return;
+            }
+            for e in parser.feed(&buf[..n]) {
+                let v = serde_json::from_str(&e.data).unwrap_or(serde_json::Value::Null);
+                if tx.send((e.event, v)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// A task's change reaching HAProxy through the sidecar: from the status event (which
+/// the bench and the sidecar get at the same moment) until HAProxy's runtime API lists
+/// the server (scale-up) or no longer routes to it (scale-down).
+fn bench_haproxy_runtime() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut dromos, url) = start_dromos(
+        &["serve", "--listen", "127.0.0.1:0", "--agent-cpus", "64", "--agent-mem", "100000", "--hostname", "127.0.0.1"],
+        &dir.path().join("dromos"),
+    );
+    let app = json!({"id": "/bench/lb", "cmd": "sleep 3600", "instances": 1, "cpus": 0.01, "mem": 1,
+        "portDefinitions": [{"port": 0}], "labels": {"HAPROXY_GROUP": "external", "HAPROXY_0_BIND_ADDR": "127.0.0.1"}});
+    http("POST", &format!("{url}/v2/apps"), Some(app));
+    let deployments_done = || {
+        let t = Instant::now();
+        while http("GET", &format!("{url}/v2/deployments"), None).as_array().is_some_and(|d| !d.is_empty()) {
+            assert!(t.elapsed() < Duration::from_secs(60), "a deployment did not finish");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    deployments_done();
+    let service_port = http("GET", &format!("{url}/v2/apps/bench/lb"), None)["app"]["portDefinitions"][0]["port"]
+        .as_u64()
+        .expect("a service port");
+    let backend = format!("bench_lb_{service_port}");
+    let lb = dir.path().join("lb");
+    std::fs::create_dir_all(&lb).expect("lb dir");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let socket = lb.join("admin.sock");
+    let mut sidecar = Command::new(env!("CARGO_BIN_EXE_dromos"))
+        .args(["haproxy", "--master", &url, "--listen", &metrics, "--http-port", "0"])
+        .args(["--stats-bind", &format!("127.0.0.1:{}", free_port())])
+        .arg("--config")
+        .arg(lb.join("haproxy.cfg"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--master-socket")
+        .arg(lb.join("master.sock"))
+        .arg("--state-file")
+        .arg(lb.join("state"))
+        .env("DROMOS_LOG", "warn")
+        .spawn()
+        .expect("start dromos haproxy");
+    let metrics = format!("http://{metrics}/metrics");
+    let t = Instant::now();
+    while haproxy_ports(&socket, &backend).len() != 1 {
+        assert!(t.elapsed() < Duration::from_secs(30), "HAProxy did not come up with the first task");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let reloads_before = metric(&metrics, "dromos_lb_reloads_total");
+    let events = subscribe(&url, "/v2/events?event_type=status_update_event");
+    let (mut up, mut down) = (Vec::new(), Vec::new());
+    let rounds = 100;
+    for i in 0..rounds {
+        for (instances, wanted, out) in [(2, "TASK_RUNNING", &mut up), (1, "TASK_KILLED", &mut down)] {
+            http("PUT", &format!("{url}/v2/apps/bench/lb"), Some(json!({"instances": instances})));
+            let (seen, port) = loop {
+                let (_, v) = events.recv_timeout(Duration::from_secs(30)).expect("a status event");
+                if v["taskStatus"] == wanted || (wanted == "TASK_KILLED" && v["taskStatus"] == "TASK_KILLING") {
+                    break (Instant::now(), v["ports"][0].as_u64().expect("a port"));
+                }
+            };
+            loop {
+                let ports = haproxy_ports(&socket, &backend);
+                if ports.contains(&port) == (instances == 2) {
+                    break;
+                }
+                assert!(seen.elapsed() < Duration::from_secs(30), "round {i}: HAProxy did not follow");
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            out.push(seen.elapsed().as_secs_f64() * 1e3);
+            deployments_done();
+        }
+    }
+    let reloads = metric(&metrics, "dromos_lb_reloads_total") - reloads_before;
+    for (what, v) in [("added", &mut up), ("taken out", &mut down)] {
+        v.sort_by(f64::total_cmp);
+        println!(
+            "haproxy runtime: server {what} {rounds} times: event to HAProxy p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            percentile(v, 0.5),
+            percentile(v, 0.99),
+            v[v.len() - 1]
+        );
+    }
+    println!("haproxy runtime: {reloads} reloads during those {} changes", 2 * rounds);
+    // SAFETY: SIGTERM to our own child: the sidecar stops its HAProxy.
+    unsafe { libc::kill(sidecar.id() as i32, libc::SIGTERM) };
+    let _ = sidecar.wait();
+    http("DELETE", &format!("{url}/v2/apps/bench/lb"), None);
+    deployments_done();
+    let _ = dromos.kill();
+    let _ = dromos.wait();
+}
+
+/// The event bus under load: many subscribers held open, and many deliveries per second.
+fn bench_sse(rt: &tokio::runtime::Runtime) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    dromos::server::raise_fd_limit();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut dromos, url) = start_dromos(&["serve", "--listen", "127.0.0.1:0", "--no-agent"], dir.path());
+    let addr = url.trim_start_matches("http://").to_string();
+
+    // API latency: GET /v2/info, one client, keep-alive.
+    let api_latency = || {
+        let agent = ureq::AgentBuilder::new().build();
+        let mut v: Vec<f64> = (0..2000)
+            .map(|_| {
+                let t = Instant::now();
+                agent.get(&format!("{url}/v2/apps")).call().expect("GET /v2/apps");
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        v.sort_by(f64::total_cmp);
+        (percentile(&v, 0.5), percentile(&v, 0.99))
+    };
+    let (idle50, idle99) = api_latency();
+
+    // Subscribers: each a connection whose frames are counted; an event's lag is the
+    // time from its `timestamp` (set when it was published) to its arrival.
+    let delivered = Arc::new(AtomicU64::new(0));
+    let lags = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
+    let open = |n: usize, record: bool| -> Vec<tokio::task::JoinHandle<()>> {
+        rt.block_on(async {
+            let mut handles = Vec::new();
+            for _ in 0..n {
+                let mut s = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+                let req = format!("GET /v2/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+                s.write_all(req.as_bytes()).await.expect("request");
+                let (delivered, lags) = (delivered.clone(), lags.clone());
+                handles.push(tokio::spawn(async move {
+                    let mut parser = dromos::events::sse::Parser::new();
+                    let mut buf = vec![0u8; 16 * 1024];
+                    let mut mine = Vec::new();
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let now = chrono::Utc::now();
+                        for e in parser.feed(&buf[..n]) {
+                            if e.event != "load_balancer_rejected_app_event" {
+                                continue;
+                            }
+                            delivered.fetch_add(1, Ordering::Relaxed);
+                            if record {
+                                let ts = e.data.split("\"timestamp\":\"").nth(1).and_then(|r| r.get(..24));
+                                if let Some(ts) = ts.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) {
+                                    mine.push(
+                                        (now - ts.with_timezone(&chrono::Utc)).num_microseconds().unwrap_or(0) as f64
+                                            / 1e3,
+                                    );
+                                }
+                            }
+                        }
+                        if mine.len() > 10_000 {
+                            lags.lock().expect("lags").append(&mut mine);
+                        }
+                    }
+                    lags.lock().expect("lags").append(&mut mine);
+                }));
+            }
+            handles
+        })
+    };
+    let rss0 = rss_mib(dromos.id());
+    let held = open(10_000, false);
+    std::thread::sleep(Duration::from_secs(2));
+    let rss1 = rss_mib(dromos.id());
+    println!(
+        "sse: 10000 subscribers held open: dromos RSS {rss0:.1} -> {rss1:.1} MiB ({:.1} MiB extra, {:.1} KiB each)",
+        rss1 - rss0,
+        (rss1 - rss0) * 1024.0 / 10_000.0
+    );
+    for h in held {
+        h.abort();
+    }
+    std::thread::sleep(Duration::from_secs(2));
+
+    // 1,000 subscribers, 200 events/s for 10 s (published by a client through the API).
+    let subs = open(1000, true);
+    std::thread::sleep(Duration::from_millis(500));
+    delivered.store(0, Ordering::Relaxed);
+    let publisher = {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            let agent = ureq::AgentBuilder::new().build();
+            let body = json!({"eventType": "load_balancer_rejected_app_event", "loadBalancer": "bench",
+                "appId": "/bench/app", "label": "HAPROXY_0_VHOST", "message": "a report of about a hundred bytes to give the event a realistic size"});
+            let start = Instant::now();
+            for i in 0..2000u32 {
+                let due = start + Duration::from_millis(5) * i;
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                agent.post(&format!("{url}/v2/events")).send_json(&body).expect("POST /v2/events");
+            }
+            start.elapsed()
+        })
+    };
+    let (busy50, busy99) = api_latency();
+    let took = publisher.join().expect("publisher");
+    std::thread::sleep(Duration::from_secs(1));
+    let n = delivered.load(Ordering::Relaxed);
+    for h in subs {
+        h.abort();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let mut lags = lags.lock().expect("lags").clone();
+    lags.sort_by(f64::total_cmp);
+    println!(
+        "sse: 1000 subscribers x 2000 events in {:.1} s: {n} deliveries ({:.0}/s), lag p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        took.as_secs_f64(),
+        n as f64 / took.as_secs_f64(),
+        percentile(&lags, 0.5),
+        percentile(&lags, 0.99),
+        lags[lags.len() - 1]
+    );
+    println!(
+        "sse: GET /v2/apps latency: idle p50 {idle50:.2} ms, p99 {idle99:.2} ms; during the 200 events/s to 1000 subscribers p50 {busy50:.2} ms, p99 {busy99:.2} ms"
+    );
+    let _ = dromos.kill();
+    let _ = dromos.wait();
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument selects one benchmark.
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
@@ -834,5 +1143,9 @@ fn main() {
     }
     if on("haproxy") {
         bench_haproxy_render();
+        bench_haproxy_runtime();
+    }
+    if on("sse") {
+        bench_sse(&rt);
     }
 }

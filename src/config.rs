@@ -32,6 +32,10 @@ pub enum ConfigError {
     PortRange(String),
     #[error(transparent)]
     Resources(#[from] ParseError),
+    #[error("invalid --master: {0}")]
+    Master(String),
+    #[error("invalid --templates: {0}")]
+    Templates(String),
     #[error("invalid {0} '{1}': {2}")]
     Setting(&'static str, String, &'static str),
 }
@@ -49,6 +53,8 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Run an agent on this host that connects to a master and runs its tasks.
     Agent(AgentArgs),
+    /// Run the HAProxy sidecar: keep a local HAProxy routing to the master's apps.
+    Haproxy(Box<HaproxyArgs>),
     /// Internal: supervise one task (started by the agent).
     #[command(hide = true)]
     Supervise(SuperviseArgs),
@@ -181,6 +187,155 @@ pub struct AgentArgs {
     /// Run process tasks without cgroup cpu and memory limits.
     #[arg(long, env = "DROMOS_NO_CGROUPS")]
     pub no_cgroups: bool,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct HaproxyArgs {
+    /// The master's URL (several, comma-separated: the first that answers is used).
+    #[arg(long, env = "DROMOS_MASTER")]
+    pub master: String,
+    /// File holding the cluster token.
+    #[arg(long, env = "DROMOS_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+    /// The cluster token itself (prefer the file).
+    #[arg(long, env = "DROMOS_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+    /// The HAProxy config file this sidecar owns.
+    #[arg(long, default_value = "/etc/haproxy/haproxy.cfg")]
+    pub config: PathBuf,
+    /// HAPROXY_GROUP values to expose (repeatable or comma-separated; `*` for all).
+    #[arg(long, default_value = "external", value_delimiter = ',')]
+    pub group: Vec<String>,
+    /// Expose only service ports labelled HAPROXY_{n}_ENABLED=true.
+    #[arg(long)]
+    pub strict_mode: bool,
+    /// The shared HTTP frontend's port (vhost routing); 0 for none.
+    #[arg(long, default_value_t = 80)]
+    pub http_port: u16,
+    /// The shared HTTPS frontend's port (with --ssl-cert).
+    #[arg(long, default_value_t = 443)]
+    pub https_port: u16,
+    /// Certificate files for the shared HTTPS frontend (repeatable).
+    #[arg(long)]
+    pub ssl_cert: Vec<String>,
+    /// Where HAProxy's stats page and Prometheus metrics listen.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub stats_bind: String,
+    /// HAProxy's runtime API socket.
+    #[arg(long, default_value = "/run/haproxy/admin.sock")]
+    pub socket: PathBuf,
+    /// HAProxy's master CLI socket.
+    #[arg(long, default_value = "/run/haproxy/master.sock")]
+    pub master_socket: PathBuf,
+    /// Where server states are saved across reloads.
+    #[arg(long, default_value = "/var/lib/haproxy/server-state")]
+    pub state_file: PathBuf,
+    /// A directory of template overrides (files named as marathon-lb's templates).
+    #[arg(long)]
+    pub templates: Option<PathBuf>,
+    /// The haproxy executable.
+    #[arg(long, default_value = "haproxy")]
+    pub haproxy_bin: PathBuf,
+    /// Where this sidecar serves /metrics, /config and /health; empty for nowhere.
+    #[arg(long, default_value = "127.0.0.1:9091")]
+    pub listen: String,
+    /// Least time between two reloads (runtime updates are never held back).
+    #[arg(long, default_value = "2s")]
+    pub min_reload_interval: String,
+    /// How often everything is read afresh, events or not.
+    #[arg(long, default_value = "60s")]
+    pub resync_interval: String,
+    /// How long a removed server keeps its open connections before they are cut.
+    #[arg(long, default_value = "30s")]
+    pub drain_timeout: String,
+    /// This load balancer's name in the reports it sends [default: the hostname].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Render once and exit: write the validated config (or print it with --stdout).
+    #[arg(long)]
+    pub once: bool,
+    /// With --once: print the config instead of writing it.
+    #[arg(long, requires = "once")]
+    pub stdout: bool,
+}
+
+impl HaproxyArgs {
+    pub fn resolve(self) -> Result<crate::proxy::sidecar::SidecarConfig, ConfigError> {
+        use crate::proxy::{client::Master, haproxy::Paths, labels::Selection, render::Settings, template};
+        let token = read_token(self.auth_token, self.auth_token_file)?;
+        let masters = self
+            .master
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map(Master::parse)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ConfigError::Master)?;
+        if masters.is_empty() {
+            return Err(ConfigError::Setting(
+                "--master",
+                self.master,
+                "give the master's URL, e.g. http://10.0.0.1:8080",
+            ));
+        }
+        let templates = match &self.templates {
+            Some(dir) => template::from_dir(dir).map_err(ConfigError::Templates)?,
+            None => template::Templates::new(),
+        };
+        let listen = match self.listen.trim() {
+            "" => None,
+            l => Some(l.parse().map_err(|_| ConfigError::Setting("--listen", l.into(), "use HOST:PORT"))?),
+        };
+        let path = |p: &PathBuf| p.to_string_lossy().into_owned();
+        let settings = Settings {
+            selection: Selection { groups: self.group, strict: self.strict_mode },
+            http_port: self.http_port,
+            https_port: self.https_port,
+            ssl_certs: self.ssl_cert,
+            stats_bind: self.stats_bind,
+            socket: path(&self.socket),
+            state_file: path(&self.state_file),
+            templates,
+        };
+        for (what, p) in [("--socket", &settings.socket), ("--state-file", &settings.state_file)] {
+            if p.contains(|c: char| c.is_whitespace() || c == '"' || c == '#') {
+                return Err(ConfigError::Setting(what, p.clone(), "must not contain spaces, quotes or '#'"));
+            }
+        }
+        Ok(crate::proxy::sidecar::SidecarConfig {
+            masters,
+            token,
+            settings,
+            paths: Paths {
+                bin: self.haproxy_bin,
+                config: self.config,
+                master_socket: self.master_socket,
+                socket: self.socket,
+                state_file: self.state_file,
+            },
+            listen,
+            min_reload_interval: parse_duration("--min-reload-interval", &self.min_reload_interval)?,
+            resync_interval: parse_duration("--resync-interval", &self.resync_interval)?,
+            drain_timeout: parse_duration("--drain-timeout", &self.drain_timeout)?,
+            name: self.name.unwrap_or_else(machine_hostname),
+            once: self.once,
+            stdout: self.stdout,
+        })
+    }
+}
+
+/// The token from the flag, or else the file; trimmed, never empty.
+fn read_token(token: Option<String>, file: Option<PathBuf>) -> Result<Option<String>, ConfigError> {
+    let token = match (token, file) {
+        (Some(t), _) => Some(t),
+        (None, Some(f)) => Some(std::fs::read_to_string(&f).map_err(|e| ConfigError::TokenFile(f, e))?),
+        (None, None) => None,
+    }
+    .map(|t| t.trim().to_string());
+    if token.as_deref() == Some("") {
+        return Err(ConfigError::EmptyToken);
+    }
+    Ok(token)
 }
 
 /// The same settings as a file (kebab-case keys, e.g. `data-dir = "/var/lib/dromos"`).
@@ -339,15 +494,7 @@ fn detected_cpus() -> f64 {
 
 impl AgentSettings {
     pub fn resolve(a: AgentArgs) -> Result<AgentSettings, ConfigError> {
-        let token = match (a.auth_token, a.auth_token_file) {
-            (Some(t), _) => Some(t),
-            (None, Some(f)) => Some(std::fs::read_to_string(&f).map_err(|e| ConfigError::TokenFile(f, e))?),
-            (None, None) => None,
-        }
-        .map(|t| t.trim().to_string());
-        if token.as_deref() == Some("") {
-            return Err(ConfigError::EmptyToken);
-        }
+        let token = read_token(a.auth_token, a.auth_token_file)?;
         let masters: Vec<String> =
             a.master.split(',').map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect();
         if masters.is_empty() {
@@ -434,15 +581,7 @@ impl Config {
         let listen = args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
         let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("dromos-data"));
         let insecure = args.insecure || file.insecure.unwrap_or(false);
-        let auth_token = match (args.auth_token, args.auth_token_file.or(file.auth_token_file)) {
-            (Some(t), _) => Some(t),
-            (None, Some(f)) => Some(std::fs::read_to_string(&f).map_err(|e| ConfigError::TokenFile(f, e))?),
-            (None, None) => None,
-        }
-        .map(|t| t.trim().to_string());
-        if auth_token.as_deref() == Some("") {
-            return Err(ConfigError::EmptyToken);
-        }
+        let auth_token = read_token(args.auth_token, args.auth_token_file.or(file.auth_token_file))?;
         if !listen.ip().is_loopback() && auth_token.is_none() && !insecure {
             return Err(ConfigError::InsecureBind(listen));
         }

@@ -17,6 +17,10 @@ fn main() {
             let config = Config::resolve(*args).unwrap_or_else(|e| exit(2, &e.to_string()));
             run(dromos::server::run(config));
         }
+        Command::Haproxy(args) => {
+            let config = args.resolve().unwrap_or_else(|e| exit(2, &e.to_string()));
+            run(async move { dromos::proxy::sidecar::run(config).await.map_err(Into::into) });
+        }
         Command::Agent(args) => {
             let settings = AgentSettings::resolve(args).unwrap_or_else(|e| exit(2, &e.to_string()));
             run(dromos::server::run_agent(settings));

@@ -31,7 +31,24 @@ pub mod boxed {
     pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 }
 
+/// Raises the soft limit on open files to the hard limit: every event stream
+/// subscriber, agent link and API client is a descriptor, and distributions often start
+/// services with a soft limit of 1,024.
+pub fn raise_fd_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit fill and read a struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!("cannot raise the open file limit to {}", lim.rlim_max);
+            }
+        }
+    }
+}
+
 pub async fn run(mut config: Config) -> boxed::Result<()> {
+    raise_fd_limit();
     std::fs::create_dir_all(&config.data_dir)?;
     // Supervisors run with their sandbox as working directory: paths must be absolute.
     config.data_dir = std::fs::canonicalize(&config.data_dir)?;

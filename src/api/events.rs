@@ -9,11 +9,18 @@
 //! - A subscriber that cannot keep up is sent `event_stream_error` and disconnected:
 //!   it reconnects with its `Last-Event-ID`.
 //!
+//! `POST /v2/events` takes one kind of report from clients: a load balancer naming an
+//! app it left out of its config (`load_balancer_rejected_app_event`).
+//!
 //! Frames queued together go out in one write: a busy stream costs one syscall per
 //! batch, not per event.
 
-use super::extract::{Origin, Params};
+use super::dto::from_value;
+use super::error::ApiError;
+use super::extract::{JsonBody, Origin, Params};
 use super::AppState;
+use crate::domain::event::EventKind;
+use crate::domain::Violation;
 use crate::events::{frame, Frame, CUT_OFF};
 use axum::body::Body;
 use axum::extract::State;
@@ -72,6 +79,46 @@ pub async fn stream(State(st): State<AppState>, headers: HeaderMap, params: Para
     // Proxies such as nginx must pass the stream on as it comes.
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     resp
+}
+
+/// What a client may publish on the bus: a load balancer's report of an app it left out.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Report {
+    event_type: String,
+    load_balancer: String,
+    app_id: String,
+    label: String,
+    message: String,
+}
+
+/// Longest text accepted in a report's fields.
+const REPORT_FIELD_MAX: usize = 4096;
+
+/// `POST /v2/events`: publishes a client's report (only `load_balancer_rejected_app_event`,
+/// sent by `dromos haproxy`) to every subscriber. Answers 202.
+pub async fn report(State(st): State<AppState>, JsonBody(body): JsonBody) -> Result<StatusCode, ApiError> {
+    let r: Report = from_value(body)?;
+    if r.event_type != "load_balancer_rejected_app_event" {
+        return Err(ApiError::Invalid(vec![Violation::new(
+            "/eventType",
+            "only load_balancer_rejected_app_event can be posted",
+        )]));
+    }
+    let fields =
+        [("/loadBalancer", &r.load_balancer), ("/appId", &r.app_id), ("/label", &r.label), ("/message", &r.message)];
+    let bad: Vec<Violation> = fields
+        .iter()
+        .filter(|(_, v)| v.is_empty() || v.len() > REPORT_FIELD_MAX)
+        .map(|(path, _)| Violation::new(*path, format!("must be 1 to {REPORT_FIELD_MAX} bytes long")))
+        .collect();
+    if !bad.is_empty() {
+        return Err(ApiError::Invalid(bad));
+    }
+    let Report { load_balancer, app_id, label, message, .. } = r;
+    let event = EventKind::LoadBalancerRejectedApp { load_balancer, app_id, label, message };
+    st.master.events().publish(&event.at(crate::master::now()));
+    Ok(StatusCode::ACCEPTED)
 }
 
 fn wanted(filter: &[String], event_type: &str) -> bool {

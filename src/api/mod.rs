@@ -81,6 +81,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v2/deployments"),
     ("DELETE", "/v2/deployments/{deploymentId}"),
     ("GET", "/v2/events"),
+    ("POST", "/v2/events"),
     ("GET", "/v2/queue"),
     ("DELETE", "/v2/queue/{appId}/delay"),
     ("GET", "/v1/agents"),
@@ -161,7 +162,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/groups/{*rest}", groups_routes)
         .route("/v2/deployments", get(deployments::list))
         .route("/v2/deployments/{deployment_id}", delete(deployments::delete))
-        .route("/v2/events", get(events::stream))
+        .route("/v2/events", get(events::stream).post(events::report))
         .route("/v2/queue", get(queue::list))
         .route("/v2/queue/{*rest}", delete(queue::delete_delay))
         .route("/v1/agents", get(agents::list))

@@ -87,6 +87,10 @@ pub enum EventKind {
     DeploymentFailed { id: String, plan: PlanInfo, reason: String },
     #[serde(rename = "app_terminated_event", rename_all = "camelCase")]
     AppTerminated { app_id: PathId },
+    /// A load balancer (`dromos haproxy`) left an app out of its config: invalid
+    /// labels, a clash with another app, or config HAProxy refused.
+    #[serde(rename = "load_balancer_rejected_app_event", rename_all = "camelCase")]
+    LoadBalancerRejectedApp { load_balancer: String, app_id: String, label: String, message: String },
     /// A job run started, ended, was retried, missed or skipped (`job_run_*`).
     #[serde(untagged)]
     Job(JobEvent),
@@ -109,6 +113,7 @@ impl EventKind {
             EventKind::DeploymentSuccess { .. } => "deployment_success",
             EventKind::DeploymentFailed { .. } => "deployment_failed",
             EventKind::AppTerminated { .. } => "app_terminated_event",
+            EventKind::LoadBalancerRejectedApp { .. } => "load_balancer_rejected_app_event",
             EventKind::Job(j) => j.event_type(),
         }
     }

@@ -76,9 +76,11 @@ pub struct Rendered {
     pub rejected: Vec<LabelError>,
 }
 
+/// The default `HEAD` template. It sets no global `maxconn`: HAProxy then sizes it to
+/// the file descriptor limit, where a fixed 50,000 (marathon-lb's) needs 100,000
+/// descriptors and HAProxy refuses to start on a host that cannot give them.
 const DEFAULT_HEAD: &str = "global
   log stdout format raw local0 notice
-  maxconn 50000
   spread-checks 5
   max-spread-checks 15000
   stats socket {socket} mode 600 level admin expose-fd listeners
@@ -107,7 +109,6 @@ listen stats
   bind {statsBind}
   mode http
   option http-server-close
-  retry-on all-retryable-errors
   monitor-uri /_haproxy_health_check
   http-request use-service prometheus-exporter if {{ path /metrics }}
   stats enable

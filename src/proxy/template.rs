@@ -31,7 +31,7 @@ const TEMPLATES: &[(&str, Section, &str)] = &[
     (
         "BACKEND_HTTP_OPTIONS",
         Section::Backend,
-        "  option forwardfor\n  http-request set-header X-Forwarded-Port %[dst_port]\n  http-request add-header X-Forwarded-Proto https if {{ ssl_fc }}\n",
+        "  option forwardfor\n  http-request set-header X-Forwarded-Port %[dst_port]\n  http-request add-header X-Forwarded-Proto https if {{ ssl_fc }}\n  retry-on all-retryable-errors\n  http-request disable-l7-retry if !METH_GET\n",
     ),
     (
         "BACKEND_HTTP_HEALTHCHECK_OPTIONS",

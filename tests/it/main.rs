@@ -11,6 +11,7 @@ mod groups;
 mod haproxy;
 mod health;
 mod jobs;
+mod lb;
 mod spec;
 mod store;
 mod support;
