@@ -16,7 +16,8 @@ test: deps
 deps:
 	bash scripts/install-deps.sh
 
-## Benchmarks (never timed tests): placement core, group commit, local agent launch, memory.
+## Benchmarks (never timed tests): placement, persistence, agents, cluster, jobs, HAProxy
+## render and runtime updates, the event bus (`cargo bench --bench core -- <name>` runs one).
 bench:
 	$(CARGO) bench --bench core
 

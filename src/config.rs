@@ -737,4 +737,35 @@ mod tests {
         assert!(parse_ports("abc").is_err());
         assert!(parse_ports("0-10").is_err());
     }
+
+    fn haproxy(args: &[&str]) -> Result<crate::proxy::sidecar::SidecarConfig, ConfigError> {
+        let cli = Cli::try_parse_from(["dromos", "haproxy"].iter().chain(args))
+            .map_err(|e| ConfigError::Setting("argv", e.to_string(), "does not parse"))?;
+        match cli.command {
+            Command::Haproxy(a) => a.resolve(),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn haproxy_flags() {
+        let c = haproxy(&["--master", "http://m1:8080, m2:8080/prefix", "--group", "external,internal"]).unwrap();
+        let masters: Vec<(&str, &str)> = c.masters.iter().map(|m| (m.authority.as_str(), m.prefix.as_str())).collect();
+        assert_eq!(masters, [("m1:8080", ""), ("m2:8080", "/prefix")]);
+        assert_eq!(c.settings.selection.groups, ["external", "internal"]);
+        assert_eq!(c.paths.config, PathBuf::from("/etc/haproxy/haproxy.cfg"));
+        assert_eq!(c.settings.socket, "/run/haproxy/admin.sock");
+        assert_eq!(c.listen, Some("127.0.0.1:9091".parse().unwrap()));
+        assert_eq!((c.min_reload_interval, c.resync_interval), (Duration::from_secs(2), Duration::from_secs(60)));
+        assert!(!c.once && !c.stdout);
+        let quiet = haproxy(&["--master", "m1:8080", "--listen", "", "--once", "--stdout"]).unwrap();
+        assert_eq!((quiet.listen, quiet.once, quiet.stdout), (None, true, true));
+
+        assert!(matches!(haproxy(&["--master", " , "]), Err(ConfigError::Setting("--master", ..))));
+        assert!(matches!(haproxy(&["--master", "https://m1"]), Err(ConfigError::Master(_))));
+        assert!(haproxy(&["--master", "m1", "--min-reload-interval", "soon"]).is_err());
+        assert!(haproxy(&["--master", "m1", "--socket", "/run/my admin.sock"]).is_err());
+        assert!(haproxy(&["--master", "m1", "--stdout"]).is_err(), "--stdout needs --once");
+        assert!(matches!(haproxy(&["--master", "m1", "--templates", "/nonexistent"]), Err(ConfigError::Templates(_))));
+    }
 }

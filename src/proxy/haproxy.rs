@@ -196,9 +196,19 @@ impl Haproxy {
     }
 
     /// The master's process list.
+    /// (The master CLI now and then closes a connection without answering: a few
+    /// attempts are made.)
     pub async fn proc(&self) -> Result<Proc, String> {
-        let text = command(&self.paths.master_socket, "show proc").await?;
-        Proc::parse(&text).ok_or_else(|| format!("unexpected 'show proc' answer: {}", text.trim()))
+        let mut last = String::new();
+        for _ in 0..5 {
+            let text = command(&self.paths.master_socket, "show proc").await?;
+            if let Some(p) = Proc::parse(&text) {
+                return Ok(p);
+            }
+            last = text;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(format!("unexpected 'show proc' answer: {}", last.trim()))
     }
 
     /// A runtime API command.
@@ -263,15 +273,24 @@ impl Haproxy {
         write_atomic(&self.paths.state_file, state.as_bytes()).await
     }
 
-    /// Stops HAProxy if this process started it (hard stop: the sidecar is going away).
+    /// Stops HAProxy, started or adopted (the sidecar is going away, and the load
+    /// balancer with it).
     pub async fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            if let Some(pid) = c.id() {
-                // SAFETY: kill(2) on our own child's pid.
-                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        match self.child.take() {
+            Some(mut c) => {
+                if let Some(pid) = c.id() {
+                    // SAFETY: kill(2) on our own child's pid.
+                    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                }
+                if tokio::time::timeout(Duration::from_secs(5), c.wait()).await.is_err() {
+                    let _ = c.kill().await;
+                }
             }
-            if tokio::time::timeout(Duration::from_secs(5), c.wait()).await.is_err() {
-                let _ = c.kill().await;
+            None => {
+                if let Ok(p) = self.proc().await {
+                    // SAFETY: kill(2) on the HAProxy master this sidecar adopted.
+                    unsafe { libc::kill(p.master as i32, libc::SIGTERM) };
+                }
             }
         }
     }

@@ -9,8 +9,9 @@
 //! `HAPROXY_GROUP` and `HAPROXY_DEPLOYMENT_GROUP`. Template overrides
 //! (`HAPROXY_{n}_BACKEND_HEAD`, ...) are checked by [`super::template`].
 
-use super::model::{LbApp, LbHealthCheck, LbTask};
+use super::model::{LbApp, LbHealthCheck};
 use super::template::{self, Templates};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -57,7 +58,6 @@ pub struct Service {
     pub health: Option<LbHealthCheck>,
     /// Take the health check port from this port index of each task.
     pub health_port_index: Option<usize>,
-    pub tasks: Vec<LbTask>,
     /// Template overrides from labels, already validated.
     pub templates: Templates,
 }
@@ -94,7 +94,8 @@ pub fn services(app: &LbApp, sel: &Selection) -> Result<Vec<Service>, LabelError
     let mut out = Vec::new();
     for (index, &service_port) in app.service_ports.iter().enumerate() {
         let label = |name: &str| format!("HAPROXY_{index}_{name}");
-        let get = |name: &str| label_of(app, index, name);
+        let port_labels = port_labels(app, index);
+        let get = |name: &str| port_labels.get(name).copied();
         let groups = match get("GROUP") {
             Some(g) => list(g).map_err(|m| err(&label("GROUP"), m))?,
             None => app_groups.clone(),
@@ -107,7 +108,7 @@ pub fn services(app: &LbApp, sel: &Selection) -> Result<Vec<Service>, LabelError
         if !selected || !enabled {
             continue;
         }
-        let mut s = parse_port(app, index, service_port).map_err(|(name, m)| err(&label(&name), m))?;
+        let mut s = parse_port(app, &port_labels, index, service_port).map_err(|(name, m)| err(&label(&name), m))?;
         s.templates = template::from_labels(&app.labels, index).map_err(|(l, m)| err(&l, m))?;
         out.push(s);
     }
@@ -116,9 +117,11 @@ pub fn services(app: &LbApp, sel: &Selection) -> Result<Vec<Service>, LabelError
 
 type PortError = (String, String);
 
-/// The value of `HAPROXY_{index}_{name}`.
-fn label_of<'a>(app: &'a LbApp, index: usize, name: &str) -> Option<&'a str> {
-    app.labels.get(&format!("HAPROXY_{index}_{name}")).map(String::as_str)
+/// The labels `HAPROXY_{index}_<NAME>` of `app`, by `<NAME>` (one range scan of the
+/// sorted labels, not one lookup per name).
+fn port_labels(app: &LbApp, index: usize) -> BTreeMap<&str, &str> {
+    let prefix = format!("HAPROXY_{index}_");
+    app.labels.range(prefix.clone()..).map_while(|(k, v)| Some((k.strip_prefix(&prefix)?, v.as_str()))).collect()
 }
 
 /// Tags an error with the label name (without its `HAPROXY_{n}_` prefix).
@@ -126,8 +129,13 @@ fn e(name: &str) -> impl FnOnce(String) -> PortError + '_ {
     move |m| (name.to_string(), m)
 }
 
-fn parse_port(app: &LbApp, index: usize, service_port: u16) -> Result<Service, PortError> {
-    let get = |name: &str| label_of(app, index, name);
+fn parse_port(
+    app: &LbApp,
+    labels: &BTreeMap<&str, &str>,
+    index: usize,
+    service_port: u16,
+) -> Result<Service, PortError> {
+    let get = |name: &str| labels.get(name).copied();
     let opt = |name: &str, check: fn(&str) -> Result<String, String>| -> Result<Option<String>, PortError> {
         get(name).map(check).transpose().map_err(e(name))
     };
@@ -200,7 +208,6 @@ fn parse_port(app: &LbApp, index: usize, service_port: u16) -> Result<Service, P
         network_allowed,
         health,
         health_port_index,
-        tasks: app.tasks.clone(),
         templates: Templates::default(),
     })
 }

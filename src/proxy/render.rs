@@ -13,7 +13,7 @@
 //! [`Rendered::rejected`]; the rest is rendered.
 
 use super::labels::{services, LabelError, Mode, Selection, Service};
-use super::model::LbApp;
+use super::model::{LbApp, LbTask};
 use super::template::{fill, pick, Templates};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -118,9 +118,11 @@ listen stats
 /// Renders the config for `apps`.
 pub fn render(apps: &[LbApp], s: &Settings) -> Rendered {
     let mut out = Rendered::default();
-    let (all, rejected) = select(apps, s);
+    let (selected, rejected) = select(apps, s);
     out.rejected = rejected;
-    let mut w = Out::default();
+    let all: Vec<&Service> = selected.iter().map(|(svc, _)| svc).collect();
+    // The head and frontends: about 250 bytes per service.
+    let mut w = Out::with_capacity(4096 + all.len() * 250);
 
     let head = s.templates.get("HEAD").map(String::as_str).unwrap_or(DEFAULT_HEAD);
     let mut t = String::new();
@@ -134,7 +136,7 @@ pub fn render(apps: &[LbApp], s: &Settings) -> Rendered {
     }
 
     // Vhost routing, highest weight first (marathon-lb's order), then by app and port.
-    let mut routed: Vec<&Service> = all.iter().filter(|x| !x.vhosts.is_empty()).collect();
+    let mut routed: Vec<&Service> = all.iter().copied().filter(|x| !x.vhosts.is_empty()).collect();
     routed.sort_by(|a, b| b.weight.cmp(&a.weight).then_with(|| (&a.app_id, a.port).cmp(&(&b.app_id, b.port))));
     if s.http_port > 0 {
         w.both(&format!("\nfrontend marathon_http_in\n  bind *:{}\n  mode http\n", s.http_port));
@@ -164,23 +166,67 @@ pub fn render(apps: &[LbApp], s: &Settings) -> Rendered {
         w.template("FRONTEND_BACKEND_GLUE", svc, s, &vars);
     }
 
-    for svc in &all {
-        let backend = backend(&mut w, svc, s);
-        out.backends.insert(svc.backend.clone(), backend);
+    // The backends, the bulk of the work (one server line per task), in parallel parts
+    // joined in order: the bytes are the same as from one thread.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    let parts = backends(&selected, s, threads);
+    let (text_len, skeleton_len) =
+        parts.iter().fold((w.text.len(), w.skeleton.len()), |(t, k), p| (t + p.0.text.len(), k + p.0.skeleton.len()));
+    w.text.reserve_exact(text_len - w.text.len());
+    w.skeleton.reserve_exact(skeleton_len - w.skeleton.len());
+    for (part, list) in parts {
+        w.text.push_str(&part.text);
+        w.skeleton.push_str(&part.skeleton);
+        out.backends.extend(list);
     }
     out.text = w.text;
     out.skeleton = w.skeleton;
     out
 }
 
-/// The services to render and the apps left out (with why).
-fn select(apps: &[LbApp], s: &Settings) -> (Vec<Service>, Vec<LabelError>) {
-    let mut taken_binds: BTreeMap<(String, u16), String> = BTreeMap::new();
+/// Renders the backends of `selected` in order, split over up to `threads` threads when
+/// there are enough servers to make it worth it.
+fn backends(selected: &[(Service, &[LbTask])], s: &Settings, threads: usize) -> Vec<(Out, Vec<(String, Backend)>)> {
+    let render_part = |part: &[(Service, &[LbTask])]| {
+        let servers: usize = part.iter().map(|(_, t)| t.len()).sum();
+        // About 250 bytes per backend head and 100 per server line.
+        let mut w = Out::with_capacity(part.len() * 250 + servers * 100);
+        let list = part.iter().map(|(svc, tasks)| (svc.backend.clone(), backend(&mut w, svc, tasks, s))).collect();
+        (w, list)
+    };
+    let servers: usize = selected.iter().map(|(_, t)| t.len()).sum();
+    if threads < 2 || servers < 10_000 {
+        return vec![render_part(selected)];
+    }
+    // Parts of about equal server counts.
+    let per = servers.div_ceil(threads);
+    let mut parts = Vec::with_capacity(threads);
+    let (mut start, mut count) = (0, 0);
+    for (i, (_, tasks)) in selected.iter().enumerate() {
+        count += tasks.len();
+        if count >= per {
+            parts.push(&selected[start..=i]);
+            (start, count) = (i + 1, 0);
+        }
+    }
+    if start < selected.len() {
+        parts.push(&selected[start..]);
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = parts.iter().map(|part| scope.spawn(|| render_part(part))).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+    })
+}
+
+/// The services to render with their app's tasks, and the apps left out (with why).
+fn select<'a>(apps: &'a [LbApp], s: &Settings) -> (Vec<(Service, &'a [LbTask])>, Vec<LabelError>) {
+    // Port to the addresses bound on it and by whom (looked up by port: no scan).
+    let mut taken_binds: BTreeMap<u16, Vec<(String, String)>> = BTreeMap::new();
     if s.http_port > 0 {
-        taken_binds.insert(("*".into(), s.http_port), "the HTTP frontend".into());
+        taken_binds.entry(s.http_port).or_default().push(("*".into(), "the HTTP frontend".into()));
     }
     if !s.ssl_certs.is_empty() {
-        taken_binds.insert(("*".into(), s.https_port), "the HTTPS frontend".into());
+        taken_binds.entry(s.https_port).or_default().push(("*".into(), "the HTTPS frontend".into()));
     }
     let mut taken_routes: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut all = Vec::new();
@@ -195,9 +241,8 @@ fn select(apps: &[LbApp], s: &Settings) -> (Vec<Service>, Vec<LabelError>) {
         };
         let clash = list.iter().find_map(|svc| {
             // The same port on the same address, or on all addresses, clashes.
-            let taken = taken_binds
-                .iter()
-                .find(|((a, p), _)| *p == svc.port && (a == "*" || svc.bind_addr == "*" || *a == svc.bind_addr));
+            let on_port = taken_binds.get(&svc.port).map(Vec::as_slice).unwrap_or(&[]);
+            let taken = on_port.iter().find(|(a, _)| a == "*" || svc.bind_addr == "*" || *a == svc.bind_addr);
             if let Some((_, other)) = taken {
                 return Some((format!("HAPROXY_{}_PORT", svc.index), format!("port {} is taken by {other}", svc.port)));
             }
@@ -216,12 +261,12 @@ fn select(apps: &[LbApp], s: &Settings) -> (Vec<Service>, Vec<LabelError>) {
             continue;
         }
         for svc in &list {
-            taken_binds.insert((svc.bind_addr.clone(), svc.port), format!("app {}", svc.app_id));
+            taken_binds.entry(svc.port).or_default().push((svc.bind_addr.clone(), format!("app {}", svc.app_id)));
             for v in &svc.vhosts {
                 taken_routes.insert((v.clone(), svc.path.clone().unwrap_or_default()), format!("app {}", svc.app_id));
             }
         }
-        all.extend(list);
+        all.extend(list.into_iter().map(|svc| (svc, app.tasks.as_slice())));
     }
     (all, rejected)
 }
@@ -234,6 +279,10 @@ struct Out {
 }
 
 impl Out {
+    fn with_capacity(n: usize) -> Out {
+        Out { text: String::with_capacity(n), skeleton: String::with_capacity(n / 2) }
+    }
+
     fn both(&mut self, s: &str) {
         self.text.push_str(s);
         self.skeleton.push_str(s);
@@ -248,7 +297,13 @@ impl Out {
 
 /// ACL-safe form of a name: letters, digits and `-`; the rest becomes `_`.
 fn clean(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
+    let mut out = String::with_capacity(s.len());
+    push_clean(&mut out, s);
+    out
+}
+
+fn push_clean(out: &mut String, s: &str) {
+    out.extend(s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }));
 }
 
 /// The shared HTTP(S) frontend's body: every service's ACLs and `http-request` rules
@@ -307,7 +362,7 @@ fn network_acl(w: &mut Out, svc: &Service) {
     w.both(&format!("  acl network_allowed src {cidrs}\n{rule}"));
 }
 
-fn backend(w: &mut Out, svc: &Service, s: &Settings) -> Backend {
+fn backend(w: &mut Out, svc: &Service, tasks: &[LbTask], s: &Settings) -> Backend {
     let health = svc.health.as_ref();
     let path = health.and_then(|h| h.path.clone()).unwrap_or_else(|| "/".into());
     let timeout = health.map_or(0, |h| h.timeout_seconds).to_string();
@@ -365,43 +420,90 @@ fn backend(w: &mut Out, svc: &Service, s: &Settings) -> Backend {
             && !overridden,
         servers: BTreeMap::new(),
     };
+    // What every server of this backend has after its `id` and `cookie`.
+    let mut check = String::new();
+    if health.is_some() {
+        check = format!(" check inter {interval}s fall {falls}");
+    }
+    // The loop runs once per task (100,000 times for a big cluster): plain pushes, no
+    // formatting machinery.
     let mut ids = BTreeSet::new();
-    let mut line = String::new();
-    for t in &svc.tasks {
-        let Some(port) = t.ports.get(svc.index) else { continue };
-        let ip = t.ip.to_string();
-        let name =
-            if t.host == ip { clean(&format!("{ip}_{port}")) } else { clean(&format!("{}_{ip}_{port}", t.host)) };
+    let mut ip = String::with_capacity(15);
+    for t in tasks {
+        let Some(&port) = t.ports.get(svc.index) else { continue };
+        ip.clear();
+        push_ipv4(&mut ip, t.ip);
+        // `host_ip_port`, or `ip_port` when the host is the address, made ACL-safe.
+        let mut name = String::with_capacity(t.host.len() + ip.len() + 8);
+        if t.host != ip {
+            push_clean(&mut name, &t.host);
+            name.push('_');
+        }
+        push_clean(&mut name, &ip);
+        name.push('_');
+        push_num(&mut name, port.into());
         if out.servers.contains_key(&name) {
             continue;
         }
         let id = server_id(&name, &mut ids);
-        let mut options = format!("id {id}");
+        let mut options = String::with_capacity(check.len() + 40);
+        options.push_str("id ");
+        push_num(&mut options, id);
         if svc.sticky && http {
-            let _ = write!(options, " cookie {}", &hex(&digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &name))[..10]);
+            options.push_str(" cookie ");
+            options.push_str(&hex(digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &name).as_ref())[..10]);
         }
         if health.is_some() {
-            let _ = write!(options, " check inter {interval}s fall {falls}");
+            options.push_str(&check);
             let check_port =
                 health.and_then(|h| h.port).or_else(|| svc.health_port_index.and_then(|i| t.ports.get(i).copied()));
             if let Some(p) = check_port {
-                let _ = write!(options, " port {p}");
+                options.push_str(" port ");
+                push_num(&mut options, p.into());
             }
             if tls_check {
                 options.push_str(" check-ssl verify none");
             }
         }
-        let addr = format!("{ip}:{port}");
-        line.clear();
-        let _ = writeln!(line, "  server {name} {addr} {options}");
-        w.text.push_str(&line);
+        let mut addr = String::with_capacity(ip.len() + 6);
+        addr.push_str(&ip);
+        addr.push(':');
+        push_num(&mut addr, port.into());
+        for part in ["  server ", &name, " ", &addr, " ", &options, "\n"] {
+            w.text.push_str(part);
+        }
         out.servers.insert(name, ServerLine { addr, options });
     }
     out
 }
 
-fn digest(alg: &'static ring::digest::Algorithm, s: &str) -> Vec<u8> {
-    ring::digest::digest(alg, s.as_bytes()).as_ref().to_vec()
+/// Appends `n` in decimal.
+fn push_num(out: &mut String, mut n: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[i..].iter().map(|d| *d as char));
+}
+
+/// Appends `ip` in dotted decimal.
+fn push_ipv4(out: &mut String, ip: std::net::Ipv4Addr) {
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        push_num(out, octet.into());
+    }
+}
+
+fn digest(alg: &'static ring::digest::Algorithm, s: &str) -> ring::digest::Digest {
+    ring::digest::digest(alg, s.as_bytes())
 }
 
 fn hex(b: &[u8]) -> String {
@@ -417,8 +519,14 @@ fn hex(b: &[u8]) -> String {
 pub fn server_id(name: &str, taken: &mut BTreeSet<u32>) -> u32 {
     let mut attempt = 0u32;
     loop {
-        let key = if attempt == 0 { name.to_string() } else { format!("{name} {attempt}") };
-        let id = digest(&ring::digest::SHA256, &key).iter().fold(0u32, |r, b| (r * 256 + *b as u32) % 32767);
+        let probe;
+        let key = if attempt == 0 {
+            name
+        } else {
+            probe = format!("{name} {attempt}");
+            &probe
+        };
+        let id = digest(&ring::digest::SHA256, key).as_ref().iter().fold(0u32, |r, b| (r * 256 + *b as u32) % 32767);
         if id != 0 && taken.insert(id) {
             return id;
         }
@@ -429,6 +537,59 @@ pub fn server_id(name: &str, taken: &mut BTreeSet<u32>) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backends_rendered_in_parallel_are_the_same_bytes() {
+        use super::super::model::LbTask;
+        let apps: Vec<LbApp> = (0..300)
+            .map(|i| LbApp {
+                id: format!("/app{i:03}"),
+                labels: BTreeMap::from([("HAPROXY_GROUP".to_string(), "external".to_string())]),
+                service_ports: vec![10_000 + i as u16],
+                health_checks: Vec::new(),
+                tasks: (0..(i % 90))
+                    .map(|k| LbTask {
+                        host: format!("node{k}"),
+                        ip: std::net::Ipv4Addr::new(10, 0, (k / 200) as u8, (k % 200) as u8),
+                        ports: vec![31_000 + i as u16],
+                    })
+                    .collect(),
+            })
+            .collect();
+        let s = Settings::default();
+        let (selected, _) = select(&apps, &s);
+        let join = |parts: Vec<(Out, Vec<(String, Backend)>)>| {
+            let n = parts.len();
+            let (mut text, mut backends) = (String::new(), Vec::new());
+            for (w, list) in parts {
+                text.push_str(&w.text);
+                backends.extend(list);
+            }
+            (n, text, backends)
+        };
+        let (one, text1, backends1) = join(backends(&selected, &s, 1));
+        let (three, text3, backends3) = join(backends(&selected, &s, 3));
+        assert_eq!((one, three), (1, 3));
+        assert!(text1.lines().filter(|l| l.starts_with("  server ")).count() > 10_000);
+        assert!(text1 == text3, "the parts join to the same text");
+        assert_eq!(backends1, backends3);
+    }
+
+    #[test]
+    fn numbers_and_addresses() {
+        let mut s = String::new();
+        for n in [0, 7, 10, 65535, u32::MAX] {
+            s.clear();
+            push_num(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
+        for ip in [[0, 0, 0, 0], [10, 1, 20, 255], [255, 255, 255, 255]] {
+            let ip = std::net::Ipv4Addr::from(ip);
+            s.clear();
+            push_ipv4(&mut s, ip);
+            assert_eq!(s, ip.to_string());
+        }
+    }
 
     #[test]
     fn server_ids_match_marathon_lb() {

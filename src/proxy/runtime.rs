@@ -105,6 +105,11 @@ pub fn accepted(answer: &str) -> bool {
     a.is_empty() || a == "New server registered." || a == "Server deleted."
 }
 
+/// Whether HAProxy's answer says the server is not there (deleted already).
+pub fn gone(answer: &str) -> bool {
+    answer.trim() == "No such server."
+}
+
 /// The way from `live` to `new`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
@@ -257,6 +262,7 @@ mod tests {
         assert!(accepted("\n"));
         assert!(accepted("Server deleted.\n"));
         assert!(!accepted("No such server.\n"));
+        assert!(gone("No such server.\n") && !gone("\n"));
         assert!(!accepted("Server still has connections attached to it, cannot remove it.\n"));
     }
 }

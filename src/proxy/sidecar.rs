@@ -196,7 +196,7 @@ pub async fn run(cfg: SidecarConfig) -> Result<(), String> {
                 applier.hosts.clear();
             }
             _ = tick.tick() => {
-                if applier.housekeeping().await {
+                if !applier.housekeeping().await {
                     continue;
                 }
             }
@@ -572,9 +572,9 @@ impl Applier {
         }
     }
 
-    /// Periodic chores: restart a HAProxy that died, delete parked servers whose
+    /// Periodic chores: notice a HAProxy that died, delete parked servers whose
     /// connections are gone (cutting them after the drain timeout). Returns whether a
-    /// round is needed now.
+    /// round is needed now (to start HAProxy again).
     async fn housekeeping(&mut self) -> bool {
         if let Some(h) = self.haproxy.as_mut() {
             if let Some(status) = h.exited() {
@@ -582,13 +582,13 @@ impl Applier {
                 self.haproxy = None;
                 self.live = None;
                 self.status.haproxy_up.store(0, Ordering::Relaxed);
-                return false; // the caller runs a round, which starts it
+                return true;
             }
         }
-        let Some(live) = &self.live else { return true };
+        let Some(live) = &self.live else { return false };
         let deletions = runtime::deletions(live);
         if deletions.is_empty() {
-            return true;
+            return false;
         }
         for op in deletions {
             let Op::Delete { backend, server } = &op else { continue };
@@ -599,7 +599,7 @@ impl Applier {
                     let _ = h.runtime(&format!("shutdown sessions server {backend}/{server}")).await;
                 }
                 match h.runtime(&format!("del server {backend}/{server}")).await {
-                    Ok(a) if accepted(&a) => {
+                    Ok(a) if accepted(&a) || runtime::gone(&a) => {
                         if let Some(live) = self.live.as_mut() {
                             live.applied(&op);
                         }
@@ -611,7 +611,7 @@ impl Applier {
                 }
             }
         }
-        true
+        false
     }
 
     /// Logs and reports the apps left out that were not reported yet.

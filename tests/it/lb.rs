@@ -103,10 +103,18 @@ impl Sidecar {
         out
     }
 
-    /// HAProxy's master pid, when it runs.
+    /// HAProxy's master pid, when it runs. (Its CLI now and then closes a connection
+    /// without answering: a few attempts are made.)
     fn haproxy_master(&self) -> Option<i32> {
-        let proc = self.cli("master.sock", "show proc");
-        proc.lines().find(|l| l.contains(" master ")).and_then(|l| l.split_whitespace().next()?.parse().ok())
+        (0..10).find_map(|_| {
+            let proc = self.cli("master.sock", "show proc");
+            let pid =
+                proc.lines().find(|l| l.contains(" master ")).and_then(|l| l.split_whitespace().next()?.parse().ok());
+            if pid.is_none() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            pid
+        })
     }
 
     /// Enabled servers of a backend, by address, from HAProxy itself.
@@ -144,7 +152,7 @@ impl Drop for Sidecar {
         if let Some(mut c) = self.child.take() {
             let _ = wait_for("the sidecar to stop", Duration::from_secs(10), || c.try_wait().ok().flatten());
         }
-        // An adopted HAProxy is not the sidecar's child: stop it too.
+        // The sidecar stops its HAProxy; should it have failed to, stop it here.
         if let Some(pid) = master.filter(|p| crate::support::alive(*p)) {
             // SAFETY: kill(2) on the HAProxy this test started.
             unsafe { libc::kill(pid, libc::SIGTERM) };
