@@ -667,17 +667,7 @@ fn bench_job_runs(rt: &tokio::runtime::Runtime) {
 
 fn bench_agent_loss() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let spawn = |args: &[&str]| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_dromos"))
-            .args(args)
-            .env("DROMOS_LOG", "error")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start dromos");
-        let mut line = String::new();
-        BufReader::new(c.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
-        (c, line.trim().to_string())
-    };
+    let spawn = |args: &[&str]| spawn_dromos(args, "error");
     let data = dir.path().join("m");
     let (mut master, line) = spawn(&[
         "serve",
@@ -802,20 +792,26 @@ fn bench_haproxy_render() {
     );
 }
 
-/// Starts a release `dromos <args>` and returns it with the URL it printed.
-fn start_dromos(args: &[&str], dir: &std::path::Path) -> (std::process::Child, String) {
+/// Starts a release `dromos <args>` logging at `log`, and returns it with the first
+/// line it printed (its address, or an agent's id).
+fn spawn_dromos(args: &[&str], log: &str) -> (std::process::Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_dromos"))
         .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .env("DROMOS_LOG", "warn")
+        .env("DROMOS_LOG", log)
         .stdout(Stdio::piped())
         .spawn()
         .expect("start dromos");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("address line");
-    let url = line.trim().trim_start_matches("dromos listening on ").to_string();
-    (child, url)
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
+    (child, line.trim().to_string())
+}
+
+/// Starts `dromos <args> --data-dir <dir>` and returns it with its URL.
+fn start_dromos(args: &[&str], dir: &std::path::Path) -> (std::process::Child, String) {
+    let dir = dir.to_string_lossy();
+    let args: Vec<&str> = args.iter().copied().chain(["--data-dir", &dir]).collect();
+    let (child, line) = spawn_dromos(&args, "warn");
+    (child, line.trim_start_matches("dromos listening on ").to_string())
 }
 
 fn free_port() -> u16 {

@@ -160,8 +160,9 @@ pub struct ServeArgs {
     pub event_stream_max_outstanding_messages: Option<usize>,
 }
 
+/// How a client of the master (an agent, the HAProxy sidecar) reaches it.
 #[derive(Debug, Args, Default)]
-pub struct AgentArgs {
+pub struct MasterArgs {
     /// The master's URL (several, comma-separated, are tried in turn).
     #[arg(long, env = "DROMOS_MASTER")]
     pub master: String,
@@ -171,6 +172,29 @@ pub struct AgentArgs {
     /// The cluster token itself (prefer the file).
     #[arg(long, env = "DROMOS_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
+}
+
+impl MasterArgs {
+    /// The master URLs (at least one) and the token.
+    fn resolve(self) -> Result<(Vec<String>, Option<String>), ConfigError> {
+        let token = read_token(self.auth_token, self.auth_token_file)?;
+        let masters: Vec<String> =
+            self.master.split(',').map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect();
+        if masters.is_empty() {
+            return Err(ConfigError::Setting(
+                "--master",
+                self.master,
+                "give the master's URL, e.g. http://10.0.0.1:8080",
+            ));
+        }
+        Ok((masters, token))
+    }
+}
+
+#[derive(Debug, Args, Default)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    pub master: MasterArgs,
     /// The agent's directory: its id, task sandboxes and checkpoints [default: ./dromos-agent].
     #[arg(long, env = "DROMOS_WORK_DIR")]
     pub work_dir: Option<PathBuf>,
@@ -191,15 +215,8 @@ pub struct AgentArgs {
 
 #[derive(Debug, Args, Default)]
 pub struct HaproxyArgs {
-    /// The master's URL (several, comma-separated: the first that answers is used).
-    #[arg(long, env = "DROMOS_MASTER")]
-    pub master: String,
-    /// File holding the cluster token.
-    #[arg(long, env = "DROMOS_AUTH_TOKEN_FILE")]
-    pub auth_token_file: Option<PathBuf>,
-    /// The cluster token itself (prefer the file).
-    #[arg(long, env = "DROMOS_AUTH_TOKEN", hide_env_values = true)]
-    pub auth_token: Option<String>,
+    #[command(flatten)]
+    pub master: MasterArgs,
     /// The HAProxy config file this sidecar owns.
     #[arg(long, default_value = "/etc/haproxy/haproxy.cfg")]
     pub config: PathBuf,
@@ -262,22 +279,9 @@ pub struct HaproxyArgs {
 impl HaproxyArgs {
     pub fn resolve(self) -> Result<crate::proxy::sidecar::SidecarConfig, ConfigError> {
         use crate::proxy::{client::Master, haproxy::Paths, labels::Selection, render::Settings, template};
-        let token = read_token(self.auth_token, self.auth_token_file)?;
-        let masters = self
-            .master
-            .split(',')
-            .map(str::trim)
-            .filter(|m| !m.is_empty())
-            .map(Master::parse)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(ConfigError::Master)?;
-        if masters.is_empty() {
-            return Err(ConfigError::Setting(
-                "--master",
-                self.master,
-                "give the master's URL, e.g. http://10.0.0.1:8080",
-            ));
-        }
+        let (masters, token) = self.master.resolve()?;
+        let masters =
+            masters.iter().map(|m| Master::parse(m)).collect::<Result<Vec<_>, _>>().map_err(ConfigError::Master)?;
         let templates = match &self.templates {
             Some(dir) => template::from_dir(dir).map_err(ConfigError::Templates)?,
             None => template::Templates::new(),
@@ -494,12 +498,7 @@ fn detected_cpus() -> f64 {
 
 impl AgentSettings {
     pub fn resolve(a: AgentArgs) -> Result<AgentSettings, ConfigError> {
-        let token = read_token(a.auth_token, a.auth_token_file)?;
-        let masters: Vec<String> =
-            a.master.split(',').map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect();
-        if masters.is_empty() {
-            return Err(ConfigError::Setting("--master", a.master, "give the master's URL, e.g. http://10.0.0.1:8080"));
-        }
+        let (masters, token) = a.master.resolve()?;
         let work_dir = a.work_dir.unwrap_or_else(|| PathBuf::from("dromos-agent"));
         let dir = if work_dir.exists() { work_dir.as_path() } else { Path::new(".") };
         let fallback = Resources::new(detected_cpus(), detected_mem_mb(), free_disk_mb(dir), 0.0);

@@ -55,7 +55,7 @@ impl Default for Settings {
 /// One `server` line: address and the keywords after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerLine {
-    pub addr: String,
+    pub addr: std::net::SocketAddrV4,
     pub options: String,
 }
 
@@ -465,14 +465,14 @@ fn backend(w: &mut Out, svc: &Service, tasks: &[LbTask], s: &Settings) -> Backen
                 options.push_str(" check-ssl verify none");
             }
         }
-        let mut addr = String::with_capacity(ip.len() + 6);
-        addr.push_str(&ip);
-        addr.push(':');
-        push_num(&mut addr, port.into());
-        for part in ["  server ", &name, " ", &addr, " ", &options, "\n"] {
+        for part in ["  server ", &name, " ", &ip, ":"] {
             w.text.push_str(part);
         }
-        out.servers.insert(name, ServerLine { addr, options });
+        push_num(&mut w.text, port.into());
+        for part in [" ", &options, "\n"] {
+            w.text.push_str(part);
+        }
+        out.servers.insert(name, ServerLine { addr: std::net::SocketAddrV4::new(t.ip, port), options });
     }
     out
 }

@@ -185,7 +185,7 @@ mod tests {
     }
 
     fn line(addr: &str) -> ServerLine {
-        ServerLine { addr: addr.into(), options: "id 1 check inter 2s fall 3".into() }
+        ServerLine { addr: addr.parse().expect("a test address"), options: "id 1 check inter 2s fall 3".into() }
     }
 
     /// (backend, dynamic, [(server, address)]).

@@ -208,5 +208,5 @@ fn rendering_is_deterministic_and_servers_are_apart_from_the_skeleton() {
     let b = &two.backends["nginx_10000"];
     assert!(b.dynamic);
     assert_eq!(b.servers.len(), 2);
-    assert_eq!(b.servers["agent2_1_1_1_2_1025"].addr, "1.1.1.2:1025");
+    assert_eq!(b.servers["agent2_1_1_1_2_1025"].addr.to_string(), "1.1.1.2:1025");
 }
