@@ -172,6 +172,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1/scheduler", jobs::routes())
         .route("/leader", get(system::chronos_leader))
         .merge(metronome::routes())
+        .merge(crate::web::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), hold_writes_while_recovering))

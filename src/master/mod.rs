@@ -24,6 +24,7 @@ pub mod jobs;
 pub mod logs;
 pub mod plans;
 pub mod state;
+pub mod summary;
 
 pub use agents::{Connection, Liveness, Recovering, RemovalLimit};
 

@@ -15,3 +15,4 @@ mod lb;
 mod spec;
 mod store;
 mod support;
+mod web;

@@ -505,7 +505,6 @@ pub fn readiness_results(state: &crate::master::state::State, app: &crate::domai
 /// App JSON as Marathon returns it: the definition, its version, counts, deployments and
 /// the embedded parts asked for.
 pub fn app_json(rec: &crate::master::state::AppRecord, state: &crate::master::state::State, embed: Embed) -> Value {
-    use crate::domain::TaskState;
     let spec = &rec.current.spec;
     let mut v = serde_json::to_value(spec).unwrap_or_else(|_| json!({}));
     if !spec.is_host_networking() {
@@ -513,34 +512,20 @@ pub fn app_json(rec: &crate::master::state::AppRecord, state: &crate::master::st
             m.remove("portDefinitions");
         }
     }
-    let tasks: Vec<&crate::domain::Task> = state.tasks_of(&spec.id).collect();
-    let count = |s: TaskState| tasks.iter().filter(|t| t.state == s).count();
+    let summary = crate::master::summary::app_summary(rec, state, None, crate::master::now());
     v["version"] = json!(rec.current.version);
     v["versionInfo"] = json!(rec.current.version_info);
-    v["tasksStaged"] = json!(count(TaskState::Staging) + count(TaskState::Starting));
-    v["tasksRunning"] = json!(count(TaskState::Running));
-    // A running task is healthy when every health check has reported it alive, and
-    // unhealthy when any has reported it not alive. Without health checks no task counts
-    // either way (Marathon's convention).
-    let checks = spec.health_checks.len();
-    let (mut healthy, mut unhealthy) = (0, 0);
-    if checks > 0 {
-        use crate::domain::health::{verdict, Verdict};
-        for t in tasks.iter().filter(|t| t.state == TaskState::Running) {
-            match verdict(state.health.get(&t.id), checks) {
-                Verdict::Healthy => healthy += 1,
-                Verdict::Unhealthy => unhealthy += 1,
-                Verdict::Unknown => {}
-            }
-        }
-    }
-    v["tasksHealthy"] = json!(healthy);
-    v["tasksUnhealthy"] = json!(unhealthy);
+    v["tasksStaged"] = json!(summary.staged);
+    v["tasksRunning"] = json!(summary.running);
+    // Healthy: every health check reported the task alive; unhealthy: some check
+    // reported it not alive. Without health checks no task counts either way (Marathon).
+    v["tasksHealthy"] = json!(summary.healthy);
+    v["tasksUnhealthy"] = json!(summary.unhealthy);
     v["deployments"] = json!(state.deployments_of(&spec.id).map(|d| json!({"id": d.id})).collect::<Vec<_>>());
     if embed.tasks {
         let sp = spec.service_ports();
-        v["tasks"] = json!(tasks
-            .iter()
+        v["tasks"] = json!(state
+            .tasks_of(&spec.id)
             .filter(|t| t.is_active())
             .map(|t| super::task::task_json(t, &sp, state.health.get(&t.id)))
             .collect::<Vec<_>>());
