@@ -82,14 +82,26 @@ impl Proc {
     }
 }
 
-/// Writes `text` to `path` atomically: a sibling file, fsync, rename.
+/// Writes `text` to `path` atomically: a sibling file, fsync, rename (creating the
+/// directory if need be).
 pub async fn write_atomic(path: &Path, text: &[u8]) -> Result<(), String> {
+    make_parent(path).await?;
     let tmp = sibling(path, "tmp");
     let mut f = tokio::fs::File::create(&tmp).await.map_err(|e| format!("{}: {e}", tmp.display()))?;
     f.write_all(text).await.map_err(|e| format!("{}: {e}", tmp.display()))?;
     f.sync_all().await.map_err(|e| format!("{}: {e}", tmp.display()))?;
     drop(f);
     tokio::fs::rename(&tmp, path).await.map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Creates the directory `path` goes in, if it is missing.
+async fn make_parent(path: &Path) -> Result<(), String> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => {
+            tokio::fs::create_dir_all(dir).await.map_err(|e| format!("{}: {e}", dir.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// `path` with `.suffix` appended (`haproxy.cfg.lkg`).
@@ -153,6 +165,9 @@ impl Haproxy {
     /// file (which must be in place and valid); returns once a worker answers.
     pub async fn start_or_adopt(paths: Paths) -> Result<Haproxy, String> {
         ensure_state_file(&paths.state_file).await?;
+        // HAProxy creates its sockets, not their directories (/run/haproxy, say).
+        make_parent(&paths.master_socket).await?;
+        make_parent(&paths.socket).await?;
         let mut h = Haproxy { paths, child: None };
         if let Ok(p) = h.proc().await {
             tracing::info!(master = p.master, "adopted the running HAProxy");
@@ -301,9 +316,6 @@ impl Haproxy {
 async fn ensure_state_file(path: &Path) -> Result<(), String> {
     if tokio::fs::metadata(path).await.is_ok() {
         return Ok(());
-    }
-    if let Some(dir) = path.parent() {
-        tokio::fs::create_dir_all(dir).await.map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     write_atomic(path, b"1\n").await
 }

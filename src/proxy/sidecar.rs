@@ -245,7 +245,10 @@ async fn follow(masters: Vec<Master>, token: Option<String>, dirty: Arc<Notify>,
     let mut backoff = Duration::from_millis(100);
     let mut next = 0usize;
     loop {
-        let master = &masters[next % masters.len().max(1)];
+        let Some(master) = masters.get(next % masters.len().max(1)) else {
+            tracing::error!("no master to follow (give --master)");
+            return;
+        };
         match client::events(master, &path, token.as_deref(), last_id.as_deref()).await {
             Ok(mut stream) => {
                 tracing::info!(master = %master.authority, "following the event stream");
