@@ -7,11 +7,13 @@
 //!
 //! - `/`: the dashboard (agents, resources, tasks, deployments, apps by status).
 //! - `/apps`: the apps, filtered by id and status, sorted by id, paginated.
+//! - `/apps/{id}`: one app: status, why it waits, its last task failure, tasks with
+//!   their addresses and health, versions, and its definition.
 
 use crate::api::AppState;
 use crate::master::summary::{app_summary, AppStatus};
 use askama::Template;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -20,7 +22,11 @@ use std::collections::BTreeMap;
 
 /// The UI's routes (merged into the API's router, behind the same middleware).
 pub fn router() -> Router<AppState> {
-    Router::new().route("/", get(dashboard)).route("/apps", get(apps)).route("/static/dromos.css", get(stylesheet))
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/apps", get(apps))
+        .route("/apps/{*id}", get(app))
+        .route("/static/dromos.css", get(stylesheet))
 }
 
 /// A rendered page: 200 with the HTML, or 500 if a template failed (it never should:
@@ -207,6 +213,112 @@ async fn apps(State(st): State<AppState>, Query(q): Query<AppsQuery>) -> impl In
     })
 }
 
+struct TaskRow {
+    id: String,
+    address: String,
+    state: &'static str,
+    health: &'static str,
+    version: String,
+}
+
+struct FailureView {
+    state: &'static str,
+    host: String,
+    at: String,
+    message: String,
+}
+
+#[derive(Template)]
+#[template(path = "app.html")]
+struct AppPage {
+    nav: &'static str,
+    id: String,
+    status: &'static str,
+    instances: u32,
+    staged: usize,
+    running: usize,
+    healthy: usize,
+    checked: bool,
+    version: String,
+    waiting: Option<String>,
+    last_failure: Option<FailureView>,
+    tasks: Vec<TaskRow>,
+    /// Newest first.
+    versions: Vec<String>,
+    definition: String,
+}
+
+async fn app(State(st): State<AppState>, Path(id): Path<String>) -> Response {
+    let Ok(id) = crate::domain::PathId::parse_app(&format!("/{}", id.trim_start_matches('/'))) else {
+        return (StatusCode::NOT_FOUND, "no such app").into_response();
+    };
+    let queue = st.master.queue();
+    let now = crate::master::now();
+    let state = st.master.read().await;
+    let Some(rec) = state.apps.get(&id) else {
+        return (StatusCode::NOT_FOUND, format!("no app {id}")).into_response();
+    };
+    let spec = &rec.current.spec;
+    let queued = queue.get(&id);
+    let s = app_summary(rec, &state, queued, now);
+    let checks = spec.health_checks.len();
+    let tasks = state
+        .tasks_of(&id)
+        .map(|t| {
+            use crate::domain::health::{verdict, Verdict};
+            let ports: Vec<String> = t.ports.iter().map(u16::to_string).collect();
+            let health = match (checks, t.state == crate::domain::TaskState::Running) {
+                (0, _) | (_, false) => "",
+                _ => match verdict(state.health.get(&t.id), checks) {
+                    Verdict::Healthy => "healthy",
+                    Verdict::Unhealthy => "failing",
+                    Verdict::Unknown => "not checked yet",
+                },
+            };
+            TaskRow {
+                id: t.id.to_string(),
+                address: if ports.is_empty() { t.host.clone() } else { format!("{}:{}", t.host, ports.join(",")) },
+                state: t.state.name(),
+                health,
+                version: t.version.to_string(),
+            }
+        })
+        .collect();
+    let waiting = queued.filter(|q| q.count > 0).map(|q| {
+        let mut why = format!("{} instance(s) waiting", q.count);
+        if let Some(until) = q.delayed_until.filter(|d| *d > now) {
+            why.push_str(&format!("; launches held back by the failure backoff until {until}"));
+        }
+        let declined: Vec<String> = q.rejections.iter().map(|(reason, n)| format!("{reason}: {n} agent(s)")).collect();
+        if !declined.is_empty() {
+            why.push_str(&format!("; declined by {}", declined.join(", ")));
+        }
+        why
+    });
+    Page(AppPage {
+        nav: "apps",
+        id: id.to_string(),
+        status: s.status.name(),
+        instances: s.instances,
+        staged: s.staged,
+        running: s.running,
+        healthy: s.healthy,
+        checked: checks > 0,
+        version: rec.current.version.to_string(),
+        waiting,
+        last_failure: rec.last_failure.as_ref().map(|f| FailureView {
+            state: f.state.name(),
+            host: f.host.clone(),
+            at: f.timestamp.to_string(),
+            message: f.message.clone(),
+        }),
+        tasks,
+        versions: rec.versions.iter().rev().map(|v| v.to_string()).collect(),
+        definition: serde_json::to_string_pretty(spec).unwrap_or_default(),
+    })
+    .into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,7 +348,7 @@ mod tests {
         let html = page.render().expect("renders");
         assert!(!html.contains("<script>alert(1)") && !html.contains("<b>x"), "{html}");
         assert!(html.contains("value=\"&#34;&#62;&#60;script&#62;alert(1)&#60;/script&#62;\""), "{html}");
-        assert!(html.contains("<td>/&#60;b&#62;x&#60;/b&#62;</td>"), "{html}");
+        assert!(html.contains(">/&#60;b&#62;x&#60;/b&#62;</a></td>"), "{html}");
         assert!(html.contains("href=\"/apps?q=a&#38;page=1\""), "{html}");
         assert!(html.contains("aria-current=\"page\">Apps"), "{html}");
     }
