@@ -28,6 +28,7 @@ pub mod config;
 pub mod domain;
 pub mod events;
 pub mod failpoint;
+pub mod files;
 pub mod master;
 pub mod proxy;
 pub mod scheduler;

@@ -73,13 +73,8 @@ fn decode(frame: Message) -> Result<Option<FromAgent>, String> {
 
 fn truncate(m: &mut Option<String>) {
     if let Some(s) = m {
-        if s.len() > MAX_STATUS_MESSAGE {
-            let mut end = MAX_STATUS_MESSAGE;
-            while !s.is_char_boundary(end) {
-                end -= 1;
-            }
-            s.truncate(end);
-        }
+        let keep = crate::domain::clip(s, MAX_STATUS_MESSAGE).len();
+        s.truncate(keep);
     }
 }
 

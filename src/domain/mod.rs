@@ -30,6 +30,16 @@ pub use resources::{AgentResources, PortRange, Quota, Resources, UNRESERVED};
 pub use task::{Task, TaskState};
 pub use time::Timestamp;
 
+/// At most `max` bytes of `s`, cut at a character boundary (for messages from the
+/// network that end up in state and events).
+pub fn clip(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// One validation failure: a JSON pointer into the offending document and what is wrong there.
 /// The API renders a list of these as Marathon's `details: [{path, errors}]`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 use super::state::{AppRecord, State};
 use super::QueueInfo;
 use crate::domain::health::{verdict, Verdict};
-use crate::domain::{TaskState, Timestamp};
+use crate::domain::{Resources, Task, TaskState, Timestamp};
 
 /// An app's status, most pressing first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -50,6 +50,12 @@ pub struct AppSummary {
     pub status: AppStatus,
 }
 
+/// What the health checks say of a running task of an app with `checks` checks; `None`
+/// when there is nothing to say (no checks, or the task is not running).
+pub fn task_health(state: &State, t: &Task, checks: usize) -> Option<Verdict> {
+    (checks > 0 && t.state == TaskState::Running).then(|| verdict(state.health.get(&t.id), checks))
+}
+
 /// Summarizes `rec` from `state`; `queued` is its launch queue entry, if any.
 pub fn app_summary(rec: &AppRecord, state: &State, queued: Option<&QueueInfo>, now: Timestamp) -> AppSummary {
     let spec = &rec.current.spec;
@@ -60,12 +66,10 @@ pub fn app_summary(rec: &AppRecord, state: &State, queued: Option<&QueueInfo>, n
             TaskState::Staging | TaskState::Starting => staged += 1,
             TaskState::Running => {
                 running += 1;
-                if checks > 0 {
-                    match verdict(state.health.get(&t.id), checks) {
-                        Verdict::Healthy => healthy += 1,
-                        Verdict::Unhealthy => unhealthy += 1,
-                        Verdict::Unknown => {}
-                    }
+                match task_health(state, t, checks) {
+                    Some(Verdict::Healthy) => healthy += 1,
+                    Some(Verdict::Unhealthy) => unhealthy += 1,
+                    _ => {}
                 }
             }
             _ => {}
@@ -86,4 +90,28 @@ pub fn app_summary(rec: &AppRecord, state: &State, queued: Option<&QueueInfo>, n
         AppStatus::Running
     };
     AppSummary { instances: spec.instances, staged, running, healthy, unhealthy, status }
+}
+
+/// The agents' resources in all, and what the active tasks take of them (by their app's
+/// current definition): (used, total).
+pub fn cluster_resources(state: &State) -> (Resources, Resources) {
+    let mut total = Resources::default();
+    for a in state.agents.values() {
+        let r = a.info.resources.total();
+        total.cpus += r.cpus;
+        total.mem += r.mem;
+        total.disk += r.disk;
+        total.gpus += r.gpus;
+    }
+    let mut used = Resources::default();
+    for t in state.tasks.values().filter(|t| t.is_active()) {
+        if let Some(app) = state.apps.get(&t.app_id) {
+            let spec = &app.current.spec;
+            used.cpus += spec.cpus;
+            used.mem += spec.mem;
+            used.disk += spec.disk;
+            used.gpus += f64::from(spec.gpus);
+        }
+    }
+    (used, total)
 }

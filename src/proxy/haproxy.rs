@@ -13,6 +13,7 @@
 //!   its last-known-good copy (`<cfg>.lkg`) and the server state file dumped before each
 //!   reload (`load-server-state-from-file global` restores health and maintenance).
 
+use crate::files;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -82,16 +83,16 @@ impl Proc {
     }
 }
 
-/// Writes `text` to `path` atomically: a sibling file, fsync, rename (creating the
-/// directory if need be).
+/// Writes `text` to `path` atomically and durably ([`crate::files::write_atomic`], off
+/// the async threads), creating the directory if need be.
 pub async fn write_atomic(path: &Path, text: &[u8]) -> Result<(), String> {
     make_parent(path).await?;
-    let tmp = sibling(path, "tmp");
-    let mut f = tokio::fs::File::create(&tmp).await.map_err(|e| format!("{}: {e}", tmp.display()))?;
-    f.write_all(text).await.map_err(|e| format!("{}: {e}", tmp.display()))?;
-    f.sync_all().await.map_err(|e| format!("{}: {e}", tmp.display()))?;
-    drop(f);
-    tokio::fs::rename(&tmp, path).await.map_err(|e| format!("{}: {e}", path.display()))
+    let (path, text) = (path.to_path_buf(), text.to_vec());
+    tokio::task::spawn_blocking(move || {
+        files::write_atomic(&path, &text).map_err(|e| format!("{}: {e}", path.display()))
+    })
+    .await
+    .map_err(|e| format!("the file write did not finish: {e}"))?
 }
 
 /// Creates the directory `path` goes in, if it is missing.
@@ -102,14 +103,6 @@ async fn make_parent(path: &Path) -> Result<(), String> {
         }
         _ => Ok(()),
     }
-}
-
-/// `path` with `.suffix` appended (`haproxy.cfg.lkg`).
-pub fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(".");
-    s.push(suffix);
-    PathBuf::from(s)
 }
 
 /// Where HAProxy and its files are.
@@ -338,10 +331,5 @@ mod tests {
         assert_eq!(Proc::parse("Unknown command.\n"), None);
         let failed = "3496 master 3 [failed: 2] 0d 2.6\n# workers\n";
         assert_eq!(Proc::parse(failed).map(|p| (p.reloads, p.failed, p.newest())), Some((3, 2, None)));
-    }
-
-    #[test]
-    fn siblings() {
-        assert_eq!(sibling(Path::new("/etc/haproxy/haproxy.cfg"), "lkg"), Path::new("/etc/haproxy/haproxy.cfg.lkg"));
     }
 }

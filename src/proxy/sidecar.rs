@@ -23,6 +23,7 @@ use super::render::{render, Rendered, Settings};
 use super::runtime::{self, accepted, Live, Op, Plan};
 use crate::events::sse::Parser;
 use crate::events::CUT_OFF;
+use crate::files;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -95,7 +96,7 @@ fn count(c: &AtomicU64) {
 }
 
 fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    u64::try_from(crate::master::now().millis()).unwrap_or(0)
 }
 
 impl Status {
@@ -107,36 +108,27 @@ impl Status {
 
     /// Prometheus text.
     pub fn metrics(&self) -> String {
-        let mut out = String::new();
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut put = |name: &str, kind: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
-        };
-        put("dromos_lb_renders_total", "counter", "Configs rendered.", g(&self.renders));
-        put("dromos_lb_reloads_total", "counter", "HAProxy reloads (and starts) that loaded.", g(&self.reloads));
-        put("dromos_lb_reload_failures_total", "counter", "Reloads that failed.", g(&self.reload_failures));
-        put(
-            "dromos_lb_validation_failures_total",
-            "counter",
-            "Rendered configs haproxy -c refused.",
-            g(&self.validation_failures),
-        );
-        put("dromos_lb_fetch_failures_total", "counter", "Failed reads of the apps.", g(&self.fetch_failures));
-        put(
-            "dromos_lb_runtime_failures_total",
-            "counter",
-            "Runtime API operations HAProxy refused.",
-            g(&self.runtime_failures),
-        );
-        put("dromos_lb_rejected_apps", "gauge", "Apps left out of the config.", g(&self.rejected_apps));
-        put(
-            "dromos_lb_event_stream_connected",
-            "gauge",
-            "1 while the event stream is open.",
-            g(&self.stream_connected),
-        );
-        put("dromos_lb_events_total", "counter", "Events received.", g(&self.events));
-        put("dromos_lb_haproxy_up", "gauge", "1 while HAProxy runs.", g(&self.haproxy_up));
+        let plain: [(&str, &str, &str, &AtomicU64); 10] = [
+            ("renders_total", "counter", "Configs rendered.", &self.renders),
+            ("reloads_total", "counter", "HAProxy reloads (and starts) that loaded.", &self.reloads),
+            ("reload_failures_total", "counter", "Reloads that failed.", &self.reload_failures),
+            ("validation_failures_total", "counter", "Rendered configs haproxy -c refused.", &self.validation_failures),
+            ("fetch_failures_total", "counter", "Failed reads of the apps.", &self.fetch_failures),
+            ("runtime_failures_total", "counter", "Runtime API operations HAProxy refused.", &self.runtime_failures),
+            ("rejected_apps", "gauge", "Apps left out of the config.", &self.rejected_apps),
+            ("event_stream_connected", "gauge", "1 while the event stream is open.", &self.stream_connected),
+            ("events_total", "counter", "Events received.", &self.events),
+            ("haproxy_up", "gauge", "1 while HAProxy runs.", &self.haproxy_up),
+        ];
+        let mut out = String::new();
+        for (name, kind, help, v) in plain {
+            let _ = writeln!(
+                out,
+                "# HELP dromos_lb_{name} {help}\n# TYPE dromos_lb_{name} {kind}\ndromos_lb_{name} {}",
+                g(v)
+            );
+        }
         let last = g(&self.last_event_ms);
         let age = if last == 0 { 0.0 } else { unix_ms().saturating_sub(last) as f64 / 1000.0 };
         let _ = writeln!(
@@ -512,7 +504,7 @@ impl Applier {
 
     /// `haproxy -c` on `text`, staged next to the config file.
     async fn check(&self, text: &str) -> Result<(), String> {
-        let staged = haproxy::sibling(&self.cfg.paths.config, "staged");
+        let staged = files::sibling(&self.cfg.paths.config, "staged");
         write_atomic(&staged, text.as_bytes()).await?;
         let result = haproxy::check(&self.cfg.paths.bin, &staged).await;
         let _ = tokio::fs::remove_file(&staged).await;
@@ -556,12 +548,12 @@ impl Applier {
                 self.live = Some(Live::loaded(&r));
                 self.parked_at.clear();
                 self.status.set_config(&r.text);
-                write_atomic(&haproxy::sibling(&paths.config, "lkg"), r.text.as_bytes()).await
+                write_atomic(&files::sibling(&paths.config, "lkg"), r.text.as_bytes()).await
             }
             Err(e) => {
                 count(&self.status.reload_failures);
                 self.live = None;
-                let lkg = haproxy::sibling(&paths.config, "lkg");
+                let lkg = files::sibling(&paths.config, "lkg");
                 if let Ok(good) = tokio::fs::read(&lkg).await {
                     write_atomic(&paths.config, &good).await?;
                     if let Some(h) = &self.haproxy {
@@ -632,7 +624,7 @@ impl Applier {
                 "loadBalancer": self.cfg.name,
                 "appId": app_id,
                 "label": label,
-                "message": truncate(&message, 1000),
+                "message": crate::domain::clip(&message, 1000),
             });
             if let Some(m) = self.cfg.masters.get(self.master) {
                 if let Err(e) = client::post_json(m, "/v2/events", self.cfg.token.as_deref(), &body).await {
@@ -641,15 +633,6 @@ impl Applier {
             }
         }
     }
-}
-
-/// At most `max` bytes of `s`, cut at a character boundary.
-fn truncate(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// Serves `/metrics`, `/config` and `/health`.

@@ -11,7 +11,7 @@
 //!   their addresses and health, versions, and its definition.
 
 use crate::api::AppState;
-use crate::master::summary::{app_summary, AppStatus};
+use crate::master::summary::{app_summary, cluster_resources, task_health, AppStatus};
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -87,21 +87,8 @@ async fn dashboard(State(st): State<AppState>) -> impl IntoResponse {
     let queue = st.master.queue();
     let now = crate::master::now();
     let state = st.master.read().await;
-    let (mut cpus_total, mut mem_total) = (0.0, 0.0);
-    for a in state.agents.values() {
-        let r = a.info.resources.total();
-        cpus_total += r.cpus;
-        mem_total += r.mem;
-    }
-    // What the active tasks take, by their app's definition.
-    let (mut cpus_used, mut mem_used, mut tasks_running) = (0.0, 0.0, 0);
-    for t in state.tasks.values().filter(|t| t.is_active()) {
-        if let Some(app) = state.apps.get(&t.app_id) {
-            cpus_used += app.current.spec.cpus;
-            mem_used += app.current.spec.mem;
-        }
-        tasks_running += usize::from(t.state == crate::domain::TaskState::Running);
-    }
+    let (used, total) = cluster_resources(&state);
+    let tasks_running = state.tasks.values().filter(|t| t.state == crate::domain::TaskState::Running).count();
     let mut by_status: BTreeMap<AppStatus, usize> = BTreeMap::new();
     for rec in state.apps.values() {
         let s = app_summary(rec, &state, queue.get(&rec.current.spec.id), now);
@@ -111,8 +98,8 @@ async fn dashboard(State(st): State<AppState>) -> impl IntoResponse {
         nav: "dashboard",
         agents: state.agents.len(),
         unreachable: state.agents.values().filter(|a| a.mark == crate::domain::AgentMark::Unreachable).count(),
-        cpus: Usage::new(cpus_used, cpus_total, 1),
-        mem: Usage::new(mem_used, mem_total, 0),
+        cpus: Usage::new(used.cpus, total.cpus, 1),
+        mem: Usage::new(used.mem, total.mem, 0),
         tasks_running,
         deployments: state.deployments.len(),
         by_status: by_status.into_iter().map(|(s, n)| (s.name(), n)).collect(),
@@ -265,15 +252,13 @@ async fn app(State(st): State<AppState>, Path(id): Path<String>) -> Response {
     let tasks = state
         .tasks_of(&id)
         .map(|t| {
-            use crate::domain::health::{verdict, Verdict};
+            use crate::domain::health::Verdict;
             let ports: Vec<String> = t.ports.iter().map(u16::to_string).collect();
-            let health = match (checks, t.state == crate::domain::TaskState::Running) {
-                (0, _) | (_, false) => "",
-                _ => match verdict(state.health.get(&t.id), checks) {
-                    Verdict::Healthy => "healthy",
-                    Verdict::Unhealthy => "failing",
-                    Verdict::Unknown => "not checked yet",
-                },
+            let health = match task_health(&state, t, checks) {
+                None => "",
+                Some(Verdict::Healthy) => "healthy",
+                Some(Verdict::Unhealthy) => "failing",
+                Some(Verdict::Unknown) => "not checked yet",
             };
             TaskRow {
                 id: t.id.to_string(),
