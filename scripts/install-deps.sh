@@ -19,6 +19,11 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 
+# Headless Chromium driven over WebDriver by the web UI tests, and a font for its pages.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+[ "$(dpkg-query -W -f='${Status}' fonts-dejavu-core 2>/dev/null)" = "install ok installed" ] || need+=(fonts-dejavu-core)
+
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi

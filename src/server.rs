@@ -88,6 +88,7 @@ pub async fn run(mut config: Config) -> boxed::Result<()> {
     let addr = listener.local_addr()?;
     let state = AppState {
         master,
+        sessions: Arc::new(crate::web::session::Sessions::new(config.auth_token.as_deref())),
         token: config.auth_token.as_deref().map(Arc::from),
         leader: Arc::from(addr.to_string()),
         store_backend: backend,

@@ -142,6 +142,21 @@ pub async fn list(State(st): State<AppState>, params: Params) -> ApiResult<Json<
 }
 
 pub async fn create(State(st): State<AppState>, origin: Origin, JsonBody(body): JsonBody) -> ApiResult<Response> {
+    let (body, dep) = create_app(&st, body, origin).await?;
+    let id = body["id"].as_str().unwrap_or_default().to_string();
+    let mut resp = (StatusCode::CREATED, Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/v2/apps{id}")) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&dep.id) {
+        resp.headers_mut().insert("marathon-deployment-id", v);
+    }
+    Ok(resp)
+}
+
+/// Creates an app from its JSON definition (the API's POST and the UI's form): the
+/// stored app as JSON, and its deployment.
+pub async fn create_app(st: &AppState, body: Value, origin: Origin) -> ApiResult<(Value, Deployment)> {
     let spec = parse_app(body, None)?;
     st.master.admit(&spec)?;
     let id = spec.id.clone();
@@ -153,15 +168,8 @@ pub async fn create(State(st): State<AppState>, origin: Origin, JsonBody(body): 
         None => json!({"id": id}),
     };
     drop(state);
-    posted(&st, origin, body.clone());
-    let mut resp = (StatusCode::CREATED, Json(body)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!("/v2/apps{id}")) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&dep.id) {
-        resp.headers_mut().insert("marathon-deployment-id", v);
-    }
-    Ok(resp)
+    posted(st, origin, body.clone());
+    Ok((body, dep))
 }
 
 // ---------------------------------------------------------------- the catch-all
@@ -225,7 +233,8 @@ pub async fn put_route(
                 must_exist: false,
                 force: params.flag("force", false)?,
             };
-            update(&st, id, body, how, origin).await
+            let (dep, created) = update(&st, id, body, how, origin).await?;
+            Ok(deployment_result(if created { StatusCode::CREATED } else { StatusCode::OK }, &dep))
         }
         _ => Err(not_allowed()),
     }
@@ -241,7 +250,8 @@ pub async fn patch_route(
     match AppRoute::parse(&rest)? {
         AppRoute::App(id) => {
             let how = Update { partial: true, must_exist: true, force: params.flag("force", false)? };
-            update(&st, id, body, how, origin).await
+            let (dep, _) = update(&st, id, body, how, origin).await?;
+            Ok(deployment_result(StatusCode::OK, &dep))
         }
         _ => Err(not_allowed()),
     }
@@ -249,7 +259,10 @@ pub async fn patch_route(
 
 pub async fn delete_route(State(st): State<AppState>, Path(rest): Path<String>, params: Params) -> ApiResult<Response> {
     match AppRoute::parse(&rest)? {
-        AppRoute::App(id) => delete_app(&st, id, params.flag("force", false)?).await,
+        AppRoute::App(id) => {
+            let dep = delete_app(&st, id, params.flag("force", false)?).await?;
+            Ok(deployment_result(StatusCode::OK, &dep))
+        }
         AppRoute::Tasks(id) => {
             let host = params.get("host").map(str::to_string);
             let ids: Vec<TaskId> = {
@@ -281,9 +294,7 @@ pub async fn delete_route(State(st): State<AppState>, Path(rest): Path<String>, 
 pub async fn post_route(State(st): State<AppState>, Path(rest): Path<String>, params: Params) -> ApiResult<Response> {
     match AppRoute::parse(&rest)? {
         AppRoute::Restart(id) => {
-            let force = params.flag("force", false)?;
-            let dep = st.master.write(move |state, now| plans::restart_app(state, now, id, force)).await?;
-            st.master.wake();
+            let dep = restart_app(&st, id, params.flag("force", false)?).await?;
             Ok(deployment_result(StatusCode::OK, &dep))
         }
         _ => Err(not_allowed()),
@@ -300,18 +311,25 @@ fn posted(st: &AppState, origin: Origin, app_definition: Value) {
 }
 
 /// How a PUT or PATCH applies.
-struct Update {
+pub struct Update {
     /// Merge the body into the current definition (Marathon's `partialUpdate`).
-    partial: bool,
+    pub partial: bool,
     /// 404 instead of creating (PATCH).
-    must_exist: bool,
+    pub must_exist: bool,
     /// Override the lock of a running deployment (`force=true`).
-    force: bool,
+    pub force: bool,
 }
 
 /// PUT (create or update, partial by default, or rollback) and PATCH (partial update of
-/// an existing app).
-async fn update(st: &AppState, id: PathId, body: Value, how: Update, origin: Origin) -> ApiResult<Response> {
+/// an existing app), and the UI's scale, suspend, edit and rollback: the deployment, and
+/// whether the app was created.
+pub async fn update(
+    st: &AppState,
+    id: PathId,
+    body: Value,
+    how: Update,
+    origin: Origin,
+) -> ApiResult<(Deployment, bool)> {
     let Update { partial, must_exist, force } = how;
     let rollback = match rollback_version(&body) {
         Some(v) => {
@@ -349,17 +367,23 @@ async fn update(st: &AppState, id: PathId, body: Value, how: Update, origin: Ori
                 if let Some(definition) = definition {
                     posted(st, origin, definition);
                 }
-                return Ok(deployment_result(if created { StatusCode::CREATED } else { StatusCode::OK }, &dep));
+                return Ok((dep, created));
             }
         }
     }
     Err(MasterError::Retry.into())
 }
 
-async fn delete_app(st: &AppState, id: PathId, force: bool) -> ApiResult<Response> {
+pub async fn delete_app(st: &AppState, id: PathId, force: bool) -> ApiResult<Deployment> {
     let dep = st.master.write(move |state, now| plans::delete_app(state, now, id, force)).await?;
     st.master.wake();
-    Ok(deployment_result(StatusCode::OK, &dep))
+    Ok(dep)
+}
+
+pub async fn restart_app(st: &AppState, id: PathId, force: bool) -> ApiResult<Deployment> {
+    let dep = st.master.write(move |state, now| plans::restart_app(state, now, id, force)).await?;
+    st.master.wake();
+    Ok(dep)
 }
 
 /// Kills tasks. With `scale=true` the app's instance count drops by the number killed

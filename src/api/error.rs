@@ -56,6 +56,21 @@ impl ApiError {
         }
     }
 
+    /// What the API would answer, as the UI shows it: the message and each field's
+    /// errors by JSON pointer (`/instances`, `/healthChecks/0/portIndex`, ...).
+    pub fn explain(&self) -> (String, Vec<(String, String)>) {
+        let body = self.body();
+        let message = body["message"].as_str().unwrap_or_default().to_string();
+        let mut details = Vec::new();
+        for d in body["details"].as_array().into_iter().flatten() {
+            let path = d["path"].as_str().unwrap_or("/").to_string();
+            for e in d["errors"].as_array().into_iter().flatten() {
+                details.push((path.clone(), e.as_str().unwrap_or_default().to_string()));
+            }
+        }
+        (message, details)
+    }
+
     fn body(&self) -> serde_json::Value {
         match self {
             ApiError::Locked { message, deployments } => json!({

@@ -41,6 +41,8 @@ pub struct AppState {
     /// `host:port` this instance answers on (reported as the leader).
     pub leader: Arc<str>,
     pub store_backend: &'static str,
+    /// The web UI's signed sessions and CSRF tokens (keyed by `token`).
+    pub sessions: Arc<crate::web::session::Sessions>,
 }
 
 /// Every public route, as documented in api-spec/openapi.yaml. A test keeps this list,
@@ -172,7 +174,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1/scheduler", jobs::routes())
         .route("/leader", get(system::chronos_leader))
         .merge(metronome::routes())
-        .merge(crate::web::router())
+        .merge(crate::web::router(&state))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), hold_writes_while_recovering))
@@ -218,8 +220,16 @@ pub fn authorized(header: Option<&HeaderValue>, token: &str) -> bool {
 
 async fn authenticate(State(st): State<AppState>, req: Request, next: Next) -> Response {
     if let Some(token) = &st.token {
+        let path = req.uri().path();
         // /ping stays open: load balancers and supervisors probe it without credentials.
-        if req.uri().path() != "/ping" && !authorized(req.headers().get(header::AUTHORIZATION), token) {
+        // The web pages have their own guard (sign-in page, session cookie, CSRF).
+        let open = path == "/ping" || crate::web::is_page(path);
+        // A browser signed in to the UI may read the API too (its event stream, logs),
+        // but changes through the API need the token itself.
+        let reads_with_session = matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD)
+            && crate::web::session::from_headers(req.headers())
+                .is_some_and(|v| st.sessions.verify(v, crate::web::session::unix_now()).is_some());
+        if !open && !reads_with_session && !authorized(req.headers().get(header::AUTHORIZATION), token) {
             let mut resp = ApiError::Unauthorized.into_response();
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"dromos\""));
             return resp;

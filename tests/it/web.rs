@@ -1,6 +1,7 @@
 //! The web UI against a real dromos: pages render from live state, filters work, values
 //! are escaped. (Browser tests come with the rest of the UI.)
 
+use crate::support::browser::Browser;
 use crate::support::dromos::Dromos;
 use crate::support::wait_for;
 use serde_json::json;
@@ -53,10 +54,10 @@ fn dashboard_and_app_list_show_the_cluster() {
     let tasks = d.get("/v2/apps/web/shop/tasks")["tasks"].as_array().cloned().unwrap();
     for t in &tasks {
         let row = format!(
-            "<td>{}</td><td>{}:{}</td><td>TASK_RUNNING</td>",
-            t["id"].as_str().unwrap(),
+            "<td><a href=\"/apps/web/shop/-/tasks/{id}\">{id}</a></td><td>{}:{}</td><td>TASK_RUNNING</td>",
             t["host"].as_str().unwrap(),
-            t["ports"][0]
+            t["ports"][0],
+            id = t["id"].as_str().unwrap(),
         );
         assert!(html.contains(&row), "{row} in {html}");
     }
@@ -68,4 +69,340 @@ fn dashboard_and_app_list_show_the_cluster() {
     let css = d.call("GET", "/static/dromos.css", None);
     assert_eq!((css.status, css.header("content-type")), (200, Some("text/css; charset=utf-8")));
     assert!(css.text.contains("prefers-color-scheme: dark"));
+}
+
+/// A client that behaves like a browser without JavaScript: keeps the session cookie,
+/// does not follow redirects (the tests look at them), posts url-encoded forms.
+struct Visitor {
+    base: String,
+    agent: ureq::Agent,
+    cookie: Option<String>,
+}
+
+struct Page {
+    status: u16,
+    location: Option<String>,
+    set_cookie: Option<String>,
+    html: String,
+}
+
+impl Visitor {
+    fn new(base: &str) -> Visitor {
+        let agent = ureq::AgentBuilder::new().redirects(0).timeout(Duration::from_secs(30)).build();
+        Visitor { base: base.to_string(), agent, cookie: None }
+    }
+
+    fn send(&mut self, method: &str, path: &str, form: Option<&[(&str, &str)]>) -> Page {
+        let mut req = self.agent.request(method, &format!("{}{path}", self.base));
+        if let Some(c) = &self.cookie {
+            req = req.set("Cookie", c);
+        }
+        let r = match form {
+            Some(f) => req.send_form(f),
+            None => req.call(),
+        };
+        let r = match r {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{method} {path}: {e}"),
+        };
+        let set_cookie = r.header("set-cookie").map(str::to_string);
+        if let Some(c) = &set_cookie {
+            self.cookie = c.split(';').next().map(str::to_string).filter(|c| c != "dromos_session=");
+        }
+        let (status, location) = (r.status(), r.header("location").map(str::to_string));
+        Page { status, location, set_cookie, html: r.into_string().unwrap_or_default() }
+    }
+
+    fn get(&mut self, path: &str) -> Page {
+        self.send("GET", path, None)
+    }
+
+    /// Posts a form the way the page at `from` would: with that page's CSRF token.
+    fn post(&mut self, from: &str, action: &str, fields: &[(&str, &str)]) -> Page {
+        let page = self.get(from);
+        assert_eq!(page.status, 200, "GET {from}: {}", page.html);
+        let csrf = csrf_of(&page.html);
+        let mut all = vec![("csrf", csrf.as_str())];
+        all.extend_from_slice(fields);
+        self.send("POST", action, Some(&all))
+    }
+}
+
+fn csrf_of(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("the page has a form with a CSRF token") + 19;
+    html[at..].split('"').next().unwrap().to_string()
+}
+
+#[test]
+fn a_token_protected_ui_asks_to_sign_in_and_checks_csrf() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "s3cret-token";
+    let d = Dromos::start(dir.path(), &["--auth-token", token]).with_token(token);
+    let mut v = Visitor::new(&d.url);
+
+    // Not signed in: pages send the browser to the sign-in form, the API says 401.
+    let home = v.get("/apps?q=x");
+    assert_eq!((home.status, home.location.as_deref()), (303, Some("/login?next=%2Fapps%3Fq%3Dx")));
+    assert_eq!(v.get("/v2/apps").status, 401);
+    assert_eq!(v.get("/static/dromos.css").status, 200, "the stylesheet is public");
+    let login = v.get("/login?next=%2Fapps%3Fq%3Dx");
+    assert!(login.html.contains("type=\"password\"") && login.html.contains("value=\"/apps?q=x\""), "{}", login.html);
+
+    let wrong = v.send("POST", "/login", Some(&[("token", "nope"), ("next", "/apps")]));
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.html.contains("aria-invalid=\"true\"") && v.cookie.is_none(), "{}", wrong.html);
+    // Only a path on this site may follow a sign-in.
+    let signed = v.send("POST", "/login", Some(&[("token", token), ("next", "//evil.example/")]));
+    assert_eq!((signed.status, signed.location.as_deref()), (303, Some("/")));
+    let cookie = signed.set_cookie.expect("a session cookie");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+
+    // Signed in: pages, and reads of the API (the live updates and logs need them).
+    assert_eq!(v.get("/").status, 200);
+    assert_eq!(v.get("/v2/apps").status, 200);
+    // Changes through the API still need the token itself; the cookie is not enough.
+    let api_write = v.send("POST", "/v2/apps", None);
+    assert_eq!(api_write.status, 401);
+
+    // Forms need their CSRF token: without it, or with another session's, nothing happens.
+    let fields = [("mode", "form"), ("id", "/a"), ("cmd", "sleep 600"), ("instances", "0")];
+    assert_eq!(v.send("POST", "/apps/-/new", Some(&fields)).status, 403);
+    let mut other = Visitor::new(&d.url);
+    other.send("POST", "/login", Some(&[("token", token), ("next", "/")]));
+    let foreign = csrf_of(&other.get("/apps/-/new").html);
+    let mut forged = vec![("csrf", foreign.as_str())];
+    forged.extend_from_slice(&fields);
+    assert_eq!(v.send("POST", "/apps/-/new", Some(&forged)).status, 403);
+    assert_eq!(d.get("/v2/apps")["apps"].as_array().unwrap().len(), 0);
+    let made = v.post("/apps/-/new", "/apps/-/new", &fields);
+    assert_eq!((made.status, made.location.as_deref()), (303, Some("/apps/a")), "{}", made.html);
+    assert_eq!(d.get("/v2/apps")["apps"].as_array().unwrap().len(), 1);
+
+    // A forged cookie is no session.
+    let mut forger = Visitor::new(&d.url);
+    forger.cookie = Some("dromos_session=v1.00.99999999999.00".into());
+    assert_eq!(forger.get("/").status, 303);
+
+    // Signing out forgets the session in this browser.
+    let out = v.post("/", "/logout", &[]);
+    assert_eq!((out.status, out.location.as_deref()), (303, Some("/login")));
+    assert!(out.set_cookie.unwrap().contains("Max-Age=0"));
+    assert_eq!(v.get("/").status, 303);
+}
+
+#[test]
+fn apps_are_created_changed_and_destroyed_through_forms() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Dromos::start(dir.path(), &[]);
+    let mut v = Visitor::new(&d.url);
+    let idle = || d.get("/v2/deployments").as_array().unwrap().is_empty().then_some(());
+
+    // Bad fields come back next to the field, with what was typed.
+    let bad = v.post(
+        "/apps/-/new",
+        "/apps/-/new",
+        &[
+            ("mode", "form"),
+            ("id", "/Shop"),
+            ("cmd", "sleep 600"),
+            ("instances", "two"),
+            ("cpus", "0.1"),
+            ("mem", "32"),
+        ],
+    );
+    assert_eq!(bad.status, 422, "{}", bad.html);
+    let html = &bad.html;
+    assert!(html.contains("id=\"f-instances\" name=\"instances\" type=\"number\" value=\"two\""), "{html}");
+    assert!(html.contains("<p class=\"error\" id=\"e-instances\">must be a whole number, 0 or more</p>"), "{html}");
+    assert!(html.contains("aria-describedby=\"e-id\"") && html.contains("id=\"e-id\""), "the id is wrong too: {html}");
+    // The JSON half names the path of what is wrong.
+    let bad_json = v.post("/apps/-/new", "/apps/-/new", &[("mode", "json"), ("json", r#"{"id": "/x", "cpus": -1}"#)]);
+    assert_eq!(bad_json.status, 422);
+    assert!(bad_json.html.contains("<li>/cpus: got -1, expected 0.0 or more</li>"), "{}", bad_json.html);
+    let broken = v.post("/apps/-/new", "/apps/-/new", &[("mode", "json"), ("json", "{\"id\": ")]);
+    assert_eq!(broken.status, 400);
+    assert!(broken.html.contains("unexpected end of input at line 1 column 7"), "{}", broken.html);
+    assert_eq!(d.get("/v2/apps")["apps"].as_array().unwrap().len(), 0, "nothing was created");
+
+    // Create, then the app page shows it running.
+    let cmd = "echo \"started-<b>$MARATHON_APP_ID</b>\"; sleep 600";
+    let made = v.post(
+        "/apps/-/new",
+        "/apps/-/new",
+        &[("mode", "form"), ("id", "/shop/web"), ("cmd", cmd), ("instances", "1"), ("cpus", "0.1"), ("mem", "32")],
+    );
+    assert_eq!((made.status, made.location.as_deref()), (303, Some("/apps/shop/web")), "{}", made.html);
+    wait_for("the app to run", T, || (d.app("/shop/web")["tasksRunning"] == 1).then_some(()));
+    wait_for("the deployment to end", T, idle);
+    let page = v.get("/apps/shop/web").html;
+    assert!(page.contains("1 of 1 running"), "{page}");
+
+    // The task page shows its output, escaped.
+    let task = d.app("/shop/web")["tasks"][0]["id"].as_str().unwrap().to_string();
+    let task_page = format!("/apps/shop/web/-/tasks/{task}");
+    assert!(page.contains(&format!("href=\"{task_page}\"")), "{page}");
+    let log = wait_for("the task's output", T, || {
+        let p = v.get(&task_page);
+        p.html.contains("started-&#60;b&#62;/shop/web&#60;/b&#62;").then_some(p)
+    });
+    assert!(log.html.contains("TASK_RUNNING") && !log.html.contains("<b>/shop/web"), "{}", log.html);
+    assert_eq!(v.get("/apps/shop/web/-/tasks/other.instance-1._app.1").status, 404);
+
+    // Scale, through the form; a bad count is refused with the API's words.
+    let scaled = v.post("/apps/shop/web", "/apps/shop/web/-/scale", &[("instances", "2")]);
+    assert_eq!((scaled.status, scaled.location.as_deref()), (303, Some("/apps/shop/web")));
+    wait_for("two tasks", T, || (d.app("/shop/web")["tasksRunning"] == 2).then_some(()));
+    wait_for("the deployment to end", T, idle);
+    let refused = v.post("/apps/shop/web", "/apps/shop/web/-/scale", &[("instances", "-1")]);
+    assert_eq!(refused.status, 422);
+    assert!(refused.html.contains("must be a whole number"), "{}", refused.html);
+
+    // Edit the command (a new version), then compare and roll back.
+    let edited = v.post(
+        "/apps/shop/web/-/edit",
+        "/apps/shop/web/-/edit",
+        &[("mode", "form"), ("cmd", "sleep 700"), ("instances", "2"), ("cpus", "0.1"), ("mem", "32")],
+    );
+    assert_eq!(edited.status, 303, "{}", edited.html);
+    wait_for("the upgrade", T, idle);
+    let versions: Vec<String> = d.get("/v2/apps/shop/web/versions")["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(versions.len(), 3, "create, scale, edit: {versions:?}");
+    let diff = v.get(&format!("/apps/shop/web/-/diff?from={}&to={}", versions[2], versions[0])).html;
+    assert!(diff.contains("<span class=\"removed\">-   &#34;cmd&#34;: &#34;echo \\&#34;started-&#60;b&#62;"), "{diff}");
+    assert!(diff.contains("<span class=\"added\">+   &#34;cmd&#34;: &#34;sleep 700&#34;,</span>"), "{diff}");
+    assert!(diff.contains("<span class=\"removed\">-   &#34;instances&#34;: 1,</span>"), "{diff}");
+    let back = v.post("/apps/shop/web", "/apps/shop/web/-/rollback", &[("version", &versions[1])]);
+    assert_eq!(back.status, 303, "{}", back.html);
+    wait_for("the rollback", T, idle);
+    let app = d.app("/shop/web");
+    assert!(app["cmd"].as_str().unwrap().starts_with("echo \"started-"), "{app}");
+    assert_eq!(app["instances"], 2);
+
+    // While a deployment holds the app, a change is refused with a button to force it.
+    let slow = json!({"cmd": "sleep 600", "healthChecks": [{"protocol": "COMMAND", "command": {"value": "false"}}]});
+    assert_eq!(d.call("PUT", "/v2/apps/shop/web", Some(&slow)).status, 200);
+    let locked = v.post("/apps/shop/web", "/apps/shop/web/-/suspend", &[]);
+    assert_eq!(locked.status, 409, "{}", locked.html);
+    assert!(locked.html.contains("<input type=\"hidden\" name=\"force\" value=\"true\">"), "{}", locked.html);
+    let forced = v.post("/apps/shop/web", "/apps/shop/web/-/suspend", &[("force", "true")]);
+    assert_eq!(forced.status, 303, "{}", forced.html);
+    wait_for("the app to be suspended", T, || {
+        let a = d.app("/shop/web");
+        (a["instances"] == 0 && a["tasksRunning"] == 0).then_some(())
+    });
+    wait_for("the deployments to end", T, idle);
+    assert!(v.get("/apps").html.contains("status-suspended"));
+
+    // Destroy asks first, then removes the app.
+    let confirm = v.get("/apps/shop/web/-/destroy");
+    assert!(confirm.html.contains("action=\"/apps/shop/web/-/destroy\""), "{}", confirm.html);
+    let gone = v.post("/apps/shop/web/-/destroy", "/apps/shop/web/-/destroy", &[]);
+    assert_eq!((gone.status, gone.location.as_deref()), (303, Some("/apps")));
+    wait_for("the app to go", T, || (d.call("GET", "/v2/apps/shop/web", None).status == 404).then_some(()));
+    assert_eq!(v.get("/apps/shop/web").status, 404);
+}
+
+/// The page has not been loaded again since `mark` was called (live updates came by
+/// the event stream, not by a reload).
+fn mark(b: &Browser) {
+    b.execute("window.dromosTestMark = 1", vec![]);
+}
+
+fn still_marked(b: &Browser) -> bool {
+    b.execute("return window.dromosTestMark === 1", vec![]) == json!(true)
+}
+
+#[test]
+fn an_operator_runs_an_app_from_a_real_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Dromos::start(dir.path(), &[]);
+    let b = Browser::start();
+    let idle = || d.get("/v2/deployments").as_array().unwrap().is_empty().then_some(());
+
+    // A validation error appears next to its field.
+    b.goto(&format!("{}/apps", d.url));
+    b.find("a[href='/apps/-/new']").click();
+    b.wait_for_text("h1", "New app", T);
+    b.find("#f-id").clear();
+    b.find("#f-id").send_keys("/UI/Echo");
+    b.find("#f-cmd").send_keys("echo first line; sleep 2; echo second line; sleep 600");
+    b.find("form[aria-labelledby='by-form'] button[type='submit']").click();
+    let error = b.wait_for_text("#e-id", "lowercase", T);
+    assert!(error.text().contains("lowercase"), "{}", error.text());
+    assert_eq!(b.find("#f-id").attr("aria-invalid").as_deref(), Some("true"));
+    assert_eq!(b.find("#f-cmd").prop("value"), json!("echo first line; sleep 2; echo second line; sleep 600"));
+
+    // Fixed, it is created; the app page follows it to running without a reload.
+    b.find("#f-id").clear();
+    b.find("#f-id").send_keys("/ui/echo");
+    b.find("form[aria-labelledby='by-form'] button[type='submit']").click();
+    b.wait_for_text("h1", "/ui/echo", T);
+    assert!(b.url().ends_with("/apps/ui/echo"), "{}", b.url());
+    mark(&b);
+    b.wait_for_text("#summary", "1 of 1 running", T);
+    wait_for("the deployment to end", T, idle);
+
+    // Scale to two from the page; the new task shows up live.
+    b.find("#instances").clear();
+    b.find("#instances").send_keys("2");
+    b.find("form[action='/apps/ui/echo/-/scale'] button").click();
+    b.wait_for_text("#summary", "of 2", T);
+    mark(&b);
+    b.wait_for_text("#summary", "2 of 2 running", T);
+    wait_for("the scale deployment to end", T, idle);
+    assert_eq!(b.find_all("#task-list tbody tr").len(), 2);
+
+    // A change made elsewhere (the API) arrives on the open page by the event stream.
+    mark(&b);
+    let kill = d.get("/v2/apps/ui/echo/tasks")["tasks"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(d.call("DELETE", &format!("/v2/apps/ui/echo/tasks/{kill}?scale=true"), None).status, 200);
+    b.wait_for_text("#summary", "1 of 1 running", T);
+    wait_for("the kill to be over", T, || (b.find_all("#task-list tbody tr").len() == 1).then_some(()));
+    assert!(still_marked(&b), "the page was updated in place, not reloaded");
+    wait_for("the deployment to end", T, idle);
+
+    // A task's output, followed as it grows.
+    b.find("#task-list tbody a").click();
+    b.wait_for_text("h1", "Task ui_echo.instance-", T);
+    mark(&b);
+    b.wait_for_text("#log", "first line", T);
+    b.wait_for_text("#log", "second line", T);
+    assert!(still_marked(&b));
+
+    // Compare versions and roll back to the first one (one instance -> the definition
+    // as created, with one instance); the page shows the new version live.
+    b.goto(&format!("{}/apps/ui/echo", d.url));
+    let versions = d.get("/v2/apps/ui/echo/versions")["versions"].clone();
+    let first = versions.as_array().unwrap().last().unwrap().as_str().unwrap().to_string();
+    b.find("#version-list a").click();
+    b.wait_for_text("h1", "changes", T);
+    assert!(b.find("pre.diff").text().contains("\"instances\": 2"), "{}", b.find("pre.diff").text());
+    b.goto(&format!("{}/apps/ui/echo/-/diff?from={first}", d.url));
+    b.find("form[action='/apps/ui/echo/-/rollback'] button").click();
+    b.wait_for_text("h1", "/ui/echo", T);
+    wait_for("the rollback", T, idle);
+    let app = d.app("/ui/echo");
+    assert_eq!(
+        (app["instances"].as_u64(), app["cmd"].as_str()),
+        (Some(1), Some("echo first line; sleep 2; echo second line; sleep 600"))
+    );
+    assert_eq!(
+        d.get("/v2/apps/ui/echo/versions")["versions"].as_array().unwrap().len(),
+        versions.as_array().unwrap().len() + 1
+    );
+
+    // At 320 px the app page still fits: nothing but tables scrolls sideways.
+    b.set_window_size(320, 800);
+    let too_wide = b.execute(
+        "return [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > \
+         document.documentElement.clientWidth + 1 && !(e.parentElement && e.parentElement.closest('table, pre'))).map(e => e.tagName + '#' + e.id + '.' + \
+         e.className + ' ' + Math.round(e.getBoundingClientRect().right))",
+        vec![],
+    );
+    assert_eq!(too_wide, json!([]), "wider than a 320 px screen (only tables and code may scroll)");
 }

@@ -2,6 +2,8 @@
 //! a small HTTP client.
 
 pub mod agent;
+#[allow(dead_code)] // not every test uses every WebDriver command
+pub mod browser;
 pub mod docker;
 pub mod dromos;
 pub mod http;

@@ -1,0 +1,108 @@
+// dromos web UI: live updates and log following. Plain script, no framework, no build.
+// Pages work without it; with it they follow /v2/events:
+// - <main data-events="types|*" data-app="/id"> names the events a page cares about;
+//   when one arrives, the page is fetched again and every element marked data-live
+//   (with an id) is swapped for its new version. Inputs a user types into or picks
+//   from are never inside those (only buttons), so nothing typed is lost.
+// - <pre data-follow="url" data-offset="n"> appends a task's new output.
+// - #live shows when the stream is lost and being retried.
+"use strict";
+(function () {
+  var main = document.querySelector("main[data-events]");
+  var status = document.getElementById("live");
+
+  function show(text) {
+    if (!status) return;
+    status.hidden = !text;
+    status.textContent = text || "";
+  }
+
+  // Fetch the page again and swap its live regions (one fetch at a time; events that
+  // arrive meanwhile cause one more).
+  var busy = false, again = false;
+  function refresh() {
+    if (busy) { again = true; return; }
+    busy = true;
+    fetch(location.href, { headers: { Accept: "text/html" }, credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
+      .then(function (html) {
+        var doc = new DOMParser().parseFromString(html, "text/html");
+        document.querySelectorAll("[data-live][id]").forEach(function (old) {
+          var fresh = doc.getElementById(old.id);
+          if (fresh) old.replaceWith(document.importNode(fresh, true));
+        });
+      })
+      .catch(function () {})
+      .then(function () {
+        busy = false;
+        if (again) { again = false; refresh(); }
+      });
+  }
+
+  function relevant(type, data) {
+    var want = main.dataset.events.split(",");
+    if (want.indexOf("*") < 0 && want.indexOf(type) < 0) return false;
+    var app = main.dataset.app;
+    if (!app) return true;
+    var id = data && (data.appId || (data.plan && JSON.stringify(data.plan)) || "");
+    return typeof id === "string" && id.indexOf(app) >= 0;
+  }
+
+  var delay = 1000;
+  function connect() {
+    var es = new EventSource("/v2/events");
+    // Whatever happened between rendering the page and subscribing (or while the
+    // stream was down) is caught up by one refresh when the stream opens.
+    es.onopen = function () { delay = 1000; show(""); refresh(); };
+    es.onmessage = function (e) { handle("message", e.data); };
+    var types = main.dataset.events === "*" ? null : main.dataset.events.split(",");
+    var listen = types || ["status_update_event", "instance_changed_event", "instance_health_changed_event",
+      "health_status_changed_event", "deployment_info", "deployment_success", "deployment_failed",
+      "deployment_step_success", "deployment_step_failure", "api_post_event", "app_terminated_event",
+      "failed_health_check_event", "unhealthy_instance_kill_event", "job_run_started", "job_run_finished"];
+    listen.forEach(function (t) {
+      es.addEventListener(t, function (e) { handle(t, e.data); });
+    });
+    es.onerror = function () {
+      show("Live updates lost; retrying…");
+      if (es.readyState === EventSource.CLOSED) {
+        setTimeout(connect, delay);
+        delay = Math.min(delay * 2, 30000);
+      }
+    };
+    document.dispatchEvent(new CustomEvent("dromos:stream", { detail: es }));
+  }
+
+  function handle(type, raw) {
+    var data = null;
+    try { data = JSON.parse(raw); } catch (e) { return; }
+    if (relevant(type, data)) refresh();
+  }
+
+  if (main) connect();
+
+  // Follow a task's log: ask for what came after the last byte shown.
+  var log = document.querySelector("pre[data-follow]");
+  if (log) {
+    var offset = Number(log.dataset.offset) || 0;
+    var poll = function () {
+      fetch(log.dataset.follow + "&offset=" + offset, { credentials: "same-origin" })
+        .then(function (r) {
+          if (!r.ok) return Promise.reject(r.status);
+          var start = Number(r.headers.get("X-Dromos-Log-Offset"));
+          return r.text().then(function (t) { return { start: start, text: t }; });
+        })
+        .then(function (c) {
+          if (c.text) {
+            var atEnd = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+            log.append(c.text);
+            offset = c.start + new TextEncoder().encode(c.text).length;
+            if (atEnd) log.scrollTop = log.scrollHeight;
+          }
+        })
+        .catch(function () {})
+        .then(function () { setTimeout(poll, 1000); });
+    };
+    setTimeout(poll, 1000);
+  }
+})();
