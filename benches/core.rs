@@ -25,6 +25,9 @@
 //! 13. Event bus: `dromos serve` holding 10,000 `/v2/events` subscribers (its extra
 //!     memory), and 1,000 subscribers receiving 200 events/s (deliveries per second,
 //!     delivery lag, and the API's latency with and without them).
+//! 14. Web UI: every page rendered with 10,000 apps, 100,000 tasks and 10,000 jobs
+//!     (p50/p99 and size), the script's size, and, in a real headless Chromium, the time
+//!     from a task's kill until the open app page shows the change.
 
 use dromos::domain::agent::Containerizer;
 use dromos::domain::task::Goal;
@@ -1171,4 +1174,191 @@ fn main() {
     if on("sse") {
         bench_sse(&rt);
     }
+    if on("web") {
+        bench_web(&rt);
+    }
+}
+
+#[path = "../tests/it/support/browser.rs"]
+#[allow(dead_code)]
+mod browser;
+
+/// The web UI under the load the issue names: 10,000 apps of 10 instances (100,000
+/// tasks on 1,000 simulated agents) and 10,000 jobs, the pages served by the API's
+/// router in this process. Each page is fetched 50 times: p50, p99 and its size.
+/// Then Chromium opens an app page and a task of that app is killed 20 times: the time
+/// from the kill to the page's live region changing (event, SSE, fetch, swap).
+fn bench_web(rt: &tokio::runtime::Runtime) {
+    use dromos::master::{jobs as job_plans, plans};
+    const AGENTS: usize = 1_000;
+    const APPS: usize = 10_000;
+    const JOBS: usize = 10_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (master, url) = rt.block_on(async {
+        let master = simulated_cluster(dir.path(), AGENTS, 16.0).await;
+        let t = Instant::now();
+        for chunk in (0..APPS).collect::<Vec<_>>().chunks(200) {
+            let writes: Vec<_> = chunk
+                .iter()
+                .map(|i| {
+                    let body = json!({"id": format!("/bench/team-{:02}/app-{i:05}", i % 50), "cmd": "sleep 3600",
+                                      "instances": 10, "cpus": 0.01, "mem": 1,
+                                      "labels": {"HAPROXY_GROUP": "external", "owner": format!("team-{}", i % 50)}});
+                    let spec = dromos::api::dto::app::parse_app(body, None).expect("valid app");
+                    let m = master.clone();
+                    tokio::spawn(async move { m.write(move |state, now| plans::create_app(state, now, spec)).await })
+                })
+                .collect();
+            for w in writes {
+                w.await.expect("join").expect("create app");
+            }
+            master.wake();
+        }
+        let now = dromos::master::now();
+        for i in 0..JOBS {
+            let body = match i % 3 {
+                0 => json!({"name": format!("job-{i:05}"), "command": format!("report --part {i}"),
+                            "schedule": "R/2030-01-01T02:00:00Z/P1D", "scheduleTimeZone": "Europe/Berlin"}),
+                1 => json!({"name": format!("job-{i:05}"), "command": format!("backup --shard {i}"),
+                            "cron": "30 2 * * 1-5", "scheduleTimeZone": "America/New_York"}),
+                _ => json!({"name": format!("job-{i:05}"), "command": "notify",
+                            "parents": [format!("job-{:05}", i - 1), format!("job-{:05}", i - 2)]}),
+            };
+            let parsed = dromos::api::dto::job::parse_job(body, now).expect("valid job");
+            master
+                .write(move |state, now| job_plans::put_job(state, now, parsed.spec, parsed.status))
+                .await
+                .expect("put job");
+        }
+        loop {
+            let running = master.read().await.tasks.values().filter(|t| t.state == TaskState::Running).count();
+            if running == APPS * 10 && master.read().await.deployments.is_empty() {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(900), "only {running} running");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        println!("web: {APPS} apps, {} tasks, {JOBS} jobs stored in {:.1} s", APPS * 10, t.elapsed().as_secs_f64());
+        let state = dromos::api::AppState {
+            master: master.clone(),
+            token: None,
+            leader: std::sync::Arc::from("127.0.0.1"),
+            store_backend: "sqlite",
+            sessions: std::sync::Arc::new(dromos::web::session::Sessions::new(None)),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            let app = dromos::api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+            let _ = axum::serve(listener, app).await;
+        });
+        (master, url)
+    });
+    let (app, task) = rt.block_on(async {
+        let state = master.read().await;
+        let t = state.tasks.values().find(|t| t.app_id.to_string() == "/bench/team-07/app-00007").expect("a task");
+        (t.app_id.to_string(), t.id.to_string())
+    });
+    let pages = [
+        "/".to_string(),
+        "/apps".to_string(),
+        "/apps?q=team-07&status=running".to_string(),
+        "/apps?page=99".to_string(),
+        format!("/apps{app}"),
+        format!("/apps{app}/-/edit"),
+        format!("/apps{app}/-/diff"),
+        "/apps/-/new".to_string(),
+        "/deployments".to_string(),
+        "/agents".to_string(),
+        "/agents?page=9".to_string(),
+        "/jobs".to_string(),
+        "/jobs?q=job-099".to_string(),
+        "/jobs/job-04242".to_string(),
+        "/jobs/job-04242/edit".to_string(),
+        "/events".to_string(),
+    ];
+    let agent = ureq::AgentBuilder::new().build();
+    let mut worst = (0.0f64, 0usize);
+    for page in &pages {
+        let mut times = Vec::new();
+        let mut size = 0;
+        for _ in 0..50 {
+            let t = Instant::now();
+            let r = agent.get(&format!("{url}{page}")).call().unwrap_or_else(|e| panic!("GET {page}: {e}"));
+            let body = r.into_string().expect("body");
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+            size = body.len();
+        }
+        times.sort_by(f64::total_cmp);
+        let (p50, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));
+        worst = (worst.0.max(p99), worst.1.max(size));
+        println!("web: GET {page:<40} p50 {p50:6.1} ms, p99 {p99:6.1} ms, {:6.1} KB", size as f64 / 1024.0);
+    }
+    let js = agent.get(&format!("{url}/static/dromos.js")).call().expect("script").into_string().expect("js");
+    let css = agent.get(&format!("{url}/static/dromos.css")).call().expect("style").into_string().expect("css");
+    println!(
+        "web: slowest page p99 {:.1} ms, largest page {:.1} KB; script {:.1} KB, stylesheet {:.1} KB (uncompressed)",
+        worst.0,
+        worst.1 as f64 / 1024.0,
+        js.len() as f64 / 1024.0,
+        css.len() as f64 / 1024.0
+    );
+
+    // Live updates in a real browser: kill one of the app's tasks, wait for the page's
+    // summary (a live region) to be replaced.
+    let b = browser::Browser::start();
+    b.goto(&format!("{url}/apps{app}"));
+    b.find("#summary");
+    let mut lags = Vec::new();
+    let app_id = dromos::domain::PathId::parse_app(&app).expect("app id");
+    for round in 0..20 {
+        std::thread::sleep(Duration::from_millis(300));
+        b.execute(
+            "window.swapped = null; new MutationObserver((m, o) => { if (!window.swapped) { \
+             window.swapped = Date.now(); o.disconnect(); } }).observe(document.querySelector('main'), \
+             {childList: true, subtree: true});",
+            vec![],
+        );
+        let victim: TaskId = if round == 0 {
+            task.parse().expect("task id")
+        } else {
+            rt.block_on(async {
+                master
+                    .read()
+                    .await
+                    .tasks_of(&app_id)
+                    .find(|t| t.state == TaskState::Running)
+                    .expect("running")
+                    .id
+                    .clone()
+            })
+        };
+        let start =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as f64;
+        rt.block_on(async {
+            master
+                .write(move |state, now| plans::kill_tasks(state, now, &[victim], false, true, true))
+                .await
+                .map(|_| ())
+        })
+        .expect("kill");
+        master.wake();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let at = b.execute("return window.swapped", vec![]);
+            if let Some(at) = at.as_f64() {
+                lags.push(at - start);
+                break;
+            }
+            assert!(Instant::now() < deadline, "the page did not change within 10 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    lags.sort_by(f64::total_cmp);
+    println!(
+        "web: task killed -> open app page updated in Chromium: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms (20 kills)",
+        percentile(&lags, 0.5),
+        percentile(&lags, 0.99),
+        lags.last().copied().unwrap_or(0.0)
+    );
 }

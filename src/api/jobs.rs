@@ -94,7 +94,7 @@ fn contains_ignoring_case(text: &str, lower: &str) -> bool {
 }
 
 /// Chronos's `lastState` of a job: `success`, `failure` or `fresh`.
-fn last_state(j: &JobRecord) -> &'static str {
+pub fn last_state(j: &JobRecord) -> &'static str {
     match (j.status.last_success, j.status.last_error) {
         (None, None) => "fresh",
         (Some(s), Some(e)) if e > s => "failure",
@@ -104,7 +104,7 @@ fn last_state(j: &JobRecord) -> &'static str {
 }
 
 /// Chronos's `state`: `idle`, `queued` or `N running`.
-fn run_state(state: &MasterState, name: &JobName) -> String {
+pub fn run_state(state: &MasterState, name: &JobName) -> String {
     let active: Vec<&JobRun> = state.active_runs_of(name).collect();
     let running = active.iter().filter(|r| r.state == RunState::Running).count();
     match (running, active.len()) {
@@ -142,7 +142,9 @@ async fn get_one(State(st): State<AppState>, Path(name): Path<String>) -> ApiRes
     Ok(Json(job_json(j, now())))
 }
 
-async fn put_job(st: &AppState, body: Value, dependent: bool) -> ApiResult<Response> {
+/// Creates or replaces a job from its Chronos JSON (the API's iso8601 and dependency
+/// endpoints, and the UI's form). `dependent`: it must name parents.
+pub async fn save_job(st: &AppState, body: Value, dependent: bool) -> ApiResult<JobName> {
     let parsed = parse_job(body, now()).map_err(ApiError::Invalid)?;
     if dependent && parsed.spec.parents.is_empty() {
         return Err(ApiError::Invalid(vec![crate::domain::Violation::new(
@@ -150,33 +152,45 @@ async fn put_job(st: &AppState, body: Value, dependent: bool) -> ApiResult<Respo
             "a dependent job needs at least one parent",
         )]));
     }
+    let name = parsed.spec.name.clone();
     st.master.write(move |state, now| plans::put_job(state, now, parsed.spec, parsed.status)).await?;
     st.master.wake();
-    Ok(no_content())
+    Ok(name)
 }
 
 async fn put_scheduled(State(st): State<AppState>, JsonBody(body): JsonBody) -> ApiResult<Response> {
-    put_job(&st, body, false).await
+    save_job(&st, body, false).await.map(|_| no_content())
 }
 
 async fn put_dependent(State(st): State<AppState>, JsonBody(body): JsonBody) -> ApiResult<Response> {
-    put_job(&st, body, true).await
+    save_job(&st, body, true).await.map(|_| no_content())
 }
 
 /// `PUT /job/{name}?arguments=...`: run now.
 async fn run_now(State(st): State<AppState>, Path(name): Path<String>, params: Params) -> ApiResult<Response> {
     let name = job_name(&name)?;
-    let arguments = params.get("arguments").map(str::to_string);
+    start_run(&st, name, params.get("arguments").map(str::to_string)).await?;
+    Ok(no_content())
+}
+
+/// Starts a run of a job now, with extra `arguments` for its command.
+pub async fn start_run(st: &AppState, name: JobName, arguments: Option<String>) -> ApiResult<()> {
     st.master.write(move |state, now| plans::run_now(state, now, &name, arguments)).await?;
     st.master.wake();
-    Ok(no_content())
+    Ok(())
+}
+
+/// Deletes a job: what became of its children (they keep their fields and take the
+/// deleted job's schedule or parents).
+pub async fn remove_job(st: &AppState, name: JobName) -> ApiResult<Vec<Value>> {
+    let children = st.master.write(move |state, now| plans::delete_job(state, now, &name, false)).await?;
+    st.master.wake();
+    Ok(children.into_iter().map(|c| json!(c)).collect())
 }
 
 /// `DELETE /job/{name}`: 204, or 200 with what became of the job's children.
 async fn delete_job(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult<Response> {
-    let name = job_name(&name)?;
-    let children = st.master.write(move |state, now| plans::delete_job(state, now, &name, false)).await?;
-    st.master.wake();
+    let children = remove_job(&st, job_name(&name)?).await?;
     if children.is_empty() {
         return Ok(no_content());
     }
@@ -301,7 +315,7 @@ async fn job_stat(State(st): State<AppState>, Path(name): Path<String>) -> ApiRe
     Ok(Json(json!({ "histogram": histogram(durations(&state, &name)), "taskStatHistory": history })))
 }
 
-fn run_status(s: RunState) -> &'static str {
+pub fn run_status(s: RunState) -> &'static str {
     match s {
         RunState::Queued => "queued",
         RunState::Running => "running",

@@ -35,6 +35,14 @@ pub struct Frame {
     pub bytes: Bytes,
 }
 
+impl Frame {
+    /// The event's JSON (its `data:` line).
+    pub fn data(&self) -> &str {
+        let text = std::str::from_utf8(&self.bytes).unwrap_or("");
+        text.lines().find_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:"))).unwrap_or("")
+    }
+}
+
 struct Ring {
     next: u64,
     frames: VecDeque<Arc<Frame>>,
@@ -147,6 +155,15 @@ impl Bus {
         let (stream, n) = id.rsplit_once('-')?;
         (stream == self.stream).then_some(())?;
         n.parse().ok()
+    }
+
+    /// The newest `n` events still kept, oldest first (the events page's first screen).
+    pub fn recent(&self, n: usize) -> Vec<Arc<Frame>> {
+        let ring = match self.ring.lock() {
+            Ok(r) => r,
+            Err(p) => p.into_inner(),
+        };
+        ring.frames.iter().skip(ring.frames.len().saturating_sub(n)).cloned().collect()
     }
 
     /// How many subscribers are connected.

@@ -92,6 +92,24 @@ pub fn app_summary(rec: &AppRecord, state: &State, queued: Option<&QueueInfo>, n
     AppSummary { instances: spec.instances, staged, running, healthy, unhealthy, status }
 }
 
+/// What the active tasks on each agent take (by their app's current definition) and how
+/// many there are: the agents page's bars.
+pub fn agent_usage(state: &State) -> std::collections::BTreeMap<&crate::domain::AgentId, (Resources, usize)> {
+    let mut out: std::collections::BTreeMap<&crate::domain::AgentId, (Resources, usize)> = Default::default();
+    for t in state.tasks.values().filter(|t| t.is_active()) {
+        let e = out.entry(&t.agent_id).or_default();
+        e.1 += 1;
+        if let Some(app) = state.apps.get(&t.app_id) {
+            let spec = &app.current.spec;
+            e.0.cpus += spec.cpus;
+            e.0.mem += spec.mem;
+            e.0.disk += spec.disk;
+            e.0.gpus += f64::from(spec.gpus);
+        }
+    }
+    out
+}
+
 /// The agents' resources in all, and what the active tasks take of them (by their app's
 /// current definition): (used, total).
 pub fn cluster_resources(state: &State) -> (Resources, Resources) {

@@ -9,7 +9,7 @@
 //! be forced from there.
 
 use super::session::{ui, CsrfForm, Session};
-use super::{diff, ButtonForm, Message, Page, Ui};
+use super::{diff, link, ButtonForm, Message, Page, Pages, Ui};
 use crate::api::apps::{create_app, delete_app, kill_tasks, restart_app, update, Update};
 use crate::api::error::ApiError;
 use crate::api::extract::{Origin, Params};
@@ -26,9 +26,6 @@ use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
 type MaybeSession = Option<Extension<Session>>;
-
-/// Apps per page of the list.
-const PAGE_SIZE: usize = 100;
 
 /// The statuses the list filters by, most pressing first.
 const STATUSES: [AppStatus; 6] = [
@@ -70,11 +67,7 @@ struct Apps {
     status: String,
     statuses: Vec<&'static str>,
     rows: Vec<AppRow>,
-    total: usize,
-    first: usize,
-    last: usize,
-    prev: Option<String>,
-    next: Option<String>,
+    pages: Pages,
 }
 
 pub async fn list(
@@ -106,25 +99,17 @@ pub async fn list(
             })
         })
         .collect();
-    let total = matching.len();
-    let page = q.page.min(total.saturating_sub(1) / PAGE_SIZE);
-    let rows: Vec<AppRow> = matching.into_iter().skip(page * PAGE_SIZE).take(PAGE_SIZE).collect();
-    let link = |p: usize| {
-        let mut query = form_urlencoded::Serializer::new(String::new());
-        query.append_pair("q", &q.q).append_pair("status", &q.status).append_pair("page", &p.to_string());
-        format!("/apps?{}", query.finish())
-    };
+    let (rows, pages) = Pages::of(matching.len(), q.page, |p| {
+        link("/apps", &[("q", &q.q), ("status", &q.status), ("page", &p.to_string())])
+    });
+    let rows = matching.into_iter().skip(rows.start).take(rows.len()).collect();
     Page(Apps {
         ui: ui("apps", session.as_deref(), &st),
-        first: page * PAGE_SIZE + usize::from(!rows.is_empty()),
-        last: page * PAGE_SIZE + rows.len(),
-        prev: (page > 0).then(|| link(page - 1)),
-        next: ((page + 1) * PAGE_SIZE < total).then(|| link(page + 1)),
         query: q.q,
         status: q.status,
         statuses: STATUSES.iter().map(|s| s.name()).collect(),
         rows,
-        total,
+        pages,
     })
 }
 
@@ -167,7 +152,10 @@ pub async fn get_route(
 ) -> Response {
     let session = session.as_deref();
     match Route::parse(&rest) {
-        Some(Route::App(id)) => app_page(&st, session, id).await,
+        Some(Route::App(id)) => {
+            let page = params.get("tasks").and_then(|p| p.parse().ok()).unwrap_or(0);
+            app_page(&st, session, id, page).await
+        }
         Some(Route::Sub(None, sub)) if words(&sub)[..] == ["new"] => {
             let form = AppForm::new_app(ui("apps", session, &st));
             Page(form).into_response()
@@ -321,12 +309,14 @@ struct AppPage {
     deployments: Vec<String>,
     last_failure: Option<FailureView>,
     tasks: Vec<TaskRow>,
+    task_pages: Pages,
     /// Newest first.
     versions: Vec<VersionRow>,
     definition: String,
 }
 
-async fn app_page(st: &AppState, session: Option<&Session>, id: PathId) -> Response {
+/// One app; `page`: which page of its tasks.
+async fn app_page(st: &AppState, session: Option<&Session>, id: PathId, page: usize) -> Response {
     let queue = st.master.queue();
     let now = crate::master::now();
     let state = st.master.read().await;
@@ -337,8 +327,12 @@ async fn app_page(st: &AppState, session: Option<&Session>, id: PathId) -> Respo
     let queued = queue.get(&id);
     let s = app_summary(rec, &state, queued, now);
     let checks = spec.health_checks.len();
+    let (rows, task_pages) =
+        Pages::of(state.tasks_by_app.get(&id).map_or(0, |t| t.len()), page, |p| format!("/apps{id}?tasks={p}"));
     let tasks = state
         .tasks_of(&id)
+        .skip(rows.start)
+        .take(rows.len())
         .map(|t| {
             let ports: Vec<String> = t.ports.iter().map(u16::to_string).collect();
             let health = match task_health(&state, t, checks) {
@@ -389,6 +383,7 @@ async fn app_page(st: &AppState, session: Option<&Session>, id: PathId) -> Respo
             message: f.message.clone(),
         }),
         tasks,
+        task_pages,
         versions: rec
             .versions
             .iter()
@@ -721,11 +716,7 @@ mod tests {
                 cpus: 0.5,
                 mem: 64.0,
             }],
-            total: 1,
-            first: 1,
-            last: 1,
-            prev: None,
-            next: Some("/apps?q=a&page=1".into()),
+            pages: Pages { first: 1, last: 1, total: 2, prev: None, next: Some("/apps?q=a&page=1".into()) },
         };
         let html = page.render().expect("renders");
         assert!(!html.contains("<script>alert(1)") && !html.contains("<b>x"), "{html}");

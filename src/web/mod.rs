@@ -14,16 +14,23 @@
 //! - [`apps`]: `/apps` (filtered, paginated), `/apps/{id}` (status, tasks, versions,
 //!   actions), `/apps/{id}/-/{edit,diff,destroy}`, `/apps/-/new`.
 //! - [`tasks`]: `/apps/{id}/-/tasks/{taskId}`, a task with its stdout/stderr.
-//! - [`diff`]: the line diff behind version comparison (pure).
+//! - [`cluster`]: `/deployments` (roll back, stop), `/agents`, `/events` (live tail).
+//! - [`jobs`]: `/jobs`, `/jobs/{name}` (schedule, history chart, dependency graph,
+//!   run now), `/jobs/{name}/{edit,delete}`, `/jobs/-/new`.
+//! - [`diff`]: the line diff behind version comparison (pure); [`words`]: schedules in
+//!   words (pure).
 //!
 //! `-` separates an app id from what follows: it is not a valid id segment, so
 //! `/apps/shop/-/edit` cannot be mistaken for an app called `/shop/-/edit`.
 
 pub mod apps;
+pub mod cluster;
 pub mod dashboard;
 pub mod diff;
+pub mod jobs;
 pub mod session;
 pub mod tasks;
+pub mod words;
 
 use crate::api::AppState;
 use askama::Template;
@@ -41,7 +48,7 @@ pub struct Ui {
 }
 
 /// The first path segments of the UI's pages (everything else is the API).
-const PAGES: &[&str] = &["", "apps", "login", "logout", "static"];
+const PAGES: &[&str] = &["", "apps", "jobs", "deployments", "agents", "events", "login", "logout", "static"];
 
 /// Is `path` one of the UI's pages (guarded by [`session::guard`], not the API token)?
 pub fn is_page(path: &str) -> bool {
@@ -55,6 +62,13 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/", get(dashboard::page))
         .route("/apps", get(apps::list))
         .route("/apps/{*rest}", get(apps::get_route).post(apps::post_route))
+        .route("/deployments", get(cluster::deployments))
+        .route("/deployments/{id}/{action}", axum::routing::post(cluster::deployment_action))
+        .route("/agents", get(cluster::agents))
+        .route("/events", get(cluster::events))
+        .route("/jobs", get(jobs::list))
+        .route("/jobs/{name}", get(jobs::page))
+        .route("/jobs/{name}/{action}", get(jobs::sub_page).post(jobs::action))
         .route("/login", get(session::login_page).post(session::login))
         .route("/logout", axum::routing::post(session::logout))
         .route("/static/dromos.css", get(stylesheet))
@@ -120,6 +134,51 @@ async fn script() -> impl IntoResponse {
     )
 }
 
+/// Rows per page of every list that can grow with the cluster (apps, tasks, jobs,
+/// agents, deployments): pages stay small however large the cluster is.
+pub const PAGE_SIZE: usize = 100;
+
+/// Where a page of a long list is: rows `first..=last` of `total`, and the links to
+/// the pages before and after.
+pub struct Pages {
+    pub first: usize,
+    pub last: usize,
+    pub total: usize,
+    pub prev: Option<String>,
+    pub next: Option<String>,
+}
+
+impl Pages {
+    /// Page `page` (from 0, clamped to the last) of `total` rows; `link(p)` is page
+    /// `p`'s address. Returns the rows to show and the pager.
+    pub fn of(total: usize, page: usize, link: impl Fn(usize) -> String) -> (std::ops::Range<usize>, Pages) {
+        let page = page.min(total.saturating_sub(1) / PAGE_SIZE);
+        let rows = page * PAGE_SIZE..((page + 1) * PAGE_SIZE).min(total);
+        let pages = Pages {
+            first: rows.start + usize::from(!rows.is_empty()),
+            last: rows.end,
+            total,
+            prev: (page > 0).then(|| link(page - 1)),
+            next: (rows.end < total).then(|| link(page + 1)),
+        };
+        (rows, pages)
+    }
+
+    /// Whether there is more than one page.
+    pub fn split(&self) -> bool {
+        self.prev.is_some() || self.next.is_some()
+    }
+}
+
+/// `base` with `pairs` as its query string (every value URL-encoded).
+pub fn link(base: &str, pairs: &[(&str, &str)]) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        query.append_pair(k, v);
+    }
+    format!("{base}?{}", query.finish())
+}
+
 /// Used and total of one resource, formatted for display.
 pub struct Usage {
     pub used: String,
@@ -141,6 +200,21 @@ impl Usage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_lists_are_split_into_pages() {
+        let l = |p: usize| format!("/x?page={p}");
+        let (rows, p) = Pages::of(250, 1, l);
+        assert_eq!(
+            (rows, p.first, p.last, p.prev.as_deref(), p.next.as_deref()),
+            (100..200, 101, 200, Some("/x?page=0"), Some("/x?page=2"))
+        );
+        let (rows, p) = Pages::of(250, 9, l);
+        assert_eq!((rows, p.first, p.last, p.next), (200..250, 201, 250, None));
+        let (rows, p) = Pages::of(0, 3, l);
+        assert_eq!((rows, p.first, p.last, p.split()), (0..0, 0, 0, false));
+        assert_eq!(link("/apps", &[("q", "a b&c"), ("page", "2")]), "/apps?q=a+b%26c&page=2");
+    }
 
     #[test]
     fn pages_and_api_paths_are_told_apart() {

@@ -406,3 +406,192 @@ fn an_operator_runs_an_app_from_a_real_browser() {
     );
     assert_eq!(too_wide, json!([]), "wider than a 320 px screen (only tables and code may scroll)");
 }
+
+#[test]
+fn jobs_are_created_run_and_deleted_through_forms() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Dromos::start(dir.path(), &[]);
+    let mut v = Visitor::new(&d.url);
+
+    // A wrong schedule is named next to its field.
+    let bad = v.post(
+        "/jobs/-/new",
+        "/jobs/-/new",
+        &[("mode", "form"), ("name", "nightly"), ("command", "echo hi"), ("schedule", "61 * * * *")],
+    );
+    assert_eq!(bad.status, 422, "{}", bad.html);
+    assert!(
+        bad.html.contains("aria-describedby=\"e-schedule\"") && bad.html.contains("id=\"e-schedule\""),
+        "{}",
+        bad.html
+    );
+    let orphan = v.post("/jobs/-/new", "/jobs/-/new", &[("mode", "form"), ("name", "lost"), ("command", "true")]);
+    assert!(
+        orphan.html.contains("<p class=\"error\" id=\"e-parents\">a dependent job needs at least one parent</p>"),
+        "{}",
+        orphan.html
+    );
+
+    // A daily job in Berlin time, and one that runs after it.
+    let made = v.post(
+        "/jobs/-/new",
+        "/jobs/-/new",
+        &[
+            ("mode", "form"),
+            ("name", "nightly"),
+            ("command", "echo \"<i>run</i> $1\""),
+            ("schedule", "30 2 * * *"),
+            ("scheduleTimeZone", "Europe/Berlin"),
+        ],
+    );
+    assert_eq!((made.status, made.location.as_deref()), (303, Some("/jobs/nightly")), "{}", made.html);
+    let child = v.post(
+        "/jobs/-/new",
+        "/jobs/-/new",
+        &[
+            ("mode", "json"),
+            ("json", r#"{"name": "report", "command": "exit 3", "parents": ["nightly"], "retries": 0}"#),
+        ],
+    );
+    assert_eq!(child.status, 303, "{}", child.html);
+
+    let list = v.get("/jobs").html;
+    assert!(list.contains("every day, at 02:30 (Europe/Berlin)") && list.contains("<code>30 2 * * *</code>"), "{list}");
+    assert!(list.contains("after nightly succeeds"), "{list}");
+    let page = v.get("/jobs/nightly").html;
+    assert!(page.contains("02:30:00 (Europe/Berlin)"), "the next run in the job's zone: {page}");
+    assert!(page.contains("<code>echo &#34;&#60;i&#62;run&#60;/i&#62; $1&#34;</code>"), "escaped: {page}");
+    assert!(page.contains("<a href=\"/jobs/report\">"), "its child in the graph: {page}");
+    assert!(v.get("/jobs/report").html.contains("<a href=\"/jobs/nightly\">"), "its parent in the graph");
+
+    // Run now, with arguments; the run and the child's failure show in the history.
+    let ran = v.post("/jobs/nightly", "/jobs/nightly/run", &[("arguments", "now")]);
+    assert_eq!((ran.status, ran.location.as_deref()), (303, Some("/jobs/nightly")));
+    let page = wait_for("the run to finish", T, || {
+        let p = v.get("/jobs/nightly").html;
+        p.contains("<td>manual</td><td>success</td>").then_some(p)
+    });
+    assert!(page.contains("<svg class=\"chart\"") && page.contains("<rect class=\"ok\""), "{page}");
+    let report = wait_for("the child to fail", T, || {
+        let p = v.get("/jobs/report").html;
+        p.contains("<td>dependency</td><td>failure</td>").then_some(p)
+    });
+    assert!(report.contains("<td>3</td>"), "its exit code: {report}");
+    assert!(v.get("/").html.contains("<a href=\"/jobs/report\">report</a>"), "the dashboard lists failing jobs");
+    let log = d.get("/v1/scheduler/job/stat/nightly");
+    assert_eq!(log["taskStatHistory"][0]["status"], "success");
+
+    // Edit keeps the name; a changed schedule shows at once.
+    let edit = v.get("/jobs/nightly/edit").html;
+    assert!(edit.contains("value=\"30 2 * * *\""), "{edit}");
+    let saved = v.post(
+        "/jobs/nightly/edit",
+        "/jobs/nightly/edit",
+        &[
+            ("mode", "form"),
+            ("command", "true"),
+            ("schedule", "*/15 * * * *"),
+            ("scheduleTimeZone", ""),
+            ("parents", ""),
+        ],
+    );
+    assert_eq!(saved.status, 303, "{}", saved.html);
+    assert!(v.get("/jobs/nightly").html.contains("every day, every 15 minutes (UTC)"));
+    let renamed = v.post(
+        "/jobs/nightly/edit",
+        "/jobs/nightly/edit",
+        &[
+            ("mode", "json"),
+            ("json", r#"{"name": "other", "command": "true", "schedule": "R/2030-01-01T00:00:00Z/P1D"}"#),
+        ],
+    );
+    assert_eq!(renamed.status, 422);
+
+    // Delete asks first; the child takes over the schedule.
+    assert!(v.get("/jobs/nightly/delete").html.contains("action=\"/jobs/nightly/delete\""));
+    let gone = v.post("/jobs/nightly/delete", "/jobs/nightly/delete", &[]);
+    assert_eq!((gone.status, gone.location.as_deref()), (303, Some("/jobs")));
+    assert_eq!(v.get("/jobs/nightly").status, 404);
+    assert!(v.get("/jobs/report").html.contains("every 15 minutes"), "the child inherits the schedule");
+}
+
+#[test]
+fn deployments_agents_and_events_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Dromos::start(dir.path(), &["--agent-attributes", "rack:r<1>"]);
+    let mut v = Visitor::new(&d.url);
+
+    // A deployment that cannot finish (its health check never passes) is shown with
+    // what it waits for, and rolled back from the page.
+    let app = json!({"id": "/stuck", "cmd": "sleep 600", "instances": 1, "cpus": 0.1, "mem": 16,
+                     "healthChecks": [{"protocol": "COMMAND", "command": {"value": "false"}, "gracePeriodSeconds": 600}]});
+    assert_eq!(d.call("POST", "/v2/apps", Some(&app)).status, 201);
+    let page = wait_for("the deployment to wait for health", T, || {
+        let p = v.get("/deployments").html;
+        p.contains("new instance(s) running, healthy and ready").then_some(p)
+    });
+    assert!(page.contains("<a href=\"/apps/stuck\">/stuck</a>") && page.contains("Step 2 of 2"), "{page}");
+    assert!(page.contains("<li class=\"done\">StartApplication /stuck (done)</li>"), "{page}");
+    let id = d.get("/v2/deployments")[0]["id"].as_str().unwrap().to_string();
+    assert!(v.get("/").html.contains("step 2 of 2"), "the dashboard lists running deployments");
+    let rolled = v.post("/deployments", &format!("/deployments/{id}/rollback"), &[]);
+    assert_eq!((rolled.status, rolled.location.as_deref()), (303, Some("/deployments")), "{}", rolled.html);
+    wait_for("the created app to be rolled back (removed)", T, || {
+        (d.call("GET", "/v2/apps/stuck", None).status == 404 && d.get("/v2/deployments").as_array().unwrap().is_empty())
+            .then_some(())
+    });
+    assert!(v.get("/deployments").html.contains("No deployment is running."));
+    assert_eq!(v.post("/apps/-/new", "/deployments/nope/stop", &[]).status, 404);
+
+    // Agents: resources as bars, attributes (escaped), tasks.
+    let agents = v.get("/agents").html;
+    assert!(agents.contains("<h2 id=\"a-") && agents.contains(">127.0.0.1</h2>"), "{agents}");
+    assert!(agents.contains("<dt>rack</dt><dd>r&#60;1&#62;</dd>") && agents.contains("<meter"), "{agents}");
+    assert!(agents.contains("status-running\">active</span>"), "{agents}");
+
+    // Events: the newest first, filtered by type.
+    let events = v.get("/events").html;
+    assert!(events.contains("<span class=\"event-type\">deployment_info</span>"), "{events}");
+    let only = v.get("/events?type=api_post_event").html;
+    assert!(
+        only.contains("event-type\">api_post_event</span>") && !only.contains("event-type\">deployment_info"),
+        "{only}"
+    );
+    assert!(only.contains("data-tail=\"api_post_event\""), "{only}");
+}
+
+#[test]
+fn jobs_and_the_event_tail_in_a_real_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Dromos::start(dir.path(), &[]);
+    let b = Browser::start();
+
+    // Create a cron job through the form, then run it now with an argument.
+    b.goto(&format!("{}/jobs", d.url));
+    b.find("a[href='/jobs/-/new']").click();
+    b.wait_for_text("h1", "New job", T);
+    b.find("#f-name").send_keys("hello");
+    b.find("#f-command").send_keys("echo hello $1");
+    b.find("#f-schedule").send_keys("0 3 * * 1-5");
+    b.find("#f-scheduleTimeZone").send_keys("America/New_York");
+    b.find("form[aria-labelledby='by-form'] button[type='submit']").click();
+    b.wait_for_text("h1", "hello", T);
+    assert!(b.find("#job-summary").text().contains("on Monday to Friday, at 03:00 (America/New_York)"));
+    mark(&b);
+    b.find("#arguments").send_keys("world");
+    b.find("form[action='/jobs/hello/run'] button").click();
+    // The run shows up in the history (on the page the form redirected to, or live).
+    b.wait_for_text("#history-section", "success", T);
+    let runs = d.get("/v1/scheduler/job/stat/hello")["taskStatHistory"].clone();
+    assert_eq!(runs[0]["trigger"], "MANUAL", "{runs}");
+
+    // The events page tails the bus: an event from elsewhere arrives without a reload.
+    b.goto(&format!("{}/events?type=job_run_started", d.url));
+    b.find("#event-list");
+    mark(&b);
+    assert_eq!(d.call("PUT", "/scheduler/job/hello", None).status, 204);
+    let newest = b.wait_for_text("#event-list li:first-child", "job_run_started", T);
+    assert!(newest.text().contains("\"job\":\"hello\""), "{}", newest.text());
+    assert!(still_marked(&b), "the event arrived on the open page");
+    wait_for("two started runs listed", T, || (b.find_all("#event-list li").len() == 2).then_some(()));
+}

@@ -48,35 +48,62 @@
     return typeof id === "string" && id.indexOf(app) >= 0;
   }
 
-  var delay = 1000;
-  function connect() {
-    var es = new EventSource("/v2/events");
-    // Whatever happened between rendering the page and subscribing (or while the
-    // stream was down) is caught up by one refresh when the stream opens.
-    es.onopen = function () { delay = 1000; show(""); refresh(); };
-    es.onmessage = function (e) { handle("message", e.data); };
-    var types = main.dataset.events === "*" ? null : main.dataset.events.split(",");
-    var listen = types || ["status_update_event", "instance_changed_event", "instance_health_changed_event",
-      "health_status_changed_event", "deployment_info", "deployment_success", "deployment_failed",
-      "deployment_step_success", "deployment_step_failure", "api_post_event", "app_terminated_event",
-      "failed_health_check_event", "unhealthy_instance_kill_event", "job_run_started", "job_run_finished"];
-    listen.forEach(function (t) {
-      es.addEventListener(t, function (e) { handle(t, e.data); });
-    });
-    es.onerror = function () {
-      show("Live updates lost; retrying…");
-      if (es.readyState === EventSource.CLOSED) {
-        setTimeout(connect, delay);
-        delay = Math.min(delay * 2, 30000);
-      }
-    };
-    document.dispatchEvent(new CustomEvent("dromos:stream", { detail: es }));
+  // Subscribes to the event stream; `onEvent(type, data)` gets each event. Reconnects
+  // with backoff when the stream ends, showing that it is lost meanwhile.
+  function subscribe(url, types, onEvent, onOpen) {
+    var delay = 1000;
+    function connect() {
+      var es = new EventSource(url);
+      es.onopen = function () { delay = 1000; show(""); if (onOpen) onOpen(); };
+      types.forEach(function (t) {
+        es.addEventListener(t, function (e) {
+          var data = null;
+          try { data = JSON.parse(e.data); } catch (err) { return; }
+          onEvent(t, data, e.data);
+        });
+      });
+      es.onerror = function () {
+        show("Live updates lost; retrying…");
+        if (es.readyState === EventSource.CLOSED) {
+          es.close();
+          setTimeout(connect, delay);
+          delay = Math.min(delay * 2, 30000);
+        }
+      };
+    }
+    connect();
   }
 
-  function handle(type, raw) {
-    var data = null;
-    try { data = JSON.parse(raw); } catch (e) { return; }
-    if (relevant(type, data)) refresh();
+  var ALL = ["api_post_event", "status_update_event", "instance_changed_event", "health_status_changed_event",
+    "instance_health_changed_event", "failed_health_check_event", "unhealthy_instance_kill_event",
+    "deployment_info", "deployment_success", "deployment_failed", "deployment_step_success",
+    "deployment_step_failure", "app_terminated_event", "load_balancer_rejected_app_event",
+    "job_run_started", "job_run_succeeded", "job_run_failed", "job_run_retried", "job_run_missed",
+    "job_run_skipped", "event_stream_resync"];
+
+  // Whatever happened between rendering the page and subscribing (or while the
+  // stream was down) is caught up by one refresh when the stream opens.
+  function connect() {
+    var types = main.dataset.events === "*" ? ALL : main.dataset.events.split(",");
+    subscribe("/v2/events", types, function (t, data) { if (relevant(t, data)) refresh(); }, refresh);
+  }
+
+  // The events page: new events go on top of the list.
+  var tail = document.querySelector("[data-tail]");
+  if (tail) {
+    var only = tail.dataset.tail;
+    var url = "/v2/events" + (only ? "?event_type=" + encodeURIComponent(only) : "");
+    subscribe(url, only ? [only] : ALL, function (t, data, raw) {
+      var li = document.createElement("li");
+      var type = document.createElement("span");
+      type.className = "event-type";
+      type.textContent = t;
+      var code = document.createElement("code");
+      code.textContent = raw;
+      li.append(type, " ", code);
+      tail.prepend(li);
+      while (tail.children.length > 500) tail.lastElementChild.remove();
+    });
   }
 
   if (main) connect();
