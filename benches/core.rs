@@ -1294,6 +1294,23 @@ fn bench_web(rt: &tokio::runtime::Runtime) {
         worst = (worst.0.max(p99), worst.1.max(size));
         println!("web: GET {page:<40} p50 {p50:6.1} ms, p99 {p99:6.1} ms, {:6.1} KB", size as f64 / 1024.0);
     }
+    // Every read waits while the master's writer holds the state lock (a batch's plan
+    // and commit, and the periodic pass over every app): one cheap read every 10 ms for
+    // 5 s shows how long those waits are.
+    let mut waits = Vec::new();
+    for _ in 0..500 {
+        let t = Instant::now();
+        agent.get(&format!("{url}/v2/apps{app}")).call().expect("app").into_string().expect("body");
+        waits.push(t.elapsed().as_secs_f64() * 1e3);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    waits.sort_by(f64::total_cmp);
+    println!(
+        "web: GET /v2/apps{app} every 10 ms for 5 s (the state lock's waits): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        percentile(&waits, 0.5),
+        percentile(&waits, 0.99),
+        waits.last().copied().unwrap_or(0.0)
+    );
     let js = agent.get(&format!("{url}/static/dromos.js")).call().expect("script").into_string().expect("js");
     let css = agent.get(&format!("{url}/static/dromos.css")).call().expect("style").into_string().expect("css");
     println!(

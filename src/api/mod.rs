@@ -244,7 +244,10 @@ async fn authenticate(State(st): State<AppState>, req: Request, next: Next) -> R
 async fn hold_writes_while_recovering(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let write = !matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
     let path = req.uri().path();
-    if write && (path.starts_with("/v2/") || path.starts_with("/scheduler/") || path.starts_with("/v1/scheduler/")) {
+    let api = path.starts_with("/v2/") || path.starts_with("/scheduler/") || path.starts_with("/v1/scheduler/");
+    // The UI's forms change the same things (signing in and out changes nothing).
+    let form = crate::web::is_page(path) && !matches!(path, "/login" | "/logout");
+    if write && (api || form) {
         if let Some(r) = st.master.recovering().await {
             let retry = r.left.as_secs().clamp(1, 5);
             let message = format!(
@@ -253,7 +256,11 @@ async fn hold_writes_while_recovering(State(st): State<AppState>, req: Request, 
                 r.waiting_for,
                 r.left.as_secs() + 1
             );
-            let mut resp = ApiError::Unavailable(message).into_response();
+            let mut resp = if api {
+                ApiError::Unavailable(message).into_response()
+            } else {
+                (axum::http::StatusCode::SERVICE_UNAVAILABLE, message).into_response()
+            };
             if let Ok(v) = HeaderValue::from_str(&retry.to_string()) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);
             }

@@ -5,7 +5,8 @@
 use super::state::{AppRecord, State};
 use super::QueueInfo;
 use crate::domain::health::{verdict, Verdict};
-use crate::domain::{Resources, Task, TaskState, Timestamp};
+use crate::domain::{AgentId, PathId, Resources, Task, TaskState, Timestamp};
+use std::collections::{BTreeMap, HashMap};
 
 /// An app's status, most pressing first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -56,48 +57,104 @@ pub fn task_health(state: &State, t: &Task, checks: usize) -> Option<Verdict> {
     (checks > 0 && t.state == TaskState::Running).then(|| verdict(state.health.get(&t.id), checks))
 }
 
-/// Summarizes `rec` from `state`; `queued` is its launch queue entry, if any.
-pub fn app_summary(rec: &AppRecord, state: &State, queued: Option<&QueueInfo>, now: Timestamp) -> AppSummary {
-    let spec = &rec.current.spec;
-    let (mut staged, mut running, mut healthy, mut unhealthy) = (0, 0, 0, 0);
-    let checks = spec.health_checks.len();
-    for t in state.tasks_of(&spec.id) {
+/// Task counts of one app, gathered task by task.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    staged: usize,
+    running: usize,
+    healthy: usize,
+    unhealthy: usize,
+    /// Not terminal: what takes resources on an agent.
+    active: usize,
+}
+
+impl Tally {
+    fn add(&mut self, state: &State, t: &Task, checks: usize) {
+        self.active += usize::from(t.is_active());
         match t.state {
-            TaskState::Staging | TaskState::Starting => staged += 1,
+            TaskState::Staging | TaskState::Starting => self.staged += 1,
             TaskState::Running => {
-                running += 1;
+                self.running += 1;
                 match task_health(state, t, checks) {
-                    Some(Verdict::Healthy) => healthy += 1,
-                    Some(Verdict::Unhealthy) => unhealthy += 1,
+                    Some(Verdict::Healthy) => self.healthy += 1,
+                    Some(Verdict::Unhealthy) => self.unhealthy += 1,
                     _ => {}
                 }
             }
             _ => {}
         }
     }
-    let waiting = queued.filter(|q| q.count > 0);
-    let status = if waiting.is_some_and(|q| q.delayed_until.is_some_and(|d| d > now)) {
-        AppStatus::Delayed
-    } else if waiting.is_some() {
-        AppStatus::Waiting
-    } else if state.deployments_of(&spec.id).next().is_some() {
-        AppStatus::Deploying
-    } else if unhealthy > 0 {
-        AppStatus::Unhealthy
-    } else if spec.instances == 0 {
-        AppStatus::Suspended
-    } else {
-        AppStatus::Running
-    };
-    AppSummary { instances: spec.instances, staged, running, healthy, unhealthy, status }
+
+    fn summary(self, rec: &AppRecord, state: &State, queued: Option<&QueueInfo>, now: Timestamp) -> AppSummary {
+        let spec = &rec.current.spec;
+        let waiting = queued.filter(|q| q.count > 0);
+        let status = if waiting.is_some_and(|q| q.delayed_until.is_some_and(|d| d > now)) {
+            AppStatus::Delayed
+        } else if waiting.is_some() {
+            AppStatus::Waiting
+        } else if state.deployments_of(&spec.id).next().is_some() {
+            AppStatus::Deploying
+        } else if self.unhealthy > 0 {
+            AppStatus::Unhealthy
+        } else if spec.instances == 0 {
+            AppStatus::Suspended
+        } else {
+            AppStatus::Running
+        };
+        let Tally { staged, running, healthy, unhealthy, .. } = self;
+        AppSummary { instances: spec.instances, staged, running, healthy, unhealthy, status }
+    }
 }
 
-/// What the active tasks on each agent take (by their app's current definition) and how
-/// many there are: the agents page's bars.
-pub fn agent_usage(state: &State) -> std::collections::BTreeMap<&crate::domain::AgentId, (Resources, usize)> {
-    let mut out: std::collections::BTreeMap<&crate::domain::AgentId, (Resources, usize)> = Default::default();
+/// Summarizes `rec` from `state`; `queued` is its launch queue entry, if any.
+pub fn app_summary(rec: &AppRecord, state: &State, queued: Option<&QueueInfo>, now: Timestamp) -> AppSummary {
+    let checks = rec.current.spec.health_checks.len();
+    let mut tally = Tally::default();
+    for t in state.tasks_of(&rec.current.spec.id) {
+        tally.add(state, t, checks);
+    }
+    tally.summary(rec, state, queued, now)
+}
+
+/// Every app's summary, in id order, from one pass over the tasks (the dashboard and
+/// the filtered app list: looking each app's tasks up would cost a map lookup per
+/// task), and what the active tasks take of the agents (by their app's definition).
+pub fn app_summaries<'a>(
+    state: &'a State,
+    queue: &BTreeMap<PathId, QueueInfo>,
+    now: Timestamp,
+) -> (Vec<(&'a AppRecord, AppSummary)>, Resources) {
+    let mut tallies: HashMap<&PathId, (usize, Tally)> = HashMap::with_capacity(state.apps.len());
+    for t in state.tasks.values() {
+        let Some(rec) = state.apps.get(&t.app_id) else { continue };
+        let (checks, tally) =
+            tallies.entry(&t.app_id).or_insert_with(|| (rec.current.spec.health_checks.len(), Tally::default()));
+        tally.add(state, t, *checks);
+    }
+    let mut used = Resources::default();
+    let summaries = state
+        .apps
+        .iter()
+        .map(|(id, rec)| {
+            let tally = tallies.get(id).map(|(_, t)| *t).unwrap_or_default();
+            let spec = &rec.current.spec;
+            let n = tally.active as f64;
+            used.cpus += n * spec.cpus;
+            used.mem += n * spec.mem;
+            used.disk += n * spec.disk;
+            used.gpus += n * f64::from(spec.gpus);
+            (rec, tally.summary(rec, state, queue.get(id), now))
+        })
+        .collect();
+    (summaries, used)
+}
+
+/// What the active tasks on each of `agents` take (by their app's current definition)
+/// and how many there are: the agents page's bars, for the agents it shows.
+pub fn agent_usage<'a>(state: &State, agents: &[&'a AgentId]) -> HashMap<&'a AgentId, (Resources, usize)> {
+    let mut out: HashMap<&AgentId, (Resources, usize)> = agents.iter().map(|a| (*a, Default::default())).collect();
     for t in state.tasks.values().filter(|t| t.is_active()) {
-        let e = out.entry(&t.agent_id).or_default();
+        let Some(e) = out.get_mut(&t.agent_id) else { continue };
         e.1 += 1;
         if let Some(app) = state.apps.get(&t.app_id) {
             let spec = &app.current.spec;
@@ -110,9 +167,8 @@ pub fn agent_usage(state: &State) -> std::collections::BTreeMap<&crate::domain::
     out
 }
 
-/// The agents' resources in all, and what the active tasks take of them (by their app's
-/// current definition): (used, total).
-pub fn cluster_resources(state: &State) -> (Resources, Resources) {
+/// The agents' resources in all.
+pub fn cluster_total(state: &State) -> Resources {
     let mut total = Resources::default();
     for a in state.agents.values() {
         let r = a.info.resources.total();
@@ -121,15 +177,38 @@ pub fn cluster_resources(state: &State) -> (Resources, Resources) {
         total.disk += r.disk;
         total.gpus += r.gpus;
     }
-    let mut used = Resources::default();
-    for t in state.tasks.values().filter(|t| t.is_active()) {
-        if let Some(app) = state.apps.get(&t.app_id) {
-            let spec = &app.current.spec;
-            used.cpus += spec.cpus;
-            used.mem += spec.mem;
-            used.disk += spec.disk;
-            used.gpus += f64::from(spec.gpus);
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::reconcile::tests::{spec, task, version};
+    use crate::store::Change;
+
+    #[test]
+    fn one_pass_summaries_match_the_per_app_ones() {
+        let mut state = State::default();
+        let apps = [version(spec("/a", 3), 1), version(spec("/a.b", 2), 1), version(spec("/c/d", 0), 1)];
+        for v in &apps {
+            state.apply(&Change::PutApp(Box::new(v.clone())));
         }
+        let states = [TaskState::Running, TaskState::Staging, TaskState::Running, TaskState::Killed];
+        for (i, v) in apps.iter().take(2).enumerate() {
+            for (n, s) in states.iter().enumerate().skip(i) {
+                state.apply(&Change::PutTask(Box::new(task(v, n as u32, *s, 1))));
+            }
+        }
+        let now = Timestamp::from_millis(10);
+        let (all, used) = app_summaries(&state, &BTreeMap::new(), now);
+        assert_eq!(all.len(), 3);
+        for (rec, s) in &all {
+            assert_eq!(*s, app_summary(rec, &state, None, now), "{}", rec.current.spec.id);
+        }
+        let counts: Vec<(usize, usize)> = all.iter().map(|(_, s)| (s.running, s.staged)).collect();
+        assert_eq!(counts, [(2, 1), (1, 1), (0, 0)]);
+        assert_eq!(all[2].1.status, AppStatus::Suspended);
+        // Five active tasks of 1 cpu and 128 MB each (the killed ones take nothing).
+        assert_eq!((used.cpus, used.mem), (5.0, 640.0));
     }
-    (used, total)
 }

@@ -9,14 +9,15 @@
 //! be forced from there.
 
 use super::session::{ui, CsrfForm, Session};
-use super::{diff, link, ButtonForm, Message, Page, Pages, Ui};
+use super::{diff, link, ButtonForm, Field, Message, Page, Pages, Ui};
 use crate::api::apps::{create_app, delete_app, kill_tasks, restart_app, update, Update};
 use crate::api::error::ApiError;
 use crate::api::extract::{Origin, Params};
 use crate::api::AppState;
 use crate::domain::health::Verdict;
 use crate::domain::{PathId, TaskId, Timestamp, Violation};
-use crate::master::summary::{app_summary, task_health, AppStatus};
+use crate::master::state::AppRecord;
+use crate::master::summary::{app_summaries, app_summary, task_health, AppStatus, AppSummary};
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -78,27 +79,42 @@ pub async fn list(
     let queue = st.master.queue();
     let now = crate::master::now();
     let state = st.master.read().await;
-    let matching: Vec<AppRow> = state
-        .apps
-        .values()
-        .filter_map(|rec| {
-            let spec = &rec.current.spec;
-            let id = spec.id.to_string();
-            if !id.contains(q.q.as_str()) {
-                return None;
-            }
-            let s = app_summary(rec, &state, queue.get(&spec.id), now);
-            (q.status.is_empty() || q.status == s.status.name()).then(|| AppRow {
-                id,
-                status: s.status.name(),
-                instances: s.instances,
-                running: s.running,
-                healthy: s.healthy,
-                cpus: spec.cpus,
-                mem: spec.mem,
-            })
-        })
-        .collect();
+    let row = |rec: &AppRecord, s: AppSummary| AppRow {
+        id: rec.current.spec.id.to_string(),
+        status: s.status.name(),
+        instances: s.instances,
+        running: s.running,
+        healthy: s.healthy,
+        cpus: rec.current.spec.cpus,
+        mem: rec.current.spec.mem,
+    };
+    let by_id = |rec: &&AppRecord| q.q.is_empty() || rec.current.spec.id.to_string().contains(q.q.as_str());
+    // Filtering by status needs every app's summary (one pass over the tasks); without
+    // it, only the page's apps are summarized.
+    let matching: Vec<AppRow> = if q.status.is_empty() {
+        let ids: Vec<&AppRecord> = state.apps.values().filter(by_id).collect();
+        let (rows, pages) =
+            Pages::of(ids.len(), q.page, |p| link("/apps", &[("q", &q.q), ("status", ""), ("page", &p.to_string())]));
+        let rows = ids[rows]
+            .iter()
+            .map(|rec| row(rec, app_summary(rec, &state, queue.get(&rec.current.spec.id), now)))
+            .collect();
+        return Page(Apps {
+            ui: ui("apps", session.as_deref(), &st),
+            query: q.q,
+            status: q.status,
+            statuses: STATUSES.iter().map(|s| s.name()).collect(),
+            rows,
+            pages,
+        });
+    } else {
+        app_summaries(&state, &queue, now)
+            .0
+            .into_iter()
+            .filter(|(rec, s)| by_id(rec) && s.status.name() == q.status)
+            .map(|(rec, s)| row(rec, s))
+            .collect()
+    };
     let (rows, pages) = Pages::of(matching.len(), q.page, |p| {
         link("/apps", &[("q", &q.q), ("status", &q.status), ("page", &p.to_string())])
     });
@@ -163,19 +179,13 @@ pub async fn get_route(
         Some(Route::Sub(Some(id), sub)) => match words(&sub)[..] {
             ["edit"] => edit_page(&st, session, id).await,
             ["diff"] => diff_page(&st, session, id, &params).await,
-            ["destroy"] => Page(Message {
-                ui: ui("apps", session, &st),
-                title: format!("Destroy {id}?"),
-                text: "Every task of the app is killed, and the app and its versions are removed.".into(),
-                back: Some((format!("/apps{id}"), "Keep it".into())),
-                form: Some(ButtonForm {
-                    action: format!("/apps{id}/-/destroy"),
-                    fields: vec![],
-                    button: format!("Destroy {id}"),
-                    danger: true,
-                }),
-            })
-            .into_response(),
+            ["destroy"] => Message::confirm(
+                ui("apps", session, &st),
+                &format!("Destroy {id}"),
+                "Every task of the app is killed, and the app and its versions are removed.",
+                format!("/apps{id}"),
+                format!("/apps{id}/-/destroy"),
+            ),
             ["tasks", task] => super::tasks::page(&st, session, id, task, &params).await,
             _ => not_found(&st, session, "No such page."),
         },
@@ -450,17 +460,6 @@ async fn diff_page(st: &AppState, session: Option<&Session>, id: PathId, params:
 }
 
 // ---------------------------------------------------------------- new and edit
-
-/// One input of the app form, with what the user typed and what was wrong with it.
-struct Field {
-    name: &'static str,
-    label: &'static str,
-    /// The input's `type`.
-    kind: &'static str,
-    value: String,
-    hint: &'static str,
-    errors: Vec<String>,
-}
 
 #[derive(Template)]
 #[template(path = "app_form.html")]

@@ -156,14 +156,12 @@ pub async fn agents(
     params: crate::api::extract::Params,
 ) -> impl IntoResponse {
     let state = st.master.read().await;
-    let usage = agent_usage(&state);
     let (rows, pages) = Pages::of(state.agents.len(), page_of(&params), |p| format!("/agents?page={p}"));
     let unreachable = state.agents.values().filter(|a| a.mark == AgentMark::Unreachable).count();
-    let agents = state
-        .agents
-        .values()
-        .skip(rows.start)
-        .take(rows.len())
+    let shown: Vec<_> = state.agents.values().skip(rows.start).take(rows.len()).collect();
+    let usage = agent_usage(&state, &shown.iter().map(|a| &a.info.id).collect::<Vec<_>>());
+    let agents = shown
+        .into_iter()
         .map(|a| {
             let total = a.info.resources.total();
             let (used, tasks) = usage.get(&a.info.id).cloned().unwrap_or_default();

@@ -7,7 +7,7 @@ use super::{Page, Ui, Usage};
 use crate::api::jobs::last_state;
 use crate::api::AppState;
 use crate::domain::{AgentMark, TaskState};
-use crate::master::summary::{app_summary, cluster_resources, AppStatus};
+use crate::master::summary::{app_summaries, cluster_total, AppStatus};
 use askama::Template;
 use axum::extract::State;
 use axum::response::IntoResponse;
@@ -41,12 +41,12 @@ pub async fn page(State(st): State<AppState>, session: Option<Extension<Session>
     let queue = st.master.queue();
     let now = crate::master::now();
     let state = st.master.read().await;
-    let (used, total) = cluster_resources(&state);
+    let (summaries, used) = app_summaries(&state, &queue, now);
+    let total = cluster_total(&state);
     let tasks_running = state.tasks.values().filter(|t| t.state == TaskState::Running).count();
     let mut by_status: BTreeMap<AppStatus, usize> = BTreeMap::new();
     let mut unhealthy = vec![];
-    for rec in state.apps.values() {
-        let s = app_summary(rec, &state, queue.get(&rec.current.spec.id), now);
+    for (rec, s) in summaries {
         *by_status.entry(s.status).or_default() += 1;
         if s.unhealthy > 0 && unhealthy.len() < SHOWN {
             unhealthy.push((rec.current.spec.id.to_string(), s.unhealthy));

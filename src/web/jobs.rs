@@ -8,7 +8,7 @@
 //! slashes, so the action is simply the next segment.
 
 use super::session::{ui, CsrfForm, Session};
-use super::{link, words, ButtonForm, Message, Page, Pages, Ui};
+use super::{link, words, Field, Message, Page, Pages, Ui};
 use crate::api::dto::job::job_json;
 use crate::api::error::ApiError;
 use crate::api::jobs::{last_state, remove_job, run_state, run_status, save_job, start_run};
@@ -66,15 +66,35 @@ pub struct JobsQuery {
     page: usize,
 }
 
+/// What the list and the job's page say about a job.
 struct JobRow {
     name: String,
+    /// When it runs, in words.
     when: String,
+    /// Its schedule as written (empty for a dependent job).
     raw: String,
     next: String,
+    /// Chronos's `lastState`.
     last: &'static str,
+    /// Chronos's `state`: idle, queued, N running.
     state: String,
     successes: u64,
     errors: u64,
+}
+
+impl JobRow {
+    fn of(state: &MasterState, j: &JobRecord) -> JobRow {
+        JobRow {
+            name: j.spec.name.to_string(),
+            when: when(j),
+            raw: raw_schedule(j),
+            next: next_run(j),
+            last: last_state(j),
+            state: run_state(state, &j.spec.name),
+            successes: j.status.success_count,
+            errors: j.status.error_count,
+        }
+    }
 }
 
 #[derive(Template)]
@@ -92,21 +112,7 @@ pub async fn list(State(st): State<AppState>, session: MaybeSession, Query(q): Q
     let matching: Vec<&JobRecord> = state.jobs.values().filter(|j| j.spec.name.as_str().contains(&q.q)).collect();
     let failing = matching.iter().filter(|j| last_state(j) == "failure").count();
     let (rows, pages) = Pages::of(matching.len(), q.page, |p| link("/jobs", &[("q", &q.q), ("page", &p.to_string())]));
-    let rows = matching
-        .into_iter()
-        .skip(rows.start)
-        .take(rows.len())
-        .map(|j| JobRow {
-            name: j.spec.name.to_string(),
-            when: when(j),
-            raw: raw_schedule(j),
-            next: next_run(j),
-            last: last_state(j),
-            state: run_state(&state, &j.spec.name),
-            successes: j.status.success_count,
-            errors: j.status.error_count,
-        })
-        .collect();
+    let rows = matching.into_iter().skip(rows.start).take(rows.len()).map(|j| JobRow::of(&state, j)).collect();
     Page(Jobs { ui: ui("jobs", session.as_deref(), &st), query: q.q, rows, failing, pages })
 }
 
@@ -154,15 +160,8 @@ struct Edge {
 #[template(path = "job.html")]
 struct JobPage {
     ui: Ui,
-    name: String,
+    job: JobRow,
     command: String,
-    when: String,
-    raw: String,
-    next: String,
-    last: &'static str,
-    state: String,
-    successes: u64,
-    errors: u64,
     disabled: bool,
     active: bool,
     runs: Vec<RunRow>,
@@ -288,15 +287,8 @@ async fn job_page(st: &AppState, session: Option<&Session>, name: JobName) -> Re
         .collect();
     Page(JobPage {
         ui: ui("jobs", session, st),
-        name: name.to_string(),
+        job: JobRow::of(&state, rec),
         command: rec.spec.command.clone(),
-        when: when(rec),
-        raw: raw_schedule(rec),
-        next: next_run(rec),
-        last: last_state(rec),
-        state: run_state(&state, &name),
-        successes: rec.status.success_count,
-        errors: rec.status.error_count,
         disabled: rec.spec.disabled,
         active,
         runs,
@@ -339,19 +331,13 @@ pub async fn sub_page(
     };
     match action.as_str() {
         "edit" => Page(JobForm::of(ui("jobs", session, &st), rec)).into_response(),
-        "delete" => Page(Message {
-            ui: ui("jobs", session, &st),
-            title: format!("Delete {name}?"),
-            text: "Its runs stop being scheduled; jobs that depend on it take over its schedule or its parents.".into(),
-            back: Some((format!("/jobs/{name}"), "Keep it".into())),
-            form: Some(ButtonForm {
-                action: format!("/jobs/{name}/delete"),
-                fields: vec![],
-                button: format!("Delete {name}"),
-                danger: true,
-            }),
-        })
-        .into_response(),
+        "delete" => Message::confirm(
+            ui("jobs", session, &st),
+            &format!("Delete {name}"),
+            "Its runs stop being scheduled; jobs that depend on it take over its schedule or its parents.",
+            format!("/jobs/{name}"),
+            format!("/jobs/{name}/delete"),
+        ),
         _ => not_found(&st, session, "No such page."),
     }
 }
@@ -395,15 +381,6 @@ pub async fn action(
 
 // ---------------------------------------------------------------- new and edit
 
-/// One input of the job form.
-struct Field {
-    name: &'static str,
-    label: &'static str,
-    value: String,
-    hint: &'static str,
-    errors: Vec<String>,
-}
-
 #[derive(Template)]
 #[template(path = "job_form.html")]
 struct JobForm {
@@ -438,7 +415,14 @@ impl JobForm {
             fields: FIELDS
                 .iter()
                 .filter(|(name, ..)| editing.is_none() || *name != "name")
-                .map(|&(name, label, hint)| Field { name, label, value: value(name), hint, errors: vec![] })
+                .map(|&(name, label, hint)| Field {
+                    name,
+                    label,
+                    kind: "text",
+                    value: value(name),
+                    hint,
+                    errors: vec![],
+                })
                 .collect(),
             form_errors: vec![],
             json,

@@ -118,6 +118,33 @@ impl Message {
         let m = Message { ui, title: title.to_string(), text: text.into(), back: None, form: None };
         (status, Page(m)).into_response()
     }
+
+    /// "Really?": what will happen, a destructive button posting to `action`, and a way
+    /// back to `back`.
+    pub fn confirm(ui: Ui, what: &str, text: &str, back: String, action: String) -> Response {
+        let form = ButtonForm { action, fields: vec![], button: what.to_string(), danger: true };
+        let m = Message {
+            ui,
+            title: format!("{what}?"),
+            text: text.to_string(),
+            back: Some((back, "Keep it".into())),
+            form: Some(form),
+        };
+        Page(m).into_response()
+    }
+}
+
+/// One input of a form (the app and job forms), with what the user typed and what was
+/// wrong with it. Rendered by `fields.html`.
+pub struct Field {
+    /// The input's name, which is also the JSON field it sets.
+    pub name: &'static str,
+    pub label: &'static str,
+    /// The input's `type`.
+    pub kind: &'static str,
+    pub value: String,
+    pub hint: &'static str,
+    pub errors: Vec<String>,
 }
 
 async fn stylesheet() -> impl IntoResponse {

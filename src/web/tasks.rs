@@ -1,5 +1,6 @@
-//! `/apps/{id}/-/tasks/{taskId}`: one task: where and how it runs, its health checks, and
-//! its stdout or stderr (the last 64 KiB, read from the task's agent as the API's log
+//! `/apps/{id}/-/tasks/{taskId}`: one task: where and how it runs, its state history (its
+//! status updates among the events the bus still keeps), its health checks, and its
+//! stdout or stderr (the last 64 KiB, read from the task's agent as the API's log
 //! endpoint does). The page's script follows new output through that endpoint; without
 //! JavaScript a reload shows the latest.
 
@@ -15,6 +16,23 @@ use axum::response::{IntoResponse, Response};
 
 /// How much of the log the page shows at first.
 const TAIL: i64 = 64 * 1024;
+
+/// One status update of the task: (when, state, message).
+type HistoryRow = (String, String, String);
+
+/// The task's status updates still in the event bus's replay ring, oldest first.
+fn history(bus: &crate::events::Bus, task: &TaskId) -> Vec<HistoryRow> {
+    let needle = format!("\"taskId\":\"{task}\"");
+    bus.recent(crate::events::DEFAULT_REPLAY)
+        .iter()
+        .filter(|f| f.event_type == "status_update_event" && f.data().contains(&needle))
+        .filter_map(|f| {
+            let v: serde_json::Value = serde_json::from_str(f.data()).ok()?;
+            let text = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+            Some((text("timestamp"), text("taskStatus"), text("message")))
+        })
+        .collect()
+}
 
 struct CheckRow {
     index: u16,
@@ -40,6 +58,7 @@ struct TaskPage {
     started_at: String,
     message: String,
     checks: Vec<CheckRow>,
+    history: Vec<HistoryRow>,
     stream: &'static str,
     log: String,
     /// Where the log was cut (the page follows it from `log_end`).
@@ -73,6 +92,7 @@ pub async fn page(st: &AppState, session: Option<&Session>, app: PathId, task: &
         started_at: String::new(),
         message: String::new(),
         checks: vec![],
+        history: history(st.master.events(), &task_id),
         stream: stream_name,
         log: String::new(),
         log_start: 0,

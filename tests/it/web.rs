@@ -24,7 +24,8 @@ fn dashboard_and_app_list_show_the_cluster() {
     assert_eq!(home.status, 200);
     assert_eq!(home.header("content-type"), Some("text/html; charset=utf-8"));
     let html = &home.text;
-    assert!(html.contains("<h1>Cluster</h1>") && html.contains("href=\"/apps\""), "{html}");
+    assert!(html.contains("<title>Dashboard · dromos</title>") && html.contains("<h1>Cluster</h1>"), "{html}");
+    assert_eq!(html.matches("id=\"attention\"").count(), 1, "{html}");
     assert!(html.contains("<p class=\"figure\">2</p>\n    <p>running</p>"), "two tasks running: {html}");
     assert!(
         html.contains("status-running\">running</span> 1") && html.contains("status-suspended\">suspended</span> 1"),
@@ -246,6 +247,8 @@ fn apps_are_created_changed_and_destroyed_through_forms() {
         p.html.contains("started-&#60;b&#62;/shop/web&#60;/b&#62;").then_some(p)
     });
     assert!(log.html.contains("TASK_RUNNING") && !log.html.contains("<b>/shop/web"), "{}", log.html);
+    let history = &log.html[log.html.find("<ol class=\"history\">").expect("a state history")..];
+    assert!(history.contains("TASK_RUNNING"), "{history}");
     assert_eq!(v.get("/apps/shop/web/-/tasks/other.instance-1._app.1").status, 404);
 
     // Scale, through the form; a bad count is refused with the API's words.
