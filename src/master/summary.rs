@@ -85,6 +85,14 @@ impl Tally {
         }
     }
 
+    fn merge(&mut self, o: Tally) {
+        self.staged += o.staged;
+        self.running += o.running;
+        self.healthy += o.healthy;
+        self.unhealthy += o.unhealthy;
+        self.active += o.active;
+    }
+
     fn summary(self, rec: &AppRecord, state: &State, queued: Option<&QueueInfo>, now: Timestamp) -> AppSummary {
         let spec = &rec.current.spec;
         let waiting = queued.filter(|q| q.count > 0);
@@ -124,19 +132,31 @@ pub fn app_summaries<'a>(
     queue: &BTreeMap<PathId, QueueInfo>,
     now: Timestamp,
 ) -> (Vec<(&'a AppRecord, AppSummary)>, Resources) {
-    let mut tallies: HashMap<&PathId, (usize, Tally)> = HashMap::with_capacity(state.apps.len());
+    let mut tallies: HashMap<&PathId, Tally> = HashMap::with_capacity(state.apps.len());
+    // Task ids begin with their app's id, so an app's tasks mostly come one after the
+    // other: tally a run of them, then look its app up once.
+    let mut run: Option<(&PathId, usize, Tally)> = None;
     for t in state.tasks.values() {
-        let Some(rec) = state.apps.get(&t.app_id) else { continue };
-        let (checks, tally) =
-            tallies.entry(&t.app_id).or_insert_with(|| (rec.current.spec.health_checks.len(), Tally::default()));
-        tally.add(state, t, *checks);
+        if run.as_ref().is_none_or(|(id, ..)| **id != t.app_id) {
+            if let Some((id, _, tally)) = run.take() {
+                tallies.entry(id).or_default().merge(tally);
+            }
+            let Some(rec) = state.apps.get(&t.app_id) else { continue };
+            run = Some((&t.app_id, rec.current.spec.health_checks.len(), Tally::default()));
+        }
+        if let Some((_, checks, tally)) = run.as_mut() {
+            tally.add(state, t, *checks);
+        }
+    }
+    if let Some((id, _, tally)) = run {
+        tallies.entry(id).or_default().merge(tally);
     }
     let mut used = Resources::default();
     let summaries = state
         .apps
         .iter()
         .map(|(id, rec)| {
-            let tally = tallies.get(id).map(|(_, t)| *t).unwrap_or_default();
+            let tally = tallies.get(id).copied().unwrap_or_default();
             let spec = &rec.current.spec;
             let n = tally.active as f64;
             used.cpus += n * spec.cpus;
