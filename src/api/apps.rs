@@ -282,7 +282,7 @@ pub async fn delete_route(State(st): State<AppState>, Path(rest): Path<String>, 
         AppRoute::Task(id, task) => {
             let task_id: TaskId =
                 task.parse().map_err(|_| ApiError::NotFound(format!("Task '{task}' does not exist")))?;
-            if !task_id.as_str().starts_with(&format!("{}.", id.safe_id())) {
+            if !task_id.belongs_to(&id) {
                 return Err(ApiError::NotFound(format!("Task '{task}' does not exist")));
             }
             kill_tasks(&st, vec![task_id], &params, true).await
@@ -450,7 +450,7 @@ async fn task_logs(st: &AppState, id: PathId, task: &str, params: &Params) -> Ap
     use crate::agent::protocol::LogStream;
     use crate::master::logs::LogError;
     let task_id: TaskId = task.parse().map_err(|_| ApiError::NotFound(format!("Task '{task}' does not exist")))?;
-    if !task_id.as_str().starts_with(&format!("{}.", id.safe_id())) {
+    if !task_id.belongs_to(&id) {
         return Err(ApiError::NotFound(format!("Task '{task}' does not exist")));
     }
     let stream = match params.get("stream").unwrap_or("stdout") {

@@ -190,6 +190,15 @@ impl TaskId {
         }
     }
 
+    /// Whether this is a task of `app`: its id names the app's safe id before
+    /// `.instance-<uuid>` (or before `.<uuid>` in the legacy form). Not a prefix test:
+    /// app ids may contain dots, so `a.b.instance-...` is a task of `/a.b`, not of `/a`.
+    pub fn belongs_to(&self, app: &PathId) -> bool {
+        let inst = self.0.rsplit_once("._app.").map_or(self.0.as_str(), |(i, _)| i);
+        let owner = inst.rsplit_once(".instance-").or_else(|| inst.rsplit_once('.')).map_or(inst, |(a, _)| a);
+        owner == app.safe_id()
+    }
+
     /// The incarnation number (1 for legacy ids).
     pub fn incarnation(&self) -> u32 {
         self.0.rsplit_once("._app.").and_then(|(_, n)| n.parse().ok()).unwrap_or(1)
@@ -246,6 +255,22 @@ string_id_serde!(InstanceId);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tasks_belong_to_exactly_their_app() {
+        let app = |s: &str| PathId::parse_app(s).unwrap();
+        let task = |s: &str| s.parse::<TaskId>().unwrap();
+        let t = task("a.b.instance-6f7e2a90-0c4e-4d5a-9d1e-2b8f0a1c3d4e._app.2");
+        assert!(t.belongs_to(&app("/a.b")));
+        assert!(!t.belongs_to(&app("/a")), "a dot in an app id is not a separator");
+        assert!(task("shop_web.instance-1._app.1").belongs_to(&app("/shop/web")));
+        assert!(!task("shop_web.instance-1._app.1").belongs_to(&app("/shop")));
+        // A segment may itself read "instance-...": the last one is the task's.
+        assert!(task("x.instance-y.instance-1._app.1").belongs_to(&app("/x.instance-y")));
+        // Legacy `<app>.<uuid>` ids.
+        assert!(task("a.b.6f7e2a90-0c4e").belongs_to(&app("/a.b")));
+        assert!(!task("a.b.6f7e2a90-0c4e").belongs_to(&app("/a")));
+    }
 
     #[test]
     fn canonicalises_relative_ids() {

@@ -157,9 +157,6 @@ pub struct Master {
     kills_sent: Mutex<HashMap<TaskId, Instant>>,
     queue: Mutex<BTreeMap<PathId, QueueInfo>>,
     cursor: Mutex<usize>,
-    /// The last scheduler pass changed nothing: the next one is planned under the read
-    /// lock first (see [`Master::tick`]).
-    at_rest: std::sync::atomic::AtomicBool,
     wake: Notify,
     started_at: Timestamp,
 }
@@ -219,7 +216,6 @@ impl Master {
             kills_sent: Mutex::new(HashMap::new()),
             queue: Mutex::new(BTreeMap::new()),
             cursor: Mutex::new(0),
-            at_rest: std::sync::atomic::AtomicBool::new(false),
             wake: Notify::new(),
             started_at: now(),
         });
@@ -433,43 +429,15 @@ impl Master {
         let connected = self.connected_agents();
         let kills_sent = self.kills_sent.lock().map(|k| k.clone()).unwrap_or_default();
         let roles = self.roles.clone();
-        // At rest, a pass over every app changes nothing, and with many apps it takes a
-        // while: plan it under the read lock, so the API and the UI keep reading
-        // meanwhile (writes wait, as they would for the writer). A pass that would change
-        // something is dropped and made again by the writer, against the state it commits
-        // to; it also ends the rest, until a pass through the writer changes nothing.
-        let order = std::sync::atomic::Ordering::Relaxed;
-        let mut quiet = None;
-        if self.at_rest.load(order) {
-            let state = self.state.read().await;
-            let (mut out, mut c) = (TickOutcome::default(), cursor);
-            let input =
-                TickInput { backoffs: &backoffs, connected: &connected, kills_sent: &kills_sent, roles: &roles };
-            if plan_tick(&state, now(), &input, &mut c, &mut out).is_empty() {
-                quiet = Some((out, c));
-            }
-        }
-        let (outcome, cur) = match quiet {
-            Some(planned) => planned,
-            None => {
-                let (outcome, cur, changed) = self
-                    .write(move |state, now| {
-                        let mut out = TickOutcome::default();
-                        let input = TickInput {
-                            backoffs: &backoffs,
-                            connected: &connected,
-                            kills_sent: &kills_sent,
-                            roles: &roles,
-                        };
-                        let changes = plan_tick(state, now, &input, &mut cursor, &mut out);
-                        let changed = !changes.is_empty();
-                        Ok((changes, (out, cursor, changed)))
-                    })
-                    .await?;
-                self.at_rest.store(!changed, order);
-                (outcome, cur)
-            }
-        };
+        let (outcome, cur) = self
+            .write(move |state, now| {
+                let mut out = TickOutcome::default();
+                let input =
+                    TickInput { backoffs: &backoffs, connected: &connected, kills_sent: &kills_sent, roles: &roles };
+                let changes = plan_tick(state, now, &input, &mut cursor, &mut out);
+                Ok((changes, (out, cursor)))
+            })
+            .await?;
         if let Ok(mut c) = self.cursor.lock() {
             *c = cur;
         }

@@ -235,7 +235,7 @@ pub async fn post_route(
         ["restart"] => restart_app(&st, id.clone(), force).await.map(|_| back),
         ["destroy"] => delete_app(&st, id.clone(), force).await.map(|_| Redirect::to("/apps").into_response()),
         ["kill"] => match field("task").parse::<TaskId>() {
-            Ok(task) if task.as_str().starts_with(&format!("{}.", id.safe_id())) => {
+            Ok(task) if task.belongs_to(&id) => {
                 let params = Params(vec![("force".into(), force.to_string())]);
                 kill_tasks(&st, vec![task], &params, true).await.map(|_| back)
             }

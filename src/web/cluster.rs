@@ -30,7 +30,9 @@ struct DeploymentView {
     id: String,
     version: String,
     apps: Vec<String>,
+    /// The step it is at (from 1), and how many are done.
     current: usize,
+    done: usize,
     total: usize,
     /// What each action of the current step waits for.
     waiting: Vec<String>,
@@ -70,6 +72,7 @@ pub async fn deployments(
                 version: d.version.to_string(),
                 apps: d.affected_apps.iter().map(|a| a.to_string()).collect(),
                 current: (done + 1).min(d.steps.len()),
+                done: done.min(d.steps.len()),
                 total: d.steps.len(),
                 waiting: state.explain_step(d, done),
                 steps: d

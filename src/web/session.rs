@@ -187,7 +187,10 @@ struct Login {
 
 /// Only a path on this site may follow a sign-in (no open redirects).
 fn local(next: &str) -> String {
-    if next.starts_with('/') && !next.starts_with("//") && !next.starts_with("/\\") {
+    // Browsers drop tabs and newlines from a Location and read `\` as `/`: only printable
+    // ASCII without a backslash, so `/<TAB>/evil.example` cannot become `//evil.example`.
+    let printable = next.bytes().all(|b| b.is_ascii_graphic() && b != b'\\');
+    if printable && next.starts_with('/') && !next.starts_with("//") {
         next.to_string()
     } else {
         "/".to_string()
@@ -292,6 +295,16 @@ mod tests {
         assert!(!s.csrf_ok(&a, ""));
         assert!(!s.csrf_ok(&a, "é"));
         assert!(!Sessions::new(None).csrf_ok(&a, &a.csrf), "another key");
+    }
+
+    #[test]
+    fn only_paths_of_this_site_follow_a_sign_in() {
+        assert_eq!(local("/apps?q=a%20b"), "/apps?q=a%20b");
+        for bad in
+            ["//evil.example", "/\\evil.example", "/\t/evil.example", "/\n/x", "https://evil.example", "", "apps"]
+        {
+            assert_eq!(local(bad), "/", "{bad:?}");
+        }
     }
 
     #[test]

@@ -73,7 +73,7 @@ pub async fn page(st: &AppState, session: Option<&Session>, app: PathId, task: &
         Message::page(StatusCode::NOT_FOUND, ui("apps", session, st), "Not found", format!("{app} has no task {task}."))
     };
     let Ok(task_id) = task.parse::<TaskId>() else { return not_found() };
-    if !task_id.as_str().starts_with(&format!("{}.", app.safe_id())) {
+    if !task_id.belongs_to(&app) {
         return not_found();
     }
     let (stream, stream_name) = match params.get("stream") {

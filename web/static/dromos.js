@@ -108,22 +108,25 @@
 
   if (main) connect();
 
-  // Follow a task's log: ask for what came after the last byte shown.
+  // Follow a task's log: ask for the bytes after the last one shown. Offsets count
+  // bytes, so the answer is read as bytes and decoded by one streaming decoder (a
+  // character split between two answers comes out whole).
   var log = document.querySelector("pre[data-follow]");
   if (log) {
     var offset = Number(log.dataset.offset) || 0;
+    var decoder = new TextDecoder();
     var poll = function () {
       fetch(log.dataset.follow + "&offset=" + offset, { credentials: "same-origin" })
         .then(function (r) {
           if (!r.ok) return Promise.reject(r.status);
           var start = Number(r.headers.get("X-Dromos-Log-Offset"));
-          return r.text().then(function (t) { return { start: start, text: t }; });
+          return r.arrayBuffer().then(function (b) { return { start: start, bytes: b }; });
         })
         .then(function (c) {
-          if (c.text) {
+          if (c.bytes.byteLength > 0) {
             var atEnd = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
-            log.append(c.text);
-            offset = c.start + new TextEncoder().encode(c.text).length;
+            log.append(decoder.decode(c.bytes, { stream: true }));
+            offset = c.start + c.bytes.byteLength;
             if (atEnd) log.scrollTop = log.scrollHeight;
           }
         })
