@@ -329,12 +329,12 @@ fn an_operator_runs_an_app_from_a_real_browser() {
 
     // A validation error appears next to its field.
     b.goto(&format!("{}/apps", d.url));
-    b.find("a[href='/apps/-/new']").click();
+    b.click("a[href='/apps/-/new']");
     b.wait_for_text("h1", "New app", T);
     b.find("#f-id").clear();
     b.find("#f-id").send_keys("/UI/Echo");
     b.find("#f-cmd").send_keys("echo first line; sleep 2; echo second line; sleep 600");
-    b.find("form[aria-labelledby='by-form'] button[type='submit']").click();
+    b.click("form[aria-labelledby='by-form'] button[type='submit']");
     let error = b.wait_for_text("#e-id", "lowercase", T);
     assert!(error.text().contains("lowercase"), "{}", error.text());
     assert_eq!(b.find("#f-id").attr("aria-invalid").as_deref(), Some("true"));
@@ -343,7 +343,7 @@ fn an_operator_runs_an_app_from_a_real_browser() {
     // Fixed, it is created; the app page follows it to running without a reload.
     b.find("#f-id").clear();
     b.find("#f-id").send_keys("/ui/echo");
-    b.find("form[aria-labelledby='by-form'] button[type='submit']").click();
+    b.click("form[aria-labelledby='by-form'] button[type='submit']");
     b.wait_for_text("h1", "/ui/echo", T);
     assert!(b.url().ends_with("/apps/ui/echo"), "{}", b.url());
     mark(&b);
@@ -353,7 +353,7 @@ fn an_operator_runs_an_app_from_a_real_browser() {
     // Scale to two from the page; the new task shows up live.
     b.find("#instances").clear();
     b.find("#instances").send_keys("2");
-    b.find("form[action='/apps/ui/echo/-/scale'] button").click();
+    b.click("form[action='/apps/ui/echo/-/scale'] button");
     b.wait_for_text("#summary", "of 2", T);
     mark(&b);
     b.wait_for_text("#summary", "2 of 2 running", T);
@@ -370,7 +370,7 @@ fn an_operator_runs_an_app_from_a_real_browser() {
     wait_for("the deployment to end", T, idle);
 
     // A task's output, followed as it grows.
-    b.find("#task-list tbody a").click();
+    b.click("#task-list tbody a");
     b.wait_for_text("h1", "Task ui_echo.instance-", T);
     mark(&b);
     b.wait_for_text("#log", "first line", T);
@@ -382,11 +382,11 @@ fn an_operator_runs_an_app_from_a_real_browser() {
     b.goto(&format!("{}/apps/ui/echo", d.url));
     let versions = d.get("/v2/apps/ui/echo/versions")["versions"].clone();
     let first = versions.as_array().unwrap().last().unwrap().as_str().unwrap().to_string();
-    b.find("#version-list a").click();
+    b.click("#version-list a");
     b.wait_for_text("h1", "changes", T);
     assert!(b.find("pre.diff").text().contains("\"instances\": 2"), "{}", b.find("pre.diff").text());
     b.goto(&format!("{}/apps/ui/echo/-/diff?from={first}", d.url));
-    b.find("form[action='/apps/ui/echo/-/rollback'] button").click();
+    b.click("form[action='/apps/ui/echo/-/rollback'] button");
     b.wait_for_text("h1", "/ui/echo", T);
     wait_for("the rollback", T, idle);
     let app = d.app("/ui/echo");
@@ -571,18 +571,18 @@ fn jobs_and_the_event_tail_in_a_real_browser() {
 
     // Create a cron job through the form, then run it now with an argument.
     b.goto(&format!("{}/jobs", d.url));
-    b.find("a[href='/jobs/-/new']").click();
+    b.click("a[href='/jobs/-/new']");
     b.wait_for_text("h1", "New job", T);
     b.find("#f-name").send_keys("hello");
     b.find("#f-command").send_keys("echo hello $1");
     b.find("#f-schedule").send_keys("0 3 * * 1-5");
     b.find("#f-scheduleTimeZone").send_keys("America/New_York");
-    b.find("form[aria-labelledby='by-form'] button[type='submit']").click();
+    b.click("form[aria-labelledby='by-form'] button[type='submit']");
     b.wait_for_text("h1", "hello", T);
     assert!(b.find("#job-summary").text().contains("on Monday to Friday, at 03:00 (America/New_York)"));
     mark(&b);
     b.find("#arguments").send_keys("world");
-    b.find("form[action='/jobs/hello/run'] button").click();
+    b.click("form[action='/jobs/hello/run'] button");
     // The run shows up in the history (on the page the form redirected to, or live).
     b.wait_for_text("#history-section", "success", T);
     let runs = d.get("/v1/scheduler/job/stat/hello")["taskStatHistory"].clone();

@@ -28,8 +28,9 @@
       .then(function (html) {
         var doc = new DOMParser().parseFromString(html, "text/html");
         document.querySelectorAll("[data-live][id]").forEach(function (old) {
+          // Only what changed is replaced: focus and selection elsewhere stay put.
           var fresh = doc.getElementById(old.id);
-          if (fresh) old.replaceWith(document.importNode(fresh, true));
+          if (fresh && fresh.outerHTML !== old.outerHTML) old.replaceWith(document.importNode(fresh, true));
         });
       })
       .catch(function () {})

@@ -174,6 +174,20 @@ impl Browser {
         all.iter().map(|e| self.element(e)).collect()
     }
 
+    /// Clicks the first element matching `css`, finding it again if the page replaced it
+    /// between the find and the click (live regions are swapped when events arrive).
+    pub fn click(&self, css: &str) {
+        let deadline = Instant::now() + self.find_timeout;
+        loop {
+            let el = self.find(css);
+            match self.try_cmd("POST", &el.path("/click"), Some(json!({}))) {
+                Ok(_) => return,
+                Err(e) if e.error == "stale element reference" && Instant::now() < deadline => sleep(POLL),
+                Err(e) => panic!("click {css:?}: {e}"),
+            }
+        }
+    }
+
     /// Waits until an element matching `css` contains `needle` in its text, and returns it.
     pub fn wait_for_text(&self, css: &str, needle: &str, timeout: Duration) -> Element<'_> {
         let deadline = Instant::now() + timeout;
