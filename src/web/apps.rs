@@ -91,34 +91,22 @@ pub async fn list(
     let by_id = |rec: &&AppRecord| q.q.is_empty() || rec.current.spec.id.to_string().contains(q.q.as_str());
     // Filtering by status needs every app's summary (one pass over the tasks); without
     // it, only the page's apps are summarized.
-    let matching: Vec<AppRow> = if q.status.is_empty() {
+    let page_link = |p: usize| link("/apps", &[("q", &q.q), ("status", &q.status), ("page", &p.to_string())]);
+    let (rows, pages) = if q.status.is_empty() {
         let ids: Vec<&AppRecord> = state.apps.values().filter(by_id).collect();
-        let (rows, pages) =
-            Pages::of(ids.len(), q.page, |p| link("/apps", &[("q", &q.q), ("status", ""), ("page", &p.to_string())]));
-        let rows = ids[rows]
-            .iter()
-            .map(|rec| row(rec, app_summary(rec, &state, queue.get(&rec.current.spec.id), now)))
-            .collect();
-        return Page(Apps {
-            ui: ui("apps", session.as_deref(), &st),
-            query: q.q,
-            status: q.status,
-            statuses: STATUSES.iter().map(|s| s.name()).collect(),
-            rows,
-            pages,
-        });
+        let (shown, pages) = Pages::of(ids.len(), q.page, page_link);
+        let summary = |rec: &AppRecord| app_summary(rec, &state, queue.get(&rec.current.spec.id), now);
+        (ids[shown].iter().map(|rec| row(rec, summary(rec))).collect(), pages)
     } else {
-        app_summaries(&state, &queue, now)
+        let matching: Vec<AppRow> = app_summaries(&state, &queue, now)
             .0
             .into_iter()
             .filter(|(rec, s)| by_id(rec) && s.status.name() == q.status)
             .map(|(rec, s)| row(rec, s))
-            .collect()
+            .collect();
+        let (shown, pages) = Pages::of(matching.len(), q.page, page_link);
+        (matching.into_iter().skip(shown.start).take(shown.len()).collect(), pages)
     };
-    let (rows, pages) = Pages::of(matching.len(), q.page, |p| {
-        link("/apps", &[("q", &q.q), ("status", &q.status), ("page", &p.to_string())])
-    });
-    let rows = matching.into_iter().skip(rows.start).take(rows.len()).collect();
     Page(Apps {
         ui: ui("apps", session.as_deref(), &st),
         query: q.q,
