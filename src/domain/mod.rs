@@ -40,6 +40,15 @@ pub fn clip(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// Lowercase hex of `b` (digests in HAProxy server options, session MACs).
+pub fn hex(b: &[u8]) -> String {
+    use std::fmt::Write;
+    b.iter().fold(String::with_capacity(b.len() * 2), |mut s, x| {
+        let _ = write!(s, "{x:02x}");
+        s
+    })
+}
+
 /// One validation failure: a JSON pointer into the offending document and what is wrong there.
 /// The API renders a list of these as Marathon's `details: [{path, errors}]`.
 #[derive(Debug, Clone, PartialEq, Eq)]

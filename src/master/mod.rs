@@ -508,7 +508,7 @@ fn plan_tick(
         }
     }
     let index: HashMap<AgentId, usize> = agents.iter().enumerate().map(|(i, a)| (a.id.clone(), i)).collect();
-    let by_app = tasks_by_app(state);
+    let by_app = state.tasks_grouped_by_app();
     let mut usage: HashMap<&str, Resources> = HashMap::new();
     for t in state.tasks.values().filter(|t| t.is_active() && t.job.is_some()) {
         if let Some(job) = t.job.as_ref().and_then(|k| state.jobs.get(&k.job)) {
@@ -727,29 +727,6 @@ fn plan_tick(
     changes
 }
 
-/// Every task grouped by its app, each app's in task id order (as [`State::tasks_of`]
-/// gives them), from one pass over the tasks: task ids begin with their app's id, so an
-/// app's tasks mostly come one after another and each run of them costs one map lookup,
-/// instead of one per task (the scheduler's pass over 100,000 tasks).
-fn tasks_by_app(state: &State) -> HashMap<&PathId, Vec<&Task>> {
-    let mut out: HashMap<&PathId, Vec<&Task>> = HashMap::with_capacity(state.apps.len());
-    let mut run: Option<(&PathId, Vec<&Task>)> = None;
-    for t in state.tasks.values() {
-        match run.as_mut() {
-            Some((id, tasks)) if **id == t.app_id => tasks.push(t),
-            _ => {
-                if let Some((id, tasks)) = run.replace((&t.app_id, vec![t])) {
-                    out.entry(id).or_default().extend(tasks);
-                }
-            }
-        }
-    }
-    if let Some((id, tasks)) = run {
-        out.entry(id).or_default().extend(tasks);
-    }
-    out
-}
-
 /// What the agent needs to run a task of a Docker app: the app's container settings
 /// with the host ports placement assigned (in port-mapping order) and the task's
 /// environment.
@@ -841,36 +818,6 @@ async fn writer(master: Arc<Master>, mut rx: mpsc::Receiver<WriteJob>) {
                         reply.send(r.and(Err(MasterError::Store(StoreError::Db(sqlx::Error::Protocol(msg.clone()))))));
                 }
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::scheduler::reconcile::tests::{spec, task, version};
-
-    #[test]
-    fn tasks_grouped_in_one_pass_are_each_apps_tasks_in_order() {
-        let mut state = State::default();
-        let apps = [version(spec("/a", 3), 1), version(spec("/a.b", 2), 1), version(spec("/c", 1), 1)];
-        for v in &apps {
-            state.apply(&Change::PutApp(Box::new(v.clone())));
-        }
-        for (i, v) in apps.iter().enumerate() {
-            for n in 0..(4 - i as u32) {
-                state.apply(&Change::PutTask(Box::new(task(v, n, TaskState::Running, 1))));
-            }
-        }
-        // A task whose app is gone still shows up, under its app's id.
-        let gone = version(spec("/gone", 1), 1);
-        state.apply(&Change::PutTask(Box::new(task(&gone, 0, TaskState::Running, 1))));
-        let grouped = tasks_by_app(&state);
-        assert_eq!(grouped.len(), 4);
-        for v in apps.iter().chain([&gone]) {
-            let id = &v.spec.id;
-            let ids = |ts: Vec<&Task>| ts.into_iter().map(|t| t.id.clone()).collect::<Vec<_>>();
-            assert_eq!(ids(grouped[id].clone()), ids(state.tasks_of(id).collect()), "{id}");
         }
     }
 }

@@ -269,6 +269,30 @@ impl State {
         self.tasks.values().filter(move |t| t.agent_id == *agent && t.is_active())
     }
 
+    /// Every task grouped by its app, each app's in task id order (as [`State::tasks_of`]
+    /// gives them), from one pass over the tasks: task ids begin with their app's id, so
+    /// an app's tasks mostly come one after another and each run of them costs one map
+    /// operation instead of a lookup per task (the scheduler's pass and the summaries
+    /// over 100,000 tasks).
+    pub fn tasks_grouped_by_app(&self) -> HashMap<&PathId, Vec<&Task>> {
+        let mut out: HashMap<&PathId, Vec<&Task>> = HashMap::with_capacity(self.apps.len());
+        let mut run: Option<(&PathId, Vec<&Task>)> = None;
+        for t in self.tasks.values() {
+            match run.as_mut() {
+                Some((id, tasks)) if **id == t.app_id => tasks.push(t),
+                _ => {
+                    if let Some((id, tasks)) = run.replace((&t.app_id, vec![t])) {
+                        out.entry(id).or_default().extend(tasks);
+                    }
+                }
+            }
+        }
+        if let Some((id, tasks)) = run {
+            out.entry(id).or_default().extend(tasks);
+        }
+        out
+    }
+
     pub fn tasks_of<'a>(&'a self, app: &PathId) -> impl Iterator<Item = &'a Task> + 'a {
         self.tasks_by_app.get(app).into_iter().flatten().filter_map(|id| self.tasks.get(id))
     }
@@ -323,5 +347,37 @@ impl State {
     /// Deployments that involve `app`.
     pub fn deployments_of<'a>(&'a self, app: &'a PathId) -> impl Iterator<Item = &'a Deployment> + 'a {
         self.deployments.values().filter(move |d| d.affected_apps.contains(app))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::TaskState;
+    use crate::scheduler::reconcile::tests::{spec, task, version};
+    use crate::store::Change;
+
+    #[test]
+    fn tasks_grouped_in_one_pass_are_each_apps_tasks_in_order() {
+        let mut state = State::default();
+        let apps = [version(spec("/a", 3), 1), version(spec("/a.b", 2), 1), version(spec("/c", 1), 1)];
+        for v in &apps {
+            state.apply(&Change::PutApp(Box::new(v.clone())));
+        }
+        for (i, v) in apps.iter().enumerate() {
+            for n in 0..(4 - i as u32) {
+                state.apply(&Change::PutTask(Box::new(task(v, n, TaskState::Running, 1))));
+            }
+        }
+        // A task whose app is gone still shows up, under its app's id.
+        let gone = version(spec("/gone", 1), 1);
+        state.apply(&Change::PutTask(Box::new(task(&gone, 0, TaskState::Running, 1))));
+        let grouped = state.tasks_grouped_by_app();
+        assert_eq!(grouped.len(), 4);
+        for v in apps.iter().chain([&gone]) {
+            let id = &v.spec.id;
+            let ids = |ts: Vec<&Task>| ts.into_iter().map(|t| t.id.clone()).collect::<Vec<_>>();
+            assert_eq!(ids(grouped[id].clone()), ids(state.tasks_of(id).collect()), "{id}");
+        }
     }
 }

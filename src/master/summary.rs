@@ -85,14 +85,6 @@ impl Tally {
         }
     }
 
-    fn merge(&mut self, o: Tally) {
-        self.staged += o.staged;
-        self.running += o.running;
-        self.healthy += o.healthy;
-        self.unhealthy += o.unhealthy;
-        self.active += o.active;
-    }
-
     fn summary(self, rec: &AppRecord, state: &State, queued: Option<&QueueInfo>, now: Timestamp) -> AppSummary {
         let spec = &rec.current.spec;
         let waiting = queued.filter(|q| q.count > 0);
@@ -124,45 +116,30 @@ pub fn app_summary(rec: &AppRecord, state: &State, queued: Option<&QueueInfo>, n
     tally.summary(rec, state, queued, now)
 }
 
-/// Every app's summary, in id order, from one pass over the tasks (the dashboard and
-/// the filtered app list: looking each app's tasks up would cost a map lookup per
-/// task), and what the active tasks take of the agents (by their app's definition).
+/// Every app's summary, in id order, from one pass over the tasks
+/// ([`State::tasks_grouped_by_app`]; looking each app's tasks up would cost a map
+/// lookup per task), and what the active tasks take of the agents (by their app's
+/// definition): the dashboard and the app list filtered by status.
 pub fn app_summaries<'a>(
     state: &'a State,
     queue: &BTreeMap<PathId, QueueInfo>,
     now: Timestamp,
 ) -> (Vec<(&'a AppRecord, AppSummary)>, Resources) {
-    let mut tallies: HashMap<&PathId, Tally> = HashMap::with_capacity(state.apps.len());
-    // Task ids begin with their app's id, so an app's tasks mostly come one after the
-    // other: tally a run of them, then look its app up once.
-    let mut run: Option<(&PathId, usize, Tally)> = None;
-    for t in state.tasks.values() {
-        if run.as_ref().is_none_or(|(id, ..)| **id != t.app_id) {
-            if let Some((id, _, tally)) = run.take() {
-                tallies.entry(id).or_default().merge(tally);
-            }
-            let Some(rec) = state.apps.get(&t.app_id) else { continue };
-            run = Some((&t.app_id, rec.current.spec.health_checks.len(), Tally::default()));
-        }
-        if let Some((_, checks, tally)) = run.as_mut() {
-            tally.add(state, t, *checks);
-        }
-    }
-    if let Some((id, _, tally)) = run {
-        tallies.entry(id).or_default().merge(tally);
-    }
+    let grouped = state.tasks_grouped_by_app();
     let mut used = Resources::default();
     let summaries = state
         .apps
         .iter()
         .map(|(id, rec)| {
-            let tally = tallies.get(id).copied().unwrap_or_default();
             let spec = &rec.current.spec;
-            let n = tally.active as f64;
-            used.cpus += n * spec.cpus;
-            used.mem += n * spec.mem;
-            used.disk += n * spec.disk;
-            used.gpus += n * f64::from(spec.gpus);
+            let mut tally = Tally::default();
+            for t in grouped.get(id).into_iter().flatten() {
+                tally.add(state, t, spec.health_checks.len());
+            }
+            let need = spec.task_resources();
+            for _ in 0..tally.active {
+                used.add(&need);
+            }
             (rec, tally.summary(rec, state, queue.get(id), now))
         })
         .collect();
@@ -174,14 +151,10 @@ pub fn app_summaries<'a>(
 pub fn agent_usage<'a>(state: &State, agents: &[&'a AgentId]) -> HashMap<&'a AgentId, (Resources, usize)> {
     let mut out: HashMap<&AgentId, (Resources, usize)> = agents.iter().map(|a| (*a, Default::default())).collect();
     for t in state.tasks.values().filter(|t| t.is_active()) {
-        let Some(e) = out.get_mut(&t.agent_id) else { continue };
-        e.1 += 1;
+        let Some((used, n)) = out.get_mut(&t.agent_id) else { continue };
+        *n += 1;
         if let Some(app) = state.apps.get(&t.app_id) {
-            let spec = &app.current.spec;
-            e.0.cpus += spec.cpus;
-            e.0.mem += spec.mem;
-            e.0.disk += spec.disk;
-            e.0.gpus += f64::from(spec.gpus);
+            used.add(&app.current.spec.task_resources());
         }
     }
     out
@@ -191,11 +164,7 @@ pub fn agent_usage<'a>(state: &State, agents: &[&'a AgentId]) -> HashMap<&'a Age
 pub fn cluster_total(state: &State) -> Resources {
     let mut total = Resources::default();
     for a in state.agents.values() {
-        let r = a.info.resources.total();
-        total.cpus += r.cpus;
-        total.mem += r.mem;
-        total.disk += r.disk;
-        total.gpus += r.gpus;
+        total.add(&a.info.resources.total());
     }
     total
 }

@@ -451,7 +451,8 @@ fn backend(w: &mut Out, svc: &Service, tasks: &[LbTask], s: &Settings) -> Backen
         push_num(&mut options, id);
         if svc.sticky && http {
             options.push_str(" cookie ");
-            options.push_str(&hex(digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &name).as_ref())[..10]);
+            options
+                .push_str(&crate::domain::hex(digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &name).as_ref())[..10]);
         }
         if health.is_some() {
             options.push_str(&check);
@@ -504,13 +505,6 @@ fn push_ipv4(out: &mut String, ip: std::net::Ipv4Addr) {
 
 fn digest(alg: &'static ring::digest::Algorithm, s: &str) -> ring::digest::Digest {
     ring::digest::digest(alg, s.as_bytes())
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().fold(String::with_capacity(b.len() * 2), |mut s, x| {
-        let _ = write!(s, "{x:02x}");
-        s
-    })
 }
 
 /// A server's `id`: sha256 of its name, as a number, modulo 32767 (marathon-lb's rule,

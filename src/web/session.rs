@@ -17,6 +17,7 @@
 
 use super::Ui;
 use crate::api::AppState;
+use crate::domain::hex;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
@@ -250,10 +251,6 @@ fn random_bytes<const N: usize>() -> [u8; N] {
         }
     }
     b
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
