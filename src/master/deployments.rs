@@ -6,7 +6,7 @@
 //! tasks go).
 
 use super::plans::{self, AppChange, TreeChange};
-use super::state::DeploymentFailure;
+use super::state::{DeploymentFailure, Soft};
 use super::{Master, MasterError};
 use crate::domain::deployment::{ActionKind, DeploymentEnd};
 use crate::domain::Deployment;
@@ -41,17 +41,17 @@ impl Master {
         tracing::warn!(deployment = %dep.id, "deployment failed: {reason}");
         // A rollback dromos started itself is not rolled back again (no flip-flop).
         let rollback = dep.deadline.is_some_and(|d| d.rollback) && dep.reason.is_none();
-        {
-            let mut st = self.state.write().await;
-            for app in &dep.affected_apps {
-                let failure = DeploymentFailure {
-                    id: dep.id.clone(),
-                    at: super::now(),
-                    reason: reason.clone(),
-                    rolled_back: rollback,
-                };
-                st.deployment_failures.insert(app.clone(), failure);
-            }
+        let (at, failed) = (super::now(), reason.clone());
+        let apps = dep.affected_apps.clone();
+        let id = dep.id.clone();
+        let noted = self
+            .note(move |_, _| {
+                let failure = DeploymentFailure { id, at, reason: failed, rolled_back: rollback };
+                (apps.into_iter().map(|app| Soft::DeploymentFailed(app, failure.clone())).collect(), ())
+            })
+            .await;
+        if let Err(e) = noted {
+            tracing::error!("recording a failed deployment: {e}");
         }
         if !rollback {
             return;

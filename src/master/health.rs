@@ -3,6 +3,7 @@
 //! task whose checks failed `maxConsecutiveFailures` times in a row (it is then replaced,
 //! after the app's launch backoff, as Marathon does).
 
+use super::state::Soft;
 use super::{Master, MasterError};
 use crate::agent::health::Finding;
 use crate::agent::protocol::{CheckKind, HealthCheckTask, ReadinessCheckTask, ToAgent};
@@ -147,10 +148,15 @@ impl Master {
         match finding {
             Finding::Health(index, health) => self.on_health(agent, task_id, index, health).await,
             Finding::Ready(readiness) => {
-                let mut st = self.state.write().await;
-                if st.tasks.get(&task_id).is_some_and(|t| t.agent_id == agent && t.is_active()) {
-                    st.readiness.insert(task_id, readiness);
-                    drop(st);
+                let noted = self
+                    .note(move |st, _| {
+                        match st.tasks.get(&task_id).is_some_and(|t| t.agent_id == agent && t.is_active()) {
+                            true => (vec![Soft::Readiness(task_id, readiness)], true),
+                            false => (Vec::new(), false),
+                        }
+                    })
+                    .await?;
+                if noted {
                     // A ready task may let a deployment go on.
                     self.wake();
                 }
@@ -162,25 +168,29 @@ impl Master {
     /// Records a health state an agent reported; kills the task when its check failed
     /// too often in a row (only a running task of that agent, still wanted).
     async fn on_health(&self, agent: AgentId, task_id: TaskId, index: u16, health: Health) -> Result<(), MasterError> {
-        let (due, task) = {
-            let mut st = self.state.write().await;
-            let Some(task) = st.tasks.get(&task_id).filter(|t| t.agent_id == agent && t.is_active()).cloned() else {
-                return Ok(());
-            };
-            let check =
-                st.apps.get(&task.app_id).and_then(|a| a.current.spec.health_checks.get(index as usize)).cloned();
-            let kill_after = check.as_ref().and_then(HealthCheck::kill_after);
-            let due = kill_after.is_some_and(|n| health.consecutive_failures >= n)
-                && task.state == TaskState::Running
-                && task.goal == Goal::Running;
-            let checks = st.health.entry(task_id.clone()).or_default();
-            let before = checks.insert(index, health.clone());
-            let all_alive = checks.values().all(|h| h.alive);
-            let events = health_events(&task, check.as_ref(), before.as_ref(), &health, all_alive, super::now());
-            drop(st);
-            self.events.publish_all(events);
-            (due, task)
+        let (id, reported) = (task_id.clone(), health.clone());
+        let noted = self
+            .note(move |st, now| {
+                let Some(task) = st.tasks.get(&id).filter(|t| t.agent_id == agent && t.is_active()).cloned() else {
+                    return (Vec::new(), None);
+                };
+                let check =
+                    st.apps.get(&task.app_id).and_then(|a| a.current.spec.health_checks.get(index as usize)).cloned();
+                let kill_after = check.as_ref().and_then(HealthCheck::kill_after);
+                let due = kill_after.is_some_and(|n| reported.consecutive_failures >= n)
+                    && task.state == TaskState::Running
+                    && task.goal == Goal::Running;
+                let mut checks = st.health.get(&id).cloned().unwrap_or_default();
+                let before = checks.insert(index, reported.clone());
+                let all_alive = checks.values().all(|h| h.alive);
+                let events = health_events(&task, check.as_ref(), before.as_ref(), &reported, all_alive, now);
+                (vec![Soft::Health(id, index, reported)], Some((due, task, events, agent)))
+            })
+            .await?;
+        let Some((due, task, events, agent)) = noted else {
+            return Ok(());
         };
+        self.events.publish_all(events);
         if !due {
             return Ok(());
         }

@@ -2,10 +2,14 @@
 //!
 //! - [`Master::write`] is the single write path. Callers hand it a *plan*: a function
 //!   from the current state to changes. A writer task runs queued plans one after
-//!   another against the authoritative in-memory state, commits all their changes in
-//!   one store transaction (group commit), applies them to memory, and only then
-//!   answers each caller. So a plan always sees the effects of the plans before it,
-//!   and a 2xx always means "on disk".
+//!   another against its own copy of the state, applying each plan's changes to it as
+//!   it goes, commits all their changes in one store transaction (group commit), then
+//!   applies them to the published copy readers lock ([`Master::read`]), and only
+//!   then answers each caller. So a plan always sees the effects of the plans before
+//!   it, a 2xx always means "on disk", a caller reads its own writes, and readers
+//!   wait neither for planning nor for the store: only for the copy of changes.
+//! - [`Master::note`] changes the soft state (health, readiness) on the same path,
+//!   without the store.
 //! - [`Master::tick`] is one step of the scheduler loop: first the job tick
 //!   ([`jobs::plan_jobs`]: how runs ended, timeouts, due timers), then reconcile every
 //!   app, place app launches and queued job runs, persist the new tasks (STAGING) and
@@ -44,7 +48,7 @@ use crate::scheduler::{
     place, reconcile_app, AgentCapacity, AgentFields, Backoff, ConstraintTracker, Fairness, LaunchRequest, RolePolicy,
 };
 use crate::store::{Change, Store, StoreError};
-use state::State;
+use state::{Soft, State};
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -91,8 +95,14 @@ pub enum MasterError {
     JobBusy(String),
 }
 
-type PlanResult = Result<(Vec<Change>, Box<dyn Any + Send>), MasterError>;
-type Plan = Box<dyn FnOnce(&State, Timestamp) -> PlanResult + Send>;
+/// What a plan decided: durable changes, soft ones, and the value for its caller.
+struct Effects {
+    changes: Vec<Change>,
+    soft: Vec<Soft>,
+    value: Box<dyn Any + Send>,
+}
+
+type Plan = Box<dyn FnOnce(&State, Timestamp) -> Result<Effects, MasterError> + Send>;
 
 struct WriteJob {
     plan: Plan,
@@ -133,6 +143,8 @@ pub struct MasterConfig {
 }
 
 pub struct Master {
+    /// The published state: what is committed (and the soft state), for readers. Only
+    /// the writer task changes it, briefly, after each commit.
     state: RwLock<State>,
     store: Store,
     writes: mpsc::Sender<WriteJob>,
@@ -192,7 +204,7 @@ impl Master {
         let known_at_start =
             state.agents.values().filter(|r| r.mark == AgentMark::Active).map(|r| r.info.id.clone()).collect();
         let master = Arc::new(Master {
-            state: RwLock::new(state),
+            state: RwLock::new(state.clone()),
             known_at_start,
             store,
             writes: tx,
@@ -219,7 +231,7 @@ impl Master {
             wake: Notify::new(),
             started_at: now(),
         });
-        tokio::spawn(writer(master.clone(), rx));
+        tokio::spawn(writer(master.clone(), rx, state));
         Ok(master)
     }
 
@@ -242,11 +254,32 @@ impl Master {
         R: Send + 'static,
         F: FnOnce(&State, Timestamp) -> Result<(Vec<Change>, R), MasterError> + Send + 'static,
     {
+        self.submit(Box::new(move |s, now| {
+            let (changes, value) = plan(s, now)?;
+            Ok(Effects { changes, soft: Vec::new(), value: Box::new(value) })
+        }))
+        .await
+    }
+
+    /// Runs `plan` on the write path for changes to the soft state only (nothing is
+    /// stored); readers see them once it returns.
+    pub async fn note<R, F>(&self, plan: F) -> Result<R, MasterError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&State, Timestamp) -> (Vec<Soft>, R) + Send + 'static,
+    {
+        self.submit(Box::new(move |s, now| {
+            let (soft, value) = plan(s, now);
+            Ok(Effects { changes: Vec::new(), soft, value: Box::new(value) })
+        }))
+        .await
+    }
+
+    async fn submit<R: 'static>(&self, plan: Plan) -> Result<R, MasterError> {
         let (reply, rx) = oneshot::channel();
-        let plan: Plan = Box::new(move |s, now| plan(s, now).map(|(c, r)| (c, Box::new(r) as Box<dyn Any + Send>)));
         self.writes.send(WriteJob { plan, reply }).await.map_err(|_| MasterError::ShuttingDown)?;
         let out = rx.await.map_err(|_| MasterError::ShuttingDown)??;
-        // The boxed value was created from an `R` just above.
+        // `write` and `note` box a value of the plan's result type `R`.
         Ok(*out.downcast::<R>().expect("plan result has the plan's type"))
     }
 
@@ -775,31 +808,42 @@ fn docker_task(spec: &AppSpec, env: &BTreeMap<String, String>, ports: &[u16]) ->
     })
 }
 
-/// The writer task: runs queued plans in batches, one transaction per batch.
-async fn writer(master: Arc<Master>, mut rx: mpsc::Receiver<WriteJob>) {
+/// The writer task: runs queued plans in batches against its own copy of the state,
+/// one transaction per batch, then hands the batch's changes to the published copy.
+async fn writer(master: Arc<Master>, mut rx: mpsc::Receiver<WriteJob>, mut state: State) {
     let mut jobs = Vec::new();
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-        let mut state = master.state.write().await;
         let now = now();
-        let mut changes = Vec::new();
-        let mut events = Vec::new();
+        let (mut changes, mut soft, mut events) = (Vec::new(), Vec::new(), Vec::new());
         let mut replies = Vec::with_capacity(jobs.len());
         for job in jobs.drain(..) {
             match (job.plan)(&state, now) {
-                Ok((cs, r)) => {
-                    for c in &cs {
+                Ok(effects) => {
+                    for c in &effects.changes {
                         events::derive(&state, c, now, &mut events);
                         state.apply(c);
                     }
-                    changes.extend(cs);
-                    replies.push((job.reply, Ok(r)));
+                    for s in &effects.soft {
+                        state.note(s);
+                    }
+                    changes.extend(effects.changes);
+                    soft.extend(effects.soft);
+                    replies.push((job.reply, Ok(effects.value)));
                 }
                 Err(e) => replies.push((job.reply, Err(e))),
             }
         }
         match master.store.apply(&changes).await {
             Ok(()) => {
-                drop(state);
+                {
+                    let mut published = master.state.write().await;
+                    for c in &changes {
+                        published.apply(c);
+                    }
+                    for s in &soft {
+                        published.note(s);
+                    }
+                }
                 for (reply, r) in replies {
                     let _ = reply.send(r);
                 }
@@ -808,10 +852,16 @@ async fn writer(master: Arc<Master>, mut rx: mpsc::Receiver<WriteJob>) {
             Err(e) => {
                 tracing::error!("commit failed, reloading state from the store: {e}");
                 match master.store.load().await {
-                    Ok(snap) => *state = State::from_snapshot(snap),
-                    Err(e2) => tracing::error!("reload failed: {e2}"),
+                    Ok(snap) => {
+                        state = State::from_snapshot(snap);
+                        *master.state.write().await = state.clone();
+                    }
+                    // The published copy holds what was committed before this batch.
+                    Err(e2) => {
+                        tracing::error!("reload failed: {e2}");
+                        state = master.state.read().await.clone();
+                    }
                 }
-                drop(state);
                 let msg = e.to_string();
                 for (reply, r) in replies {
                     let _ =

@@ -1,5 +1,9 @@
-//! The master's in-memory view of the store. Only the write path changes it, and only
-//! with changes it has committed, so readers never see anything that is not durable.
+//! The master's in-memory view of the store. Only the write path changes it.
+//!
+//! The write path keeps two copies (see [`crate::master`]): its own, which plans read
+//! and which changes as they run, and the published one readers lock, which gets the
+//! same changes once they are committed. So readers never see anything that is not
+//! durable, and never wait for planning or for the store.
 
 use crate::domain::deployment::Mark;
 use crate::domain::group::Tree;
@@ -23,7 +27,7 @@ pub struct AppRecord {
     pub last_failure: Option<TaskFailure>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct State {
     pub apps: BTreeMap<PathId, AppRecord>,
     pub tasks: BTreeMap<TaskId, Task>,
@@ -65,7 +69,32 @@ pub struct DeploymentFailure {
     pub rolled_back: bool,
 }
 
+/// A change to the soft state: what agents report and the master notices, kept in
+/// memory only (agents report it again after a restart).
+#[derive(Debug, Clone)]
+pub enum Soft {
+    /// The state of a task's health check, by check index.
+    Health(TaskId, u16, Health),
+    Readiness(TaskId, Readiness),
+    DeploymentFailed(PathId, DeploymentFailure),
+}
+
 impl State {
+    /// Applies one change to the soft state.
+    pub fn note(&mut self, s: &Soft) {
+        match s {
+            Soft::Health(task, index, h) => {
+                self.health.entry(task.clone()).or_default().insert(*index, h.clone());
+            }
+            Soft::Readiness(task, r) => {
+                self.readiness.insert(task.clone(), r.clone());
+            }
+            Soft::DeploymentFailed(app, f) => {
+                self.deployment_failures.insert(app.clone(), f.clone());
+            }
+        }
+    }
+
     pub fn from_snapshot(s: Snapshot) -> State {
         let mut st = State::default();
         let mut versions: BTreeMap<PathId, Vec<Timestamp>> = s.versions.into_iter().collect();
