@@ -8,9 +8,11 @@ CARGO ?= cargo
 run:
 	$(CARGO) run --release -- serve
 
-## Install what the tests need (idempotent), then run every test: unit, integration
-## (real processes, real SQLite and PostgreSQL), the OpenAPI/router check.
+## Install what the tests need (idempotent), then run every test: the Helm chart's
+## lint and render check, unit, integration (real processes, real SQLite, PostgreSQL
+## and etcd), the OpenAPI/router check.
 test: deps
+	bash scripts/check-chart.sh
 	$(CARGO) test --lib --bins --tests
 
 deps:

@@ -28,6 +28,10 @@
 //! 14. Web UI: every page rendered with 10,000 apps, 100,000 tasks and 10,000 jobs
 //!     (p50/p99 and size), the script's size, and, in a real headless Chromium, the time
 //!     from a task's kill until the open app page shows the change.
+//! 15. Failover (`ha`): two `dromos serve` on a real PostgreSQL and etcd, 10,000
+//!     simulated agents (each the real agent link over its own WebSocket) running
+//!     100,000 tasks; the time from `kill -9` of the leader until the other master takes
+//!     a write, and the latency a follower adds to writes it forwards.
 
 use dromos::domain::agent::Containerizer;
 use dromos::domain::task::Goal;
@@ -1177,6 +1181,183 @@ fn main() {
     if on("web") {
         bench_web(&rt);
     }
+    if on("ha") {
+        bench_failover(&rt);
+    }
+}
+
+#[path = "../tests/it/support/etcd.rs"]
+#[allow(dead_code)]
+mod etcd;
+#[path = "../tests/it/support/postgres.rs"]
+#[allow(dead_code)]
+mod postgres;
+
+/// Waits until `f` returns something (the harness modules above use it).
+fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A simulated agent: the real agent link (WebSocket, following the leader, fencing by
+/// epoch) in front of a runtime that only keeps a list of tasks: launches run at once,
+/// kills end them, and every (re)connect registers them all.
+async fn sim_agent(i: usize, masters: Vec<String>) {
+    use dromos::agent::link::{self, LinkConfig};
+    use dromos::agent::protocol::{FromAgent, TaskStatus, ToAgent, PROTOCOL_VERSION};
+    let id = AgentId(format!("sim-{i:05}"));
+    let info = AgentInfo {
+        id: id.clone(),
+        hostname: format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256),
+        resources: AgentResources::unreserved(
+            Resources::new(16.0, 65536.0, 100_000.0, 0.0),
+            vec![PortRange::new(31000, 32000)],
+        ),
+        attributes: Default::default(),
+        containerizers: vec![Containerizer::Process],
+    };
+    let (out, out_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (commands, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(link::run(LinkConfig { masters, token: None, epoch_file: None }, id.clone(), out_rx, commands));
+    let mut tasks: std::collections::BTreeMap<TaskId, TaskState> = Default::default();
+    let status =
+        |task_id: TaskId, state| TaskStatus { task_id, state, message: None, timestamp: Timestamp::from_millis(0) };
+    while let Some(cmd) = rx.recv().await {
+        let msg = match cmd {
+            ToAgent::Reconcile => FromAgent::Register {
+                protocol: PROTOCOL_VERSION,
+                info: info.clone(),
+                tasks: tasks.iter().map(|(t, s)| status(t.clone(), *s)).collect(),
+                replaces: vec![],
+            },
+            ToAgent::Ping => FromAgent::Pong,
+            ToAgent::Launch(l) => {
+                tasks.insert(l.task_id.clone(), TaskState::Running);
+                FromAgent::Status(status(l.task_id, TaskState::Running))
+            }
+            ToAgent::Kill { task_id } => {
+                tasks.remove(&task_id);
+                FromAgent::Status(status(task_id, TaskState::Killed))
+            }
+            _ => continue,
+        };
+        if out.send((id.clone(), msg)).is_err() {
+            return;
+        }
+    }
+}
+
+/// The master named by `GET /v2/leader` (answered by the leader, also through a follower).
+fn leader_of(urls: &[String]) -> Option<usize> {
+    let r = ureq::get(&format!("{}/v2/leader", urls[0])).timeout(Duration::from_secs(5)).call().ok()?;
+    let v: serde_json::Value = r.into_json().ok()?;
+    let leader = format!("http://{}", v["leader"].as_str()?);
+    urls.iter().position(|u| *u == leader)
+}
+
+/// One write (an app with no instances); its latency in ms, or None when refused.
+fn timed_write(agent: &ureq::Agent, url: &str, id: &str) -> Option<f64> {
+    let t = Instant::now();
+    let body = json!({"id": id, "cmd": "sleep 1", "instances": 0});
+    let r = agent.post(&format!("{url}/v2/apps")).timeout(Duration::from_secs(10)).send_json(body);
+    r.ok().filter(|r| r.status() == 201).map(|_| t.elapsed().as_secs_f64() * 1e3)
+}
+
+fn bench_failover(rt: &tokio::runtime::Runtime) {
+    const AGENTS: usize = 10_000;
+    const APPS: usize = 10;
+    const PER_APP: usize = 10_000;
+    dromos::server::raise_fd_limit();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pg = postgres::Postgres::start();
+    let etcd = etcd::Etcd::start(1);
+    let endpoints = etcd.endpoints();
+    let start = |i: usize| {
+        let d = dir.path().join(format!("m{i}"));
+        let args = ["serve", "--listen", "127.0.0.1:0", "--no-agent", "--store", &pg.url, "--etcd", &endpoints];
+        start_dromos(&args, &d)
+    };
+    let (mut masters, mut urls): (Vec<std::process::Child>, Vec<String>) = (0..2).map(start).unzip();
+    for i in 0..AGENTS {
+        rt.spawn(sim_agent(i, urls.clone()));
+    }
+    let t = Instant::now();
+    wait_for("every agent registered", Duration::from_secs(600), || {
+        let v = ureq::get(&format!("{}/v1/agents", urls[0])).call().ok()?.into_json::<serde_json::Value>().ok()?;
+        (v["agents"].as_array()?.len() == AGENTS).then_some(())
+    });
+    println!("ha: {AGENTS} simulated agents registered in {:.1} s", t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    let leader = wait_for("a leader", Duration::from_secs(60), || leader_of(&urls));
+    for a in 0..APPS {
+        let body =
+            json!({"id": format!("/ha/app-{a}"), "cmd": "sleep 3600", "instances": PER_APP, "cpus": 0.01, "mem": 1});
+        http("POST", &format!("{}/v2/apps", urls[leader]), Some(body));
+    }
+    wait_for("every task running", Duration::from_secs(900), || {
+        let v = ureq::get(&format!("{}/v2/apps", urls[leader])).call().ok()?.into_json::<serde_json::Value>().ok()?;
+        let running: u64 = v["apps"].as_array()?.iter().filter_map(|a| a["tasksRunning"].as_u64()).sum();
+        (running == (APPS * PER_APP) as u64).then_some(())
+    });
+    println!("ha: {} tasks running in {:.1} s", APPS * PER_APP, t.elapsed().as_secs_f64());
+
+    // Writes through the follower against writes to the leader, interleaved.
+    let agent = ureq::AgentBuilder::new().build();
+    let (mut direct, mut forwarded) = (Vec::new(), Vec::new());
+    for n in 0..500 {
+        direct.extend(timed_write(&agent, &urls[leader], &format!("/ha/w/d{n}")));
+        forwarded.extend(timed_write(&agent, &urls[1 - leader], &format!("/ha/w/f{n}")));
+    }
+    direct.sort_by(f64::total_cmp);
+    forwarded.sort_by(f64::total_cmp);
+    println!(
+        "ha: app create on the leader p50 {:.2} ms, p99 {:.2} ms; through a follower p50 {:.2} ms, p99 {:.2} ms \
+         (adds {:.2} ms at p99)",
+        percentile(&direct, 0.5),
+        percentile(&direct, 0.99),
+        percentile(&forwarded, 0.5),
+        percentile(&forwarded, 0.99),
+        percentile(&forwarded, 0.99) - percentile(&direct, 0.99)
+    );
+
+    // Failover, three times: kill -9 the leader, write through the other until taken.
+    let mut leader = leader;
+    for round in 0..3 {
+        let other = 1 - leader;
+        let _ = masters[leader].kill();
+        let killed = Instant::now();
+        let _ = masters[leader].wait();
+        wait_for("a write taken by the new leader", Duration::from_secs(120), || {
+            timed_write(&agent, &urls[other], &format!("/ha/failover-{round}"))
+        });
+        println!(
+            "ha: failover {}: leader killed -> a write taken by the new one in {:.2} s ({} agents, {} tasks)",
+            round + 1,
+            killed.elapsed().as_secs_f64(),
+            AGENTS,
+            APPS * PER_APP
+        );
+        // The killed master comes back as a follower on its old address.
+        let addr = urls[leader].trim_start_matches("http://").to_string();
+        let d = dir.path().join(format!("m{leader}"));
+        let args = ["serve", "--listen", &addr, "--no-agent", "--store", &pg.url, "--etcd", &endpoints];
+        let (child, url) = start_dromos(&args, &d);
+        (masters[leader], urls[leader]) = (child, url);
+        wait_for("the old leader back as a follower", Duration::from_secs(60), || {
+            timed_write(&agent, &urls[leader], &format!("/ha/back-{round}"))
+        });
+        leader = other;
+    }
+    for mut m in masters {
+        let _ = m.kill();
+        let _ = m.wait();
+    }
 }
 
 #[path = "../tests/it/support/browser.rs"]
@@ -1243,6 +1424,7 @@ fn bench_web(rt: &tokio::runtime::Runtime) {
             master: master.clone(),
             token: None,
             leader: std::sync::Arc::from("127.0.0.1"),
+            leadership: dromos::master::leadership::Leadership::single("http://127.0.0.1"),
             store_backend: "sqlite",
             sessions: std::sync::Arc::new(dromos::web::session::Sessions::new(None)),
         };

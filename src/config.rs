@@ -38,6 +38,8 @@ pub enum ConfigError {
     Templates(String),
     #[error("invalid {0} '{1}': {2}")]
     Setting(&'static str, String, &'static str),
+    #[error("--etcd elects a leader among masters that share a store: give --store postgres://... too")]
+    EtcdNeedsPostgres,
 }
 
 #[derive(Debug, Parser)]
@@ -128,6 +130,20 @@ pub struct ServeArgs {
     /// Run the embedded agent's process tasks without cgroup cpu and memory limits.
     #[arg(long, env = "DROMOS_NO_CGROUPS")]
     pub no_cgroups: bool,
+    /// etcd endpoints (comma-separated): several masters on one PostgreSQL store elect
+    /// one leader through etcd; the others forward to it.
+    #[arg(long, env = "DROMOS_ETCD")]
+    pub etcd: Option<String>,
+    /// The URL other masters and agents reach this master at [default: http://LISTEN].
+    #[arg(long, env = "DROMOS_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// The etcd election's name: masters with the same one elect one leader [default: /dromos/leader].
+    #[arg(long, env = "DROMOS_ELECTION")]
+    pub election: Option<String>,
+    /// Time to live of the leader's etcd lease: how long a dead leader holds up the next
+    /// one [default: 3s].
+    #[arg(long, env = "DROMOS_LEADER_LEASE")]
+    pub leader_lease: Option<String>,
     /// How often the master pings agents [default: 15s].
     #[arg(long, env = "DROMOS_AGENT_PING_INTERVAL")]
     pub agent_ping_interval: Option<String>,
@@ -360,6 +376,10 @@ struct FileConfig {
     agent_attributes: Option<String>,
     no_agent: Option<bool>,
     no_cgroups: Option<bool>,
+    etcd: Option<String>,
+    advertise: Option<String>,
+    election: Option<String>,
+    leader_lease: Option<String>,
     agent_ping_interval: Option<String>,
     agent_ping_timeouts: Option<u32>,
     agent_removal_rate_limit: Option<String>,
@@ -385,6 +405,10 @@ pub struct Config {
     /// Whether process tasks get cgroup limits where the machine allows it.
     pub cgroups: bool,
     pub master: MasterConfig,
+    /// The URL other masters and agents reach this one at.
+    pub advertise: String,
+    /// The etcd election to join; `None`: this master always leads.
+    pub election: Option<crate::master::leadership::EtcdElection>,
 }
 
 /// The resolved configuration of `dromos agent`.
@@ -627,9 +651,45 @@ impl Config {
             if args.role_weights.is_empty() { file.role_weights.unwrap_or_default() } else { args.role_weights };
         let quotas = if args.role_quotas.is_empty() { file.role_quotas.unwrap_or_default() } else { args.role_quotas };
         let no_agent = args.no_agent || file.no_agent.unwrap_or(false);
+        let store = args.store.or(file.store).unwrap_or_default();
+        let advertise = args.advertise.or(file.advertise).unwrap_or_else(|| format!("http://{listen}"));
+        let advertise = advertise.trim_end_matches('/').to_string();
+        let election = match args.etcd.or(file.etcd) {
+            None => None,
+            Some(etcd) => {
+                if !(store.starts_with("postgres://") || store.starts_with("postgresql://")) {
+                    return Err(ConfigError::EtcdNeedsPostgres);
+                }
+                let endpoints: Vec<String> =
+                    etcd.split(',').map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect();
+                if endpoints.is_empty() {
+                    return Err(ConfigError::Setting(
+                        "--etcd",
+                        etcd,
+                        "give at least one endpoint, e.g. http://etcd1:2379",
+                    ));
+                }
+                let ttl = dur("leader lease", args.leader_lease.or(file.leader_lease), Duration::from_secs(3))?;
+                if ttl < Duration::from_secs(2) {
+                    return Err(ConfigError::Setting(
+                        "--leader-lease",
+                        format!("{ttl:?}"),
+                        "etcd leases last 2s at least",
+                    ));
+                }
+                Some(crate::master::leadership::EtcdElection {
+                    endpoints,
+                    name: args.election.or(file.election).unwrap_or_else(|| "/dromos/leader".into()),
+                    advertise: advertise.clone(),
+                    ttl,
+                })
+            }
+        };
         Ok(Config {
+            advertise,
+            election,
             listen,
-            store: args.store.or(file.store).unwrap_or_default(),
+            store,
             data_dir,
             auth_token,
             insecure,

@@ -4,9 +4,13 @@
 //! next start adopts them.
 
 use crate::agent::link::{self, LinkConfig};
+use crate::agent::protocol::{FromAgent, ToAgent};
 use crate::agent::{self, AgentConfig};
+use crate::api::forward::Node;
 use crate::api::{self, AppState};
 use crate::config::{AgentSettings, Config};
+use crate::domain::AgentId;
+use crate::master::leadership::{Leadership, Role};
 use crate::master::Master;
 use crate::store::Store;
 use std::fs::File;
@@ -55,14 +59,31 @@ pub async fn run(mut config: Config) -> boxed::Result<()> {
     let _lock = lock_data_dir(&config.data_dir)?;
     let store = Store::open(&config.store, &config.data_dir).await?;
     tracing::info!(backend = store.backend_name(), "store open");
-    let backend = store.backend_name();
-    let master = Master::start(store, config.master.clone()).await?;
+    // Several masters on one database only with etcd deciding who writes.
+    let _masters = store.lock_masters(config.election.is_none()).await?;
 
-    let agent_dir = config.data_dir.join("agent");
-    let mut local_agent = None;
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    if config.advertise.ends_with(":0") {
+        config.advertise = format!("http://{addr}");
+    }
+    let leadership = match config.election.clone() {
+        Some(mut election) => {
+            election.advertise = config.advertise.clone();
+            tracing::info!(etcd = ?election.endpoints, advertise = %election.advertise, "joining the leader election");
+            Leadership::etcd(election).await.map_err(|e| format!("cannot reach etcd: {e}"))?
+        }
+        None => Leadership::single(&config.advertise),
+    };
+    let node = Node::new(leadership.clone());
+
+    // The embedded agent: with etcd it reaches the leader like any remote agent (over
+    // its WebSocket, following the leader); otherwise its messages go straight to the
+    // master of the current term.
+    let mut local = None;
     if let Some((resources, attributes)) = config.agent.clone() {
         let agent_cfg = AgentConfig {
-            dir: agent_dir.clone(),
+            dir: config.data_dir.join("agent"),
             supervisor_exe: std::env::current_exe()?,
             hostname: config.hostname.clone(),
             resources,
@@ -70,42 +91,182 @@ pub async fn run(mut config: Config) -> boxed::Result<()> {
             docker: connect_docker().await,
             cgroups: if config.cgroups { detect_cgroups() } else { None },
         };
-        let (agent_id, agent_tx) = agent::start(agent_cfg, master.inbox()).await?;
-        master.attach_local_agent(agent_id.clone(), agent_tx);
-        local_agent = Some(agent_id);
-    }
-    master.run();
-    // The embedded agent registers at once; take requests after that, so its tasks are
-    // reconciled before the first write (bounded, in case the store is slow).
-    if let Some(id) = &local_agent {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !master.has_registered(id) && std::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let (out_tx, out_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (id, commands) = agent::start(agent_cfg, out_tx).await?;
+        if leadership.is_elected() {
+            let link_cfg = LinkConfig {
+                masters: vec![config.advertise.clone()],
+                token: config.auth_token.clone(),
+                epoch_file: Some(config.data_dir.join("agent").join("leader-epoch")),
+            };
+            tokio::spawn(link::run(link_cfg, id, out_rx, commands));
+        } else {
+            local = Some(LocalAgent::start(id, commands, out_rx));
         }
     }
 
-    let listener = TcpListener::bind(config.listen).await?;
-    let addr = listener.local_addr()?;
-    let state = AppState {
-        master,
-        sessions: Arc::new(crate::web::session::Sessions::new(config.auth_token.as_deref())),
-        token: config.auth_token.as_deref().map(Arc::from),
-        leader: Arc::from(addr.to_string()),
-        store_backend: backend,
-    };
+    // One key for the UI's sessions across terms (derived from the token, so shared by
+    // every master that has it).
+    let sessions = Arc::new(crate::web::session::Sessions::new(config.auth_token.as_deref()));
+    let terms = Terms { node: node.clone(), store, config: config.clone(), local, sessions };
+    tokio::spawn(terms.run());
+    // A single master takes requests once its first term serves, so the embedded
+    // agent's tasks are reconciled before the first write (bounded).
+    if !leadership.is_elected() {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !node.is_serving() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!("dromos listening on http://{addr}");
-    axum::serve(listener, api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
+    axum::serve(listener, node.router().into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    if leadership.is_elected() && matches!(leadership.role(), Role::Leader { .. }) {
+        // Resign, so another master takes over now rather than after the lease's TTL.
+        leadership.abdicate();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
     tracing::info!("stopped; running tasks keep running and are adopted on the next start");
     Ok(())
+}
+
+/// The embedded agent of a single master: its messages go to the current term's
+/// master, and each new term gets its command channel and a fresh registration.
+struct LocalAgent {
+    id: AgentId,
+    commands: tokio::sync::mpsc::UnboundedSender<ToAgent>,
+    master: tokio::sync::watch::Sender<Option<Arc<Master>>>,
+}
+
+impl LocalAgent {
+    fn start(
+        id: AgentId,
+        commands: tokio::sync::mpsc::UnboundedSender<ToAgent>,
+        mut out: tokio::sync::mpsc::UnboundedReceiver<(AgentId, FromAgent)>,
+    ) -> LocalAgent {
+        let (master, current) = tokio::sync::watch::channel(None::<Arc<Master>>);
+        tokio::spawn(async move {
+            while let Some(msg) = out.recv().await {
+                let inbox = current.borrow().as_ref().map(|m| m.inbox());
+                // Between terms messages are dropped: the next term asks for a register.
+                if let Some(inbox) = inbox {
+                    let _ = inbox.send(msg);
+                }
+            }
+        });
+        LocalAgent { id, commands, master }
+    }
+
+    fn attach(&self, master: &Arc<Master>) {
+        self.master.send_replace(Some(master.clone()));
+        master.attach_local_agent(self.id.clone(), self.commands.clone());
+        // A new term knows nothing the agent said before: register again.
+        let _ = self.commands.send(ToAgent::Reconcile);
+    }
+
+    fn detach(&self) {
+        self.master.send_replace(None);
+    }
+}
+
+/// Starts a master for each term this process leads and stops it when the term ends.
+struct Terms {
+    node: Arc<Node>,
+    store: Store,
+    config: Config,
+    local: Option<LocalAgent>,
+    sessions: Arc<crate::web::session::Sessions>,
+}
+
+impl Terms {
+    async fn run(self) {
+        let leadership = self.node.leadership().clone();
+        let mut role = leadership.watch();
+        let mut term: Option<Arc<Master>> = None;
+        loop {
+            let now = role.borrow_and_update().clone();
+            match (now, term.is_some()) {
+                (Role::Leader { epoch }, false) => match self.start(epoch).await {
+                    Ok(master) => term = Some(master),
+                    Err(e) => {
+                        tracing::error!("cannot take over as leader: {e}");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        leadership.abdicate();
+                    }
+                },
+                (Role::Follower { leader }, true) => {
+                    tracing::warn!(leader = leader.as_deref().unwrap_or("unknown"), "no longer leading");
+                    self.end(term.take());
+                }
+                _ => {}
+            }
+            let deposed = async {
+                match &term {
+                    Some(m) => m.deposed().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                changed = role.changed() => if changed.is_err() { return },
+                _ = deposed => {
+                    self.end(term.take());
+                    leadership.abdicate();
+                }
+            }
+        }
+    }
+
+    /// A term begins: claim the store with the term's epoch (fencing older leaders
+    /// out), load the state, start the loops, serve the API.
+    async fn start(&self, epoch: Option<i64>) -> boxed::Result<Arc<Master>> {
+        let advertise = &self.config.advertise;
+        let store = match epoch {
+            Some(e) => self.store.claim(e, advertise).await?,
+            None => self.store.claim_next(advertise).await?,
+        };
+        tracing::info!(epoch = store.epoch(), "leading: loading the state");
+        let master = Master::start(store, self.config.master.clone()).await?;
+        if let Some(local) = &self.local {
+            local.attach(&master);
+        }
+        master.run();
+        if let Some(local) = &self.local {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !master.has_registered(&local.id) && std::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+        let leader = advertise.split_once("://").map_or(advertise.as_str(), |(_, rest)| rest);
+        let state = AppState {
+            master: master.clone(),
+            sessions: self.sessions.clone(),
+            token: self.config.auth_token.as_deref().map(Arc::from),
+            leader: Arc::from(leader.trim_end_matches('/')),
+            leadership: self.node.leadership().clone(),
+            store_backend: self.store.backend_name(),
+        };
+        self.node.serve(Some(api::router(state)));
+        Ok(master)
+    }
+
+    fn end(&self, term: Option<Arc<Master>>) {
+        self.node.serve(None);
+        if let Some(local) = &self.local {
+            local.detach();
+        }
+        if let Some(master) = term {
+            master.stop();
+        }
+    }
 }
 
 /// `dromos agent`: runs tasks for a remote master.
 pub async fn run_agent(settings: AgentSettings) -> boxed::Result<()> {
     std::fs::create_dir_all(&settings.work_dir)?;
     let dir = std::fs::canonicalize(&settings.work_dir)?;
+    let epoch_file = dir.join("leader-epoch");
     let _lock = lock_data_dir(&dir)?;
     let cfg = AgentConfig {
         dir,
@@ -120,7 +281,8 @@ pub async fn run_agent(settings: AgentSettings) -> boxed::Result<()> {
     let (id, commands) = agent::start(cfg, out_tx).await?;
     // Tests and scripts read this line to learn the agent's id.
     println!("dromos agent {id} running");
-    let link_cfg = LinkConfig { masters: settings.masters.clone(), token: settings.token.clone() };
+    let link_cfg =
+        LinkConfig { masters: settings.masters.clone(), token: settings.token.clone(), epoch_file: Some(epoch_file) };
     tokio::select! {
         _ = link::run(link_cfg, id, out_rx, commands) => {}
         _ = shutdown_signal() => {}

@@ -70,6 +70,10 @@ pub enum ToAgent {
         agent_id: crate::domain::AgentId,
         ping_interval_ms: u64,
         ping_timeouts: u32,
+        /// The leader's epoch (fencing): an agent refuses a master whose epoch is older
+        /// than one it has seen, so a deposed leader that wakes up commands nothing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<i64>,
     },
     /// Heartbeat; answered with `pong`.
     Ping,

@@ -134,7 +134,7 @@ impl From<MasterError> for ApiError {
             MasterError::Invalid(v) => ApiError::Invalid(v),
             MasterError::Retry | MasterError::CannotRollBack(_) => ApiError::Conflict(e.to_string()),
             MasterError::AppLocked(ref ids) => ApiError::Locked { message: e.to_string(), deployments: ids.clone() },
-            MasterError::ShuttingDown => ApiError::Unavailable(e.to_string()),
+            MasterError::ShuttingDown | MasterError::NotLeader(_) => ApiError::Unavailable(e.to_string()),
             MasterError::Store(s) => ApiError::Internal(s.to_string()),
         }
     }

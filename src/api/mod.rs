@@ -15,6 +15,7 @@ pub mod dto;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod forward;
 pub mod groups;
 pub mod jobs;
 pub mod metronome;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub token: Option<Arc<str>>,
     /// `host:port` this instance answers on (reported as the leader).
     pub leader: Arc<str>,
+    /// The leadership signal (`DELETE /v2/leader` abdicates).
+    pub leadership: crate::master::leadership::Leadership,
     pub store_backend: &'static str,
     /// The web UI's signed sessions and CSRF tokens (keyed by `token`).
     pub sessions: Arc<crate::web::session::Sessions>,
@@ -52,6 +55,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/metrics"),
     ("GET", "/v2/info"),
     ("GET", "/v2/leader"),
+    ("DELETE", "/v2/leader"),
     ("GET", "/v2/apps"),
     ("POST", "/v2/apps"),
     ("GET", "/v2/apps/{appId}"),
@@ -148,7 +152,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ping", get(system::ping))
         .route("/metrics", get(system::metrics))
         .route("/v2/info", get(system::info))
-        .route("/v2/leader", get(system::leader))
+        .route("/v2/leader", get(system::leader).delete(system::abdicate))
         .route("/v2/apps", get(apps::list).post(apps::create))
         .route(
             "/v2/apps/{*rest}",

@@ -17,6 +17,15 @@ pub async fn leader(State(st): State<AppState>) -> Json<Value> {
     Json(json!({ "leader": &*st.leader }))
 }
 
+/// `DELETE /v2/leader`: this master stops leading. With etcd another master may win
+/// the next election; a single master starts its next term at once, reloading its
+/// state from the store.
+pub async fn abdicate(State(st): State<AppState>) -> Json<Value> {
+    tracing::warn!("abdicating on request");
+    st.leadership.abdicate();
+    Json(json!({ "message": "Leadership abdicated" }))
+}
+
 pub async fn info(State(st): State<AppState>) -> Json<Value> {
     let port = st.leader.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(0);
     Json(json!({

@@ -53,7 +53,8 @@ pub struct Bus {
     capacity: usize,
     outstanding: usize,
     ring: Mutex<Ring>,
-    tx: broadcast::Sender<Arc<Frame>>,
+    /// `None` once closed: subscribers' streams end, and new ones end at once.
+    tx: Mutex<Option<broadcast::Sender<Arc<Frame>>>>,
 }
 
 /// What a new subscriber gets: the frames to send first, then the live receiver.
@@ -75,7 +76,7 @@ impl Bus {
             capacity: replay.max(1),
             outstanding: outstanding.max(1),
             ring: Mutex::new(Ring { next: 1, frames: VecDeque::new() }),
-            tx: broadcast::channel(outstanding.max(1)).0,
+            tx: Mutex::new(Some(broadcast::channel(outstanding.max(1)).0)),
         }
     }
 
@@ -109,7 +110,9 @@ impl Bus {
         }
         ring.frames.push_back(f.clone());
         // No subscriber is fine.
-        let _ = self.tx.send(f);
+        if let Some(tx) = self.tx.lock().ok().as_ref().and_then(|t| t.as_ref()) {
+            let _ = tx.send(f);
+        }
     }
 
     pub fn publish_all(&self, events: impl IntoIterator<Item = Event>) {
@@ -124,7 +127,10 @@ impl Bus {
             Ok(r) => r,
             Err(p) => p.into_inner(),
         };
-        let live = self.tx.subscribe();
+        let live = match self.tx.lock().ok().as_ref().and_then(|t| t.as_ref()) {
+            Some(tx) => tx.subscribe(),
+            None => broadcast::channel(1).1, // its sender is gone: the stream ends
+        };
         let mut backlog = Vec::new();
         let mut resync = None;
         if let Some(last) = last_event_id.map(str::trim).filter(|s| !s.is_empty()) {
@@ -168,7 +174,15 @@ impl Bus {
 
     /// How many subscribers are connected.
     pub fn subscribers(&self) -> usize {
-        self.tx.receiver_count()
+        self.tx.lock().ok().as_ref().and_then(|t| t.as_ref()).map_or(0, |t| t.receiver_count())
+    }
+
+    /// Ends every subscriber's stream (the master's term is over: clients reconnect,
+    /// to the next leader).
+    pub fn close(&self) {
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
     }
 }
 

@@ -162,6 +162,11 @@ impl Master {
         }
     }
 
+    /// Drops every agent's command channel: their sessions end (a term is over).
+    pub(super) fn disconnect_all_agents(&self) {
+        self.links().links.clear();
+    }
+
     /// Records a sign of life from `id`.
     pub fn heard_from(&self, id: &AgentId) {
         self.links().last_seen.insert(id.clone(), Instant::now());
@@ -212,6 +217,7 @@ impl Master {
             agent_id: id.clone(),
             ping_interval_ms: self.liveness.ping_interval.as_millis() as u64,
             ping_timeouts: self.liveness.ping_timeouts,
+            epoch: self.store.epoch(),
         }
     }
 

@@ -25,6 +25,7 @@ pub mod events;
 pub mod groups;
 pub mod health;
 pub mod jobs;
+pub mod leadership;
 pub mod logs;
 pub mod plans;
 pub mod state;
@@ -76,6 +77,9 @@ pub enum MasterError {
     Store(#[from] StoreError),
     #[error("dromos is shutting down")]
     ShuttingDown,
+    /// A newer leader claimed the store: this master's term is over.
+    #[error("this master no longer leads: {0}")]
+    NotLeader(String),
     /// The state changed between reading it and writing: the caller re-reads and retries.
     #[error("the app was changed concurrently; please retry")]
     Retry,
@@ -104,9 +108,12 @@ struct Effects {
 
 type Plan = Box<dyn FnOnce(&State, Timestamp) -> Result<Effects, MasterError> + Send>;
 
+/// A plan's answer to its caller.
+type Reply = Result<Box<dyn Any + Send>, MasterError>;
+
 struct WriteJob {
     plan: Plan,
-    reply: oneshot::Sender<Result<Box<dyn Any + Send>, MasterError>>,
+    reply: oneshot::Sender<Reply>,
 }
 
 /// Most plans committed in one transaction.
@@ -171,6 +178,10 @@ pub struct Master {
     cursor: Mutex<usize>,
     wake: Notify,
     started_at: Timestamp,
+    /// The tasks this master spawned: [`Master::stop`] ends them.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Set when the store refused a commit because a newer leader claimed it.
+    deposed: tokio::sync::watch::Sender<bool>,
 }
 
 pub fn now() -> Timestamp {
@@ -230,9 +241,37 @@ impl Master {
             cursor: Mutex::new(0),
             wake: Notify::new(),
             started_at: now(),
+            tasks: Mutex::new(Vec::new()),
+            deposed: tokio::sync::watch::channel(false).0,
         });
-        tokio::spawn(writer(master.clone(), rx, state));
+        master.spawn(writer(master.clone(), rx, state));
         Ok(master)
+    }
+
+    /// Spawns a task of this master's, which [`Master::stop`] ends.
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let handle = tokio::spawn(task).abort_handle();
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.push(handle);
+        }
+    }
+
+    /// Ends this master's term: its loops and writer stop (pending writes fail with
+    /// [`MasterError::ShuttingDown`]), agent sessions and event streams close. What was
+    /// committed stays in the store for the next leader; nothing is undone.
+    pub fn stop(&self) {
+        for t in self.tasks.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default() {
+            t.abort();
+        }
+        self.disconnect_all_agents();
+        self.events.close();
+    }
+
+    /// Resolves once the store refused this master's writes because a newer leader
+    /// claimed it: the term must end.
+    pub async fn deposed(&self) {
+        let mut rx = self.deposed.subscribe();
+        let _ = rx.wait_for(|d| *d).await;
     }
 
     pub fn store(&self) -> &Store {
@@ -323,7 +362,7 @@ impl Master {
             return;
         };
         let m = self.clone();
-        tokio::spawn(async move {
+        self.spawn(async move {
             let mut every = tokio::time::interval(m.liveness.ping_interval);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -334,7 +373,7 @@ impl Master {
             }
         });
         let m = self.clone();
-        tokio::spawn(async move {
+        self.spawn(async move {
             let mut every = tokio::time::interval(m.liveness.reconcile_interval);
             every.tick().await; // registration just reconciled everything
             loop {
@@ -343,7 +382,7 @@ impl Master {
             }
         });
         let m = self.clone();
-        tokio::spawn(async move {
+        self.spawn(async move {
             loop {
                 let started = Instant::now();
                 if let Err(e) = m.tick().await {
@@ -366,7 +405,7 @@ impl Master {
             }
         });
         let m = self.clone();
-        tokio::spawn(async move {
+        self.spawn(async move {
             let mut batch = Vec::new();
             // Waits for one message, then takes whatever else is queued: one write per burst.
             while inbox.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -808,31 +847,70 @@ fn docker_task(spec: &AppSpec, env: &BTreeMap<String, String>, ports: &[u16]) ->
     })
 }
 
+/// What one batch of plans decided, with the answers that wait for its commit.
+#[derive(Default)]
+struct Planned {
+    changes: Vec<Change>,
+    soft: Vec<Soft>,
+    events: Vec<crate::domain::event::Event>,
+    replies: Vec<(oneshot::Sender<Reply>, Reply)>,
+}
+
+/// Runs a batch of plans one after another against `state`, applying each plan's
+/// changes before the next plan runs.
+fn plan_batch(state: &mut State, jobs: Vec<WriteJob>) -> Planned {
+    let now = now();
+    let mut out = Planned { replies: Vec::with_capacity(jobs.len()), ..Default::default() };
+    for job in jobs {
+        match (job.plan)(state, now) {
+            Ok(effects) => {
+                for c in &effects.changes {
+                    events::derive(state, c, now, &mut out.events);
+                    state.apply(c);
+                }
+                for s in &effects.soft {
+                    state.note(s);
+                }
+                out.changes.extend(effects.changes);
+                out.soft.extend(effects.soft);
+                out.replies.push((job.reply, Ok(effects.value)));
+            }
+            Err(e) => out.replies.push((job.reply, Err(e))),
+        }
+    }
+    out
+}
+
 /// The writer task: runs queued plans in batches against its own copy of the state,
 /// one transaction per batch, then hands the batch's changes to the published copy.
-async fn writer(master: Arc<Master>, mut rx: mpsc::Receiver<WriteJob>, mut state: State) {
+/// Planning runs on a blocking thread: a pass over a large cluster takes long enough
+/// that it must not hold up the runtime's workers (and the requests they serve).
+async fn writer(master: Arc<Master>, mut rx: mpsc::Receiver<WriteJob>, state: State) {
     let mut jobs = Vec::new();
+    let mut state = Some(state);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-        let now = now();
-        let (mut changes, mut soft, mut events) = (Vec::new(), Vec::new(), Vec::new());
-        let mut replies = Vec::with_capacity(jobs.len());
-        for job in jobs.drain(..) {
-            match (job.plan)(&state, now) {
-                Ok(effects) => {
-                    for c in &effects.changes {
-                        events::derive(&state, c, now, &mut events);
-                        state.apply(c);
-                    }
-                    for s in &effects.soft {
-                        state.note(s);
-                    }
-                    changes.extend(effects.changes);
-                    soft.extend(effects.soft);
-                    replies.push((job.reply, Ok(effects.value)));
-                }
-                Err(e) => replies.push((job.reply, Err(e))),
+        let batch = std::mem::take(&mut jobs);
+        let mut working = match state.take() {
+            Some(s) => s,
+            None => master.state.read().await.clone(),
+        };
+        let planned = tokio::task::spawn_blocking(move || {
+            let planned = plan_batch(&mut working, batch);
+            (working, planned)
+        })
+        .await;
+        let Planned { changes, soft, mut events, replies } = match planned {
+            Ok((working, planned)) => {
+                state = Some(working);
+                planned
             }
-        }
+            // A plan panicked: its batch is lost (its callers see the write path gone)
+            // and the working copy with it; the next batch starts from the published one.
+            Err(e) => {
+                tracing::error!("a write plan failed: {e}");
+                continue;
+            }
+        };
         match master.store.apply(&changes).await {
             Ok(()) => {
                 {
@@ -849,17 +927,26 @@ async fn writer(master: Arc<Master>, mut rx: mpsc::Receiver<WriteJob>, mut state
                 }
                 master.events.publish_all(events.drain(..));
             }
+            Err(e @ StoreError::Fenced { .. }) => {
+                tracing::error!("{e}");
+                master.deposed.send_replace(true);
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(MasterError::NotLeader(e.to_string())));
+                }
+                return;
+            }
             Err(e) => {
                 tracing::error!("commit failed, reloading state from the store: {e}");
                 match master.store.load().await {
                     Ok(snap) => {
-                        state = State::from_snapshot(snap);
-                        *master.state.write().await = state.clone();
+                        let loaded = State::from_snapshot(snap);
+                        *master.state.write().await = loaded.clone();
+                        state = Some(loaded);
                     }
                     // The published copy holds what was committed before this batch.
                     Err(e2) => {
                         tracing::error!("reload failed: {e2}");
-                        state = master.state.read().await.clone();
+                        state = None;
                     }
                 }
                 let msg = e.to_string();

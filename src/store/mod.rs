@@ -44,6 +44,16 @@ pub enum StoreError {
     Corrupt { what: &'static str, key: String, source: serde_json::Error },
     #[error("unsupported store URL '{0}': use a file path, sqlite://PATH or postgres://...")]
     BadUrl(String),
+    /// A newer leader claimed the store: this master's writes are refused (fencing).
+    #[error(
+        "the store is led by epoch {current} ({holder}); this master's epoch {ours} is older, so it no longer leads"
+    )]
+    Fenced { ours: i64, current: i64, holder: String },
+    /// Another master without etcd uses the same PostgreSQL database.
+    #[error(
+        "another dromos master uses this PostgreSQL database; to run several masters on one database, give each --etcd"
+    )]
+    InUse,
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -109,7 +119,29 @@ enum Backend {
 #[derive(Clone)]
 pub struct Store {
     backend: Backend,
+    /// The epoch this store's writes assert ([`Store::claim`]): each write transaction
+    /// first checks that the store's leadership row still holds it. `None` for a store
+    /// that only reads or a tool that writes without leading.
+    fence: Option<i64>,
 }
+
+/// The store's leadership row: which leader may write, and how many write transactions
+/// were committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leadership {
+    pub epoch: i64,
+    pub holder: String,
+    pub revision: i64,
+}
+
+/// Held while a master without etcd uses a PostgreSQL database: a session advisory lock
+/// on a connection of its own, released when the process (or connection) ends.
+pub struct SingleMaster {
+    _conn: Option<sqlx::PgConnection>,
+}
+
+/// The advisory lock key of dromos masters on one PostgreSQL database.
+const MASTER_LOCK: i64 = 0x6472_6f6d_6f73;
 
 fn t(name: &str) -> Alias {
     Alias::new(name)
@@ -166,7 +198,18 @@ fn statements(changes: &[Change]) -> Vec<Stmt> {
             while i < changes.len() && matches!(changes[i], Change::PutTask(_)) && i - start < INSERT_CHUNK {
                 i += 1;
             }
+            // One row per task: the last write of it in the run wins (as one upsert after
+            // another would; PostgreSQL refuses one statement that upserts a row twice).
+            let last: HashMap<&TaskId, usize> = changes[start..i]
+                .iter()
+                .enumerate()
+                .filter_map(|(k, c)| match c {
+                    Change::PutTask(task) => Some((&task.id, k)),
+                    _ => None,
+                })
+                .collect();
             let rows = changes[start..i].iter().enumerate().filter_map(|(k, c)| match c {
+                Change::PutTask(task) if last.get(&task.id) != Some(&k) => None,
                 Change::PutTask(task) if deleted_at.get(&task.id).is_some_and(|&d| d > start + k) => None,
                 Change::PutTask(task) => Some(vec![
                     task.id.as_str().into(),
@@ -383,7 +426,7 @@ impl Store {
             SQLITE_MIGRATIONS.run(&pool).await?;
             Backend::Sqlite(pool)
         };
-        Ok(Store { backend })
+        Ok(Store { backend, fence: None })
     }
 
     pub fn backend_name(&self) -> &'static str {
@@ -404,6 +447,19 @@ impl Store {
                 Backend::Sqlite(_) => pool.begin_with("BEGIN IMMEDIATE").await?,
                 Backend::Postgres(_) => pool.begin().await?,
             };
+            let bump = Query::update()
+                .table(t("leadership"))
+                .value(t("revision"), Expr::col(t("revision")).add(1))
+                .and_where(Expr::col(t("id")).eq(1))
+                .and_where_option(self.fence.map(|e| Expr::col(t("epoch")).eq(e)))
+                .to_owned();
+            let (sql, values) = bump.build_sqlx(builder());
+            let bumped = sqlx::query_with(&sql, values).execute(&mut *tx).await?.rows_affected();
+            if let (Some(ours), 0) = (self.fence, bumped) {
+                drop(tx);
+                let now = self.leadership().await?;
+                return Err(StoreError::Fenced { ours, current: now.epoch, holder: now.holder });
+            }
             for s in &stmts {
                 let (sql, values) = match s {
                     Stmt::Insert(q) => q.build_sqlx(builder()),
@@ -415,6 +471,80 @@ impl Store {
             tx.commit().await?;
         });
         Ok(())
+    }
+
+    /// The store's leadership row.
+    pub async fn leadership(&self) -> Result<Leadership> {
+        let q = Query::select()
+            .columns([t("epoch"), t("holder"), t("revision")])
+            .from(t("leadership"))
+            .and_where(Expr::col(t("id")).eq(1))
+            .to_owned();
+        with_backend!(self, |pool, builder| {
+            let (sql, values) = q.build_sqlx(builder());
+            let r = sqlx::query_with(&sql, values).fetch_one(pool).await?;
+            Ok(Leadership { epoch: r.try_get(0)?, holder: r.try_get(1)?, revision: r.try_get(2)? })
+        })
+    }
+
+    /// Claims the store for a leader that won with `epoch`, if no leader with that
+    /// epoch or a newer one claimed it: returns the store with its writes fenced by
+    /// `epoch`. From then on, writes of older leaders fail with [`StoreError::Fenced`].
+    pub async fn claim(&self, epoch: i64, holder: &str) -> Result<Store> {
+        let q = Query::update()
+            .table(t("leadership"))
+            .value(t("epoch"), epoch)
+            .value(t("holder"), holder)
+            .and_where(Expr::col(t("id")).eq(1))
+            .and_where(Expr::col(t("epoch")).lt(epoch))
+            .to_owned();
+        let claimed = with_backend!(self, |pool, builder| {
+            let (sql, values) = q.build_sqlx(builder());
+            sqlx::query_with(&sql, values).execute(pool).await?.rows_affected()
+        });
+        if claimed == 0 {
+            let now = self.leadership().await?;
+            return Err(StoreError::Fenced { ours: epoch, current: now.epoch, holder: now.holder });
+        }
+        Ok(Store { backend: self.backend.clone(), fence: Some(epoch) })
+    }
+
+    /// Claims the store with the epoch after the current one: a master without etcd is
+    /// the only master, and each of its starts leads anew.
+    pub async fn claim_next(&self, holder: &str) -> Result<Store> {
+        loop {
+            let now = self.leadership().await?;
+            match self.claim(now.epoch + 1, holder).await {
+                Err(StoreError::Fenced { .. }) => continue, // claimed meanwhile: read again
+                r => return r,
+            }
+        }
+    }
+
+    /// The epoch this store's writes assert, if any.
+    pub fn epoch(&self) -> Option<i64> {
+        self.fence
+    }
+
+    /// Makes sure no other master uses the database: on PostgreSQL, a master without
+    /// etcd (`exclusive`) holds an exclusive advisory lock and masters with etcd a
+    /// shared one, so a second master without etcd, or one without etcd beside masters
+    /// with it, is refused ([`StoreError::InUse`]). SQLite's data dir lock does this for
+    /// the embedded store.
+    pub async fn lock_masters(&self, exclusive: bool) -> Result<SingleMaster> {
+        let Backend::Postgres(pool) = &self.backend else {
+            return Ok(SingleMaster { _conn: None });
+        };
+        let mut conn = pool.acquire().await?.detach();
+        let sql = match exclusive {
+            true => "SELECT pg_try_advisory_lock($1)",
+            false => "SELECT pg_try_advisory_lock_shared($1)",
+        };
+        let got: bool = sqlx::query_scalar(sql).bind(MASTER_LOCK).fetch_one(&mut conn).await?;
+        match got {
+            true => Ok(SingleMaster { _conn: Some(conn) }),
+            false => Err(StoreError::InUse),
+        }
     }
 
     /// Reads the whole state (start-up and failover).

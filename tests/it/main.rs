@@ -8,6 +8,7 @@ mod crash;
 mod docker;
 mod events;
 mod groups;
+mod ha;
 mod haproxy;
 mod health;
 mod jobs;

@@ -5,7 +5,7 @@ use crate::support::postgres::Postgres;
 use crate::support::wait_for;
 use dromos::domain::task::Goal;
 use dromos::domain::*;
-use dromos::store::{Change, Store};
+use dromos::store::{Change, Store, StoreError};
 use serde_json::json;
 use std::time::Duration;
 
@@ -142,6 +142,42 @@ async fn exercise(url: &str, dir: &std::path::Path) {
     // Version pruning.
     store.apply(&[Change::PruneVersions(a1.spec.id.clone(), a2.version)]).await.unwrap();
     assert_eq!(store.load().await.unwrap().versions[0].1, vec![a2.version]);
+
+    // One batch that writes a task twice (a job's task reported running and finished
+    // in one burst): the later write is what is stored, on either backend.
+    let twice = app("/twice/app", 60_000, 1);
+    let mut t = task(&twice, 7);
+    t.state = TaskState::Staging;
+    let mut later = t.clone();
+    later.state = TaskState::Finished;
+    store.apply(&[Change::PutTask(Box::new(t.clone())), Change::PutTask(Box::new(later))]).await.unwrap();
+    let stored = store.load().await.unwrap().tasks.into_iter().find(|x| x.id == t.id).unwrap();
+    assert_eq!(stored.state, TaskState::Finished);
+    store.apply(&[Change::DeleteTask(t.id.clone())]).await.unwrap();
+
+    // Fencing: a leader claims the store with its epoch; once a newer leader claimed
+    // it, the older one's writes are refused whole, and so is an older claim.
+    let fenced = app("/fence/app", 50_000, 1);
+    let has = |snap: &dromos::store::Snapshot| snap.apps.iter().any(|(a, _)| a.spec.id == fenced.spec.id);
+    let first = store.claim(5, "http://m1").await.unwrap();
+    first.apply(&[Change::PutApp(Box::new(fenced.clone()))]).await.unwrap();
+    let second = store.claim(7, "http://m2").await.unwrap();
+    let refused =
+        first.apply(&[Change::DeleteApp(fenced.spec.id.clone()), Change::PutTask(Box::new(task(&fenced, 1)))]).await;
+    assert!(matches!(refused, Err(StoreError::Fenced { ours: 5, current: 7, .. })), "{refused:?}");
+    let snap = store.load().await.unwrap();
+    assert!(has(&snap) && snap.tasks.iter().all(|t| t.app_id != fenced.spec.id), "nothing of the refused batch");
+    assert!(matches!(store.claim(6, "http://m1").await, Err(StoreError::Fenced { current: 7, .. })));
+    assert!(matches!(store.claim(7, "http://m3").await, Err(StoreError::Fenced { .. })), "an epoch claims once");
+    let before = store.leadership().await.unwrap();
+    assert_eq!((before.epoch, before.holder.as_str()), (7, "http://m2"));
+    second.apply(&[Change::DeleteApp(fenced.spec.id.clone())]).await.unwrap();
+    assert!(!has(&store.load().await.unwrap()));
+    assert_eq!(store.leadership().await.unwrap().revision, before.revision + 1, "each write counts");
+    // A single master claims the epoch after the current one.
+    let next = store.claim_next("http://m4").await.unwrap();
+    assert_eq!(next.epoch(), Some(8));
+    assert!(matches!(second.apply(&[Change::DeleteApp(fenced.spec.id.clone())]).await, Err(StoreError::Fenced { .. })));
     store.close().await;
 }
 

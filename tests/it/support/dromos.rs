@@ -64,8 +64,17 @@ impl Dromos {
         self.child = Some(child);
     }
 
+    /// Sends `sig` (SIGSTOP freezes the process, as a long pause would).
+    pub fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: a plain signal to a process this test started.
+            unsafe { libc::kill(c.id() as i32, sig) };
+        }
+    }
+
     /// `kill -9`, as a crash would.
     pub fn kill9(&mut self) {
+        self.signal(libc::SIGCONT);
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod browser;
 pub mod docker;
 pub mod dromos;
+pub mod etcd;
 pub mod http;
 pub mod postgres;
 pub mod sse;

@@ -1,0 +1,166 @@
+//! The node: what answers HTTP on every master, leader or not.
+//!
+//! While this master leads, requests go to the API router of its current term
+//! ([`Node::serve`] installs it when a term starts and takes it away when the term
+//! ends). Otherwise they are forwarded to the leader, as Marathon's standbys did:
+//! writes, reads, the web UI and the `/v2/events` stream alike (the response streams
+//! back as it comes), with `X-Marathon-Leader` from the leader's answer. Only these are
+//! answered here:
+//!
+//! - `/ping`, for probes of this process;
+//! - the agents' `/v1/agent/stream`: agents talk to the leader directly, so a follower
+//!   turns them away with 503 and the leader's URL in `X-Marathon-Leader`;
+//! - anything while no leader is known (an election, or this master's etcd session is
+//!   unconfirmed): 503 with `Retry-After`, never an answer from stale state;
+//! - a request another master forwarded already (`X-Dromos-Forwarded-By`): masters that
+//!   disagree about the leader for a moment must not bounce it between them.
+
+use crate::master::leadership::{Leadership, Role};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use futures_util::StreamExt;
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tower::ServiceExt;
+
+/// Marks a request a master forwarded (its value: that master's URL).
+pub const FORWARDED_BY: HeaderName = HeaderName::from_static("x-dromos-forwarded-by");
+/// How long the leader may take to connect and to answer with a response head.
+const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Headers that belong to one connection, not to the request (RFC 9110, 7.6.1).
+const HOP_BY_HOP: &[&str] =
+    &["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host"];
+
+pub struct Node {
+    leadership: Leadership,
+    /// The API of this master's current term, while it leads.
+    serving: RwLock<Option<Router>>,
+    client: Client<HttpConnector, Body>,
+}
+
+impl Node {
+    pub fn new(leadership: Leadership) -> Arc<Node> {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
+        Arc::new(Node { leadership, serving: RwLock::new(None), client })
+    }
+
+    /// Starts (`Some`) or ends (`None`) serving a term's API.
+    pub fn serve(&self, api: Option<Router>) {
+        if let Ok(mut s) = self.serving.write() {
+            *s = api;
+        }
+    }
+
+    /// Whether a term's API is being served.
+    pub fn is_serving(&self) -> bool {
+        self.serving.read().is_ok_and(|s| s.is_some())
+    }
+
+    pub fn leadership(&self) -> &Leadership {
+        &self.leadership
+    }
+
+    /// The router to serve: every request goes through [`dispatch`].
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new().fallback(dispatch).with_state(self.clone())
+    }
+}
+
+async fn dispatch(State(node): State<Arc<Node>>, req: Request) -> Response {
+    let api = node.serving.read().ok().and_then(|s| s.clone());
+    if let Some(api) = api {
+        return match api.oneshot(req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        };
+    }
+    let path = req.uri().path();
+    if path == "/ping" {
+        return super::system::ping().await.into_response();
+    }
+    let leader = match node.leadership.role() {
+        Role::Leader { .. } => {
+            return unavailable("this master is taking over as leader (loading the state); retry shortly", None)
+        }
+        Role::Follower { leader } => leader,
+    };
+    let Some(leader) = leader else {
+        return unavailable("no leader is known right now (an election is under way); retry shortly", None);
+    };
+    if path == "/v1/agent/stream" {
+        return unavailable("this master does not lead: connect to the leader", Some(&leader));
+    }
+    if req.headers().contains_key(FORWARDED_BY) {
+        return unavailable("the masters do not agree on the leader yet; retry shortly", Some(&leader));
+    }
+    forward(&node, &leader, req).await
+}
+
+/// 503 in the API's error format, with `Retry-After` and the leader if known.
+fn unavailable(message: &str, leader: Option<&str>) -> Response {
+    let mut resp = super::error::ApiError::Unavailable(message.to_string()).into_response();
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    if let Some(v) = leader.and_then(|l| HeaderValue::from_str(l).ok()) {
+        resp.headers_mut().insert("x-marathon-leader", v);
+    }
+    resp
+}
+
+/// Sends `req` to the leader and streams its answer back.
+async fn forward(node: &Node, leader: &str, req: Request) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let target = format!("{leader}{}", parts.uri.path_and_query().map_or("/", |p| p.as_str()));
+    let Ok(uri) = target.parse::<Uri>() else {
+        return unavailable("the leader's advertised URL is not usable", Some(leader));
+    };
+    parts.uri = uri;
+    for h in HOP_BY_HOP {
+        parts.headers.remove(*h);
+    }
+    if let Ok(v) = HeaderValue::from_str(node.leadership.advertise()) {
+        parts.headers.insert(FORWARDED_BY, v);
+    }
+    // A leader that froze still accepts connections (the kernel does): give up on it
+    // as soon as another master leads, for the response head and for a streaming body.
+    let sent = tokio::select! {
+        sent = tokio::time::timeout(LEADER_TIMEOUT, node.client.request(Request::from_parts(parts, body))) => sent,
+        _ = leader_changes(node, leader) => return unavailable("the leader changed; retry", None),
+    };
+    match sent {
+        Ok(Ok(resp)) => {
+            let (mut parts, body) = resp.into_parts();
+            for h in HOP_BY_HOP {
+                parts.headers.remove(*h);
+            }
+            let stream = body.into_data_stream().take_until(Box::pin(leader_changes(node, leader)));
+            Response::from_parts(parts, Body::from_stream(stream))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(%leader, "forwarding to the leader failed: {e}");
+            let mut resp = unavailable("the leader cannot be reached; retry shortly", Some(leader));
+            *resp.status_mut() = StatusCode::BAD_GATEWAY;
+            resp
+        }
+        Err(_) => unavailable("the leader did not answer in time; retry shortly", Some(leader)),
+    }
+}
+
+/// Resolves once `leader` is no longer the leader this master forwards to.
+fn leader_changes(node: &Node, leader: &str) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let mut role = node.leadership.watch();
+    let leader = leader.to_string();
+    async move {
+        let _ = role.wait_for(|r| !matches!(r, Role::Follower { leader: Some(l) } if *l == leader)).await;
+    }
+}
