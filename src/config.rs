@@ -791,6 +791,29 @@ mod tests {
     }
 
     #[test]
+    fn etcd_elects_among_masters_on_postgres() {
+        let single = Config::resolve(ServeArgs::default()).unwrap();
+        assert!(single.election.is_none());
+        assert_eq!(single.advertise, "http://127.0.0.1:8080");
+        let sqlite = ServeArgs { etcd: Some("http://e1:2379".into()), ..Default::default() };
+        assert!(matches!(Config::resolve(sqlite), Err(ConfigError::EtcdNeedsPostgres)));
+        let ha = |lease: Option<&str>| ServeArgs {
+            store: Some("postgres://db/dromos".into()),
+            etcd: Some(" http://e1:2379, http://e2:2379 ,".into()),
+            advertise: Some("http://m1:8080/".into()),
+            leader_lease: lease.map(str::to_string),
+            ..Default::default()
+        };
+        let c = Config::resolve(ha(None)).unwrap();
+        let e = c.election.unwrap();
+        assert_eq!(e.endpoints, vec!["http://e1:2379", "http://e2:2379"]);
+        assert_eq!((e.name.as_str(), e.ttl), ("/dromos/leader", Duration::from_secs(3)));
+        assert_eq!((c.advertise.as_str(), e.advertise.as_str()), ("http://m1:8080", "http://m1:8080"));
+        assert_eq!(Config::resolve(ha(Some("10s"))).unwrap().election.unwrap().ttl, Duration::from_secs(10));
+        assert!(Config::resolve(ha(Some("1s"))).is_err(), "etcd leases last 2 s at least");
+    }
+
+    #[test]
     fn bad_port_ranges() {
         assert!(parse_ports("32000-31000").is_err());
         assert!(parse_ports("abc").is_err());

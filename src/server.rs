@@ -120,13 +120,33 @@ pub async fn run(mut config: Config) -> boxed::Result<()> {
     }
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!("dromos listening on http://{addr}");
-    axum::serve(listener, node.router().into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    if leadership.is_elected() && matches!(leadership.role(), Role::Leader { .. }) {
-        // Resign, so another master takes over now rather than after the lease's TTL.
-        leadership.abdicate();
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // On SIGTERM/SIGINT: end the term first (resigning, so another master takes over
+    // now rather than after the lease; its event streams and agent sessions close),
+    // then let requests in flight finish, for a bounded time (forwarded streams never
+    // finish on their own).
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
+    let serve = axum::serve(listener, node.router().into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(async move {
+            let mut stopped = stopped;
+            let _ = stopped.wait_for(|s| *s).await;
+        });
+    let stop = async {
+        shutdown_signal().await;
+        leadership.stop();
+        let ended = async {
+            let mut role = leadership.watch();
+            let _ = role.wait_for(|r| !matches!(r, Role::Leader { .. })).await;
+            while node.is_serving() {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), ended).await;
+        let _ = stopping.send(true);
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    };
+    tokio::select! {
+        served = serve => served?,
+        _ = stop => tracing::warn!("requests still open after 3 s are cut off"),
     }
     tracing::info!("stopped; running tasks keep running and are adopted on the next start");
     Ok(())
@@ -184,34 +204,47 @@ impl Terms {
     async fn run(self) {
         let leadership = self.node.leadership().clone();
         let mut role = leadership.watch();
-        let mut term: Option<Arc<Master>> = None;
+        // The term being served (its number and master), and the last one that failed
+        // to start (not tried again).
+        let mut term: Option<(u64, Arc<Master>)> = None;
+        let mut failed: Option<u64> = None;
         loop {
             let now = role.borrow_and_update().clone();
-            match (now, term.is_some()) {
-                (Role::Leader { epoch }, false) => match self.start(epoch).await {
-                    Ok(master) => term = Some(master),
-                    Err(e) => {
-                        tracing::error!("cannot take over as leader: {e}");
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                        leadership.abdicate();
+            let current = match now {
+                Role::Leader { term, .. } => Some(term),
+                Role::Follower { .. } => None,
+            };
+            // A term ends when another role or another term is current, also when the
+            // changes in between were not seen one by one.
+            if term.as_ref().is_some_and(|(n, _)| Some(*n) != current) {
+                tracing::warn!("no longer leading");
+                self.end(term.take().map(|(_, m)| m));
+            }
+            if let (Role::Leader { epoch, term: n }, None) = (&now, &term) {
+                if failed != Some(*n) {
+                    match self.start(*epoch).await {
+                        Ok(master) => term = Some((*n, master)),
+                        Err(e) => {
+                            tracing::error!("cannot take over as leader: {e}");
+                            failed = Some(*n);
+                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                            leadership.abdicate();
+                        }
                     }
-                },
-                (Role::Follower { leader }, true) => {
-                    tracing::warn!(leader = leader.as_deref().unwrap_or("unknown"), "no longer leading");
-                    self.end(term.take());
+                    // The role may have moved on while the term was starting.
+                    continue;
                 }
-                _ => {}
             }
             let deposed = async {
                 match &term {
-                    Some(m) => m.deposed().await,
+                    Some((_, m)) => m.deposed().await,
                     None => std::future::pending().await,
                 }
             };
             tokio::select! {
                 changed = role.changed() => if changed.is_err() { return },
                 _ = deposed => {
-                    self.end(term.take());
+                    self.end(term.take().map(|(_, m)| m));
                     leadership.abdicate();
                 }
             }
@@ -222,9 +255,20 @@ impl Terms {
     /// out), load the state, start the loops, serve the API.
     async fn start(&self, epoch: Option<i64>) -> boxed::Result<Arc<Master>> {
         let advertise = &self.config.advertise;
-        let store = match epoch {
-            Some(e) => self.store.claim(e, advertise).await?,
-            None => self.store.claim_next(advertise).await?,
+        let claimed = match epoch {
+            Some(e) => self.store.claim(e, advertise).await,
+            None => self.store.claim_next(advertise).await,
+        };
+        let store = match claimed {
+            Err(crate::store::StoreError::Fenced { ours, current, holder }) => {
+                return Err(format!(
+                    "the store was claimed with epoch {current} ({holder}), newer than this term's {ours}: \
+                     another master took over since; if this repeats, etcd's revisions started over (an etcd \
+                     cluster replaced, or restored without --bump-revision past {current})"
+                )
+                .into())
+            }
+            r => r?,
         };
         tracing::info!(epoch = store.epoch(), "leading: loading the state");
         let master = Master::start(store, self.config.master.clone()).await?;

@@ -96,7 +96,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
 }
 
 /// Who asked, and for what (`api_post_event`'s `clientIp` and `uri`). The address is
-/// the peer's; it is empty when the server was not started with connection info.
+/// the peer's, or, for a request a follower forwarded, the one the follower saw (the
+/// last in `X-Forwarded-For`); it is empty when the server was not started with
+/// connection info.
 #[derive(Debug, Clone, Default)]
 pub struct Origin {
     pub client_ip: String,
@@ -108,11 +110,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Origin {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         use axum::extract::ConnectInfo;
-        let client_ip = parts
-            .extensions
-            .get::<ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip().to_string())
-            .unwrap_or_default();
+        let peer = parts.extensions.get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string());
+        let forwarded = match parts.headers.contains_key(super::forward::FORWARDED_BY) {
+            true => parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()),
+            false => None,
+        };
+        let via = forwarded.and_then(|chain| chain.rsplit(',').next()).map(|ip| ip.trim().to_string());
+        let client_ip = via.or(peer).unwrap_or_default();
         let uri = match parts.extensions.get::<axum::extract::OriginalUri>() {
             Some(u) => u.0.path().to_string(),
             None => parts.uri.path().to_string(),

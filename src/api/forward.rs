@@ -131,6 +131,17 @@ async fn forward(node: &Node, leader: &str, req: Request) -> Response {
     if let Ok(v) = HeaderValue::from_str(node.leadership.advertise()) {
         parts.headers.insert(FORWARDED_BY, v);
     }
+    // The leader sees the client's address, not this master's.
+    let client = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    if let Some(ip) = client {
+        let chain = match parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(earlier) => format!("{earlier}, {ip}"),
+            None => ip.to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&chain) {
+            parts.headers.insert("x-forwarded-for", v);
+        }
+    }
     // A leader that froze still accepts connections (the kernel does): give up on it
     // as soon as another master leads, for the response head and for a streaming body.
     let sent = tokio::select! {

@@ -146,6 +146,10 @@ impl Master {
     /// Opens a session for a remote agent, replacing an older one (whose command stream
     /// then ends). Returns the session number and the commands to send.
     pub fn connect_agent(&self, id: &AgentId) -> (u64, mpsc::UnboundedReceiver<ToAgent>) {
+        if self.stopped.load(Ordering::SeqCst) {
+            // A term that is over takes no agent: the session ends at once.
+            return (0, mpsc::unbounded_channel().1);
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
         let mut l = self.links();

@@ -22,8 +22,10 @@ use tokio::sync::{watch, Notify};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
     /// This master leads. `epoch` is the etcd revision it won at; `None` without etcd,
-    /// where the store hands out the next epoch.
-    Leader { epoch: Option<i64> },
+    /// where the store hands out the next epoch. `term` counts this process's terms, so
+    /// a new term is told from the one before even when the changes between them were
+    /// not seen one by one.
+    Leader { epoch: Option<i64>, term: u64 },
     /// Another master leads (its advertised URL), or no leader is known (`None`):
     /// during an election, or while this master's etcd session is unconfirmed.
     Follower { leader: Option<String> },
@@ -42,21 +44,28 @@ pub struct EtcdElection {
     pub ttl: Duration,
 }
 
-/// What the election tasks know; [`Shared::role`] turns it into a role.
+/// What the election tasks know; [`Shared::update`] turns it into a role.
 #[derive(Debug, Default)]
 struct Known {
     /// The etcd session (lease) is confirmed alive.
     session: bool,
-    /// This master won at this revision and has not lost or resigned since.
-    won: Option<i64>,
+    /// This master won at this revision (in its term `.1`) and has not lost or
+    /// resigned since.
+    won: Option<(i64, u64)>,
     /// The leader's URL, as observed.
     observed: Option<String>,
+    /// Terms begun so far.
+    terms: u64,
 }
 
 struct Shared {
     known: Mutex<Known>,
     tx: watch::Sender<Role>,
+    /// Wakes the term that leads now (waiters only: an abdication asked for while no
+    /// term leads is not kept for the next one).
     abdicate: Notify,
+    /// Set once the process stops: no new term begins.
+    stopping: std::sync::atomic::AtomicBool,
     advertise: String,
 }
 
@@ -66,7 +75,7 @@ impl Shared {
         f(&mut k);
         let role = match (&*k, k.won) {
             (Known { session: false, .. }, _) => Role::Follower { leader: None },
-            (_, Some(epoch)) => Role::Leader { epoch: Some(epoch) },
+            (_, Some((epoch, term))) => Role::Leader { epoch: Some(epoch), term },
             (Known { observed, .. }, None) => {
                 Role::Follower { leader: observed.clone().filter(|l| *l != self.advertise) }
             }
@@ -92,11 +101,12 @@ impl Leadership {
     /// The one master without etcd: leads from the start; an abdication ends the term,
     /// and the next one starts at once (after the state was reloaded).
     pub fn single(advertise: &str) -> Leadership {
-        let (tx, _) = watch::channel(Role::Leader { epoch: None });
+        let (tx, _) = watch::channel(Role::Leader { epoch: None, term: 1 });
         let shared = Arc::new(Shared {
-            known: Mutex::new(Known::default()),
+            known: Mutex::new(Known { terms: 1, ..Known::default() }),
             tx,
             abdicate: Notify::new(),
+            stopping: Default::default(),
             advertise: advertise.to_string(),
         });
         Leadership { shared, elected: false }
@@ -115,6 +125,7 @@ impl Leadership {
             known: Mutex::new(Known::default()),
             tx,
             abdicate: Notify::new(),
+            stopping: Default::default(),
             advertise: cfg.advertise.clone(),
         });
         tokio::spawn(observe(client.clone(), cfg.name.clone(), shared.clone()));
@@ -153,16 +164,36 @@ impl Leadership {
     /// win the next election; the single master starts its next term at once.
     pub fn abdicate(&self) {
         if self.elected {
-            self.shared.abdicate.notify_one();
+            self.shared.abdicate.notify_waiters();
             return;
         }
         let s = self.shared.clone();
+        let term = s
+            .known
+            .lock()
+            .map(|mut k| {
+                k.terms += 1;
+                k.terms
+            })
+            .ok();
+        s.tx.send_replace(Role::Follower { leader: None });
         tokio::spawn(async move {
-            s.tx.send_replace(Role::Follower { leader: None });
-            // Lets the server see the term end before the next one starts.
+            // The next term starts after a moment; a stopping process starts none.
             tokio::time::sleep(Duration::from_millis(100)).await;
-            s.tx.send_replace(Role::Leader { epoch: None });
+            if let (false, Some(term)) = (s.stopping.load(std::sync::atomic::Ordering::SeqCst), term) {
+                s.tx.send_replace(Role::Leader { epoch: None, term });
+            }
         });
+    }
+
+    /// The process stops: ends the current term (resigning, so another master takes
+    /// over at once rather than after the lease) and begins no other.
+    pub fn stop(&self) {
+        self.shared.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.shared.abdicate.notify_waiters();
+        if !self.elected {
+            self.shared.tx.send_replace(Role::Follower { leader: None });
+        }
     }
 }
 
@@ -193,7 +224,7 @@ async fn observe(mut client: etcd_client::Client, name: String, shared: Arc<Shar
 
 /// Campaigns term after term for as long as the process runs.
 async fn campaign(client: etcd_client::Client, cfg: EtcdElection, shared: Arc<Shared>) {
-    loop {
+    while !shared.stopping.load(std::sync::atomic::Ordering::SeqCst) {
         if let Err(e) = term(client.clone(), &cfg, &shared).await {
             tracing::warn!("etcd election: {e}");
         }
@@ -208,12 +239,16 @@ async fn campaign(client: etcd_client::Client, cfg: EtcdElection, shared: Arc<Sh
 /// One session: a lease, kept alive; a campaign on it; leading until the session is
 /// unconfirmed or this master abdicates. Returns why it ended.
 async fn term(mut client: etcd_client::Client, cfg: &EtcdElection, shared: &Shared) -> Result<(), String> {
-    let ttl = cfg.ttl.as_secs().max(2) as i64;
-    let call = Duration::from_secs(ttl as u64);
-    let grant = tokio::time::timeout(call, client.lease_grant(ttl, None)).await;
-    let lease = grant.map_err(|_| "lease grant timed out".to_string())?.map_err(|e| e.to_string())?.id();
+    let asked = cfg.ttl.as_secs().max(2) as i64;
+    let call = Duration::from_secs(asked as u64);
+    let sent = Instant::now();
+    let grant = tokio::time::timeout(call, client.lease_grant(asked, None)).await;
+    let grant = grant.map_err(|_| "lease grant timed out".to_string())?.map_err(|e| e.to_string())?;
+    // etcd may grant a longer TTL than asked (never a shorter one); the margins follow
+    // what it granted.
+    let (lease, ttl) = (grant.id(), Duration::from_secs(grant.ttl().max(asked) as u64));
     shared.update(|k| k.session = true);
-    let alive = keep_alive(client.clone(), lease, cfg.ttl, shared);
+    let alive = keep_alive(client.clone(), lease, ttl, sent, shared);
     tokio::pin!(alive);
     let mut election = client.election_client();
     let won = tokio::select! {
@@ -224,10 +259,16 @@ async fn term(mut client: etcd_client::Client, cfg: &EtcdElection, shared: &Shar
         return Err("campaign answered without a leader key".into());
     };
     tracing::info!(epoch = key.rev(), "elected leader");
-    shared.update(|k| k.won = Some(key.rev()));
+    let abdicated = shared.abdicate.notified();
+    tokio::pin!(abdicated);
+    abdicated.as_mut().enable();
+    shared.update(|k| {
+        k.terms += 1;
+        k.won = Some((key.rev(), k.terms));
+    });
     let why = tokio::select! {
         why = &mut alive => why,
-        _ = shared.abdicate.notified() => "abdicated".to_string(),
+        _ = abdicated => "abdicated".to_string(),
     };
     tracing::warn!("leadership ends: {why}");
     shared.update(|k| k.won = None);
@@ -240,36 +281,54 @@ async fn term(mut client: etcd_client::Client, cfg: &EtcdElection, shared: &Shar
 }
 
 /// Keeps `lease` alive, marking the session confirmed; returns why once that can no
-/// longer be confirmed: no answer for the TTL minus a margin (a third of it), or the
-/// lease is gone.
-async fn keep_alive(mut client: etcd_client::Client, lease: i64, ttl: Duration, shared: &Shared) -> String {
+/// longer be confirmed: no answer for the TTL minus a margin (a third of it, counted
+/// from when the last confirmed request was sent), or the lease is gone. A broken
+/// keep-alive stream (an etcd member restarting) is opened again until then.
+async fn keep_alive(
+    mut client: etcd_client::Client,
+    lease: i64,
+    ttl: Duration,
+    granted_at: Instant,
+    shared: &Shared,
+) -> String {
     let every = ttl / 3;
     let deadline = ttl - every;
-    let (mut keeper, mut stream) = match tokio::time::timeout(every, client.lease_keep_alive(lease)).await {
-        Ok(Ok(k)) => k,
-        Ok(Err(e)) => return format!("cannot keep the lease alive: {e}"),
-        Err(_) => return "lease keep-alive timed out".into(),
-    };
-    let mut confirmed = Instant::now();
+    let mut confirmed = granted_at;
+    let mut stream = None;
     loop {
-        let sent = Instant::now();
         let left = deadline.saturating_sub(confirmed.elapsed());
         if left.is_zero() {
             return format!("the lease was not confirmed for {deadline:?}");
         }
-        if let Err(e) = keeper.keep_alive().await {
-            return format!("lease keep-alive failed: {e}");
-        }
-        match tokio::time::timeout(left, stream.message()).await {
-            Ok(Ok(Some(r))) if r.ttl() > 0 => {
-                confirmed = sent;
-                shared.update(|k| k.session = true);
+        let sent = Instant::now();
+        if stream.is_none() {
+            match tokio::time::timeout(left, client.lease_keep_alive(lease)).await {
+                Ok(Ok(s)) => stream = Some(s),
+                Ok(Err(e)) => tracing::warn!("cannot keep the lease alive (retrying): {e}"),
+                Err(_) => {}
             }
-            Ok(Ok(Some(_))) => return "the lease expired".into(),
-            Ok(Ok(None)) => return "the lease keep-alive stream ended".into(),
-            Ok(Err(e)) => return format!("lease keep-alive failed: {e}"),
-            Err(_) => return format!("the lease was not confirmed for {deadline:?}"),
         }
-        tokio::time::sleep(every.saturating_sub(sent.elapsed())).await;
+        if let Some((keeper, answers)) = &mut stream {
+            let left = deadline.saturating_sub(confirmed.elapsed());
+            let asked = keeper.keep_alive().await;
+            let answer = match asked {
+                Ok(()) => tokio::time::timeout(left, answers.message()).await,
+                Err(e) => Ok(Err(e)),
+            };
+            match answer {
+                Ok(Ok(Some(r))) if r.ttl() > 0 => {
+                    confirmed = sent;
+                    shared.update(|k| k.session = true);
+                }
+                Ok(Ok(Some(_))) => return "the lease expired".into(),
+                Ok(Ok(None)) | Ok(Err(_)) => {
+                    tracing::warn!("the lease keep-alive stream broke; opening it again");
+                    stream = None;
+                }
+                Err(_) => {}
+            }
+        }
+        let pause = if stream.is_some() { every } else { every / 4 };
+        tokio::time::sleep(pause.saturating_sub(sent.elapsed())).await;
     }
 }

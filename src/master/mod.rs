@@ -182,6 +182,8 @@ pub struct Master {
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     /// Set when the store refused a commit because a newer leader claimed it.
     deposed: tokio::sync::watch::Sender<bool>,
+    /// Set by [`Master::stop`]: agent sessions that arrive late are closed at once.
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 pub fn now() -> Timestamp {
@@ -243,6 +245,7 @@ impl Master {
             started_at: now(),
             tasks: Mutex::new(Vec::new()),
             deposed: tokio::sync::watch::channel(false).0,
+            stopped: Default::default(),
         });
         master.spawn(writer(master.clone(), rx, state));
         Ok(master)
@@ -260,6 +263,7 @@ impl Master {
     /// [`MasterError::ShuttingDown`]), agent sessions and event streams close. What was
     /// committed stays in the store for the next leader; nothing is undone.
     pub fn stop(&self) {
+        self.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
         for t in self.tasks.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default() {
             t.abort();
         }
@@ -852,6 +856,9 @@ fn docker_task(spec: &AppSpec, env: &BTreeMap<String, String>, ports: &[u16]) ->
 struct Planned {
     changes: Vec<Change>,
     soft: Vec<Soft>,
+    /// Where each plan's changes and soft changes end, so that the published copy gets
+    /// them in the order the working copy did.
+    ends: Vec<(usize, usize)>,
     events: Vec<crate::domain::event::Event>,
     replies: Vec<(oneshot::Sender<Reply>, Reply)>,
 }
@@ -873,6 +880,7 @@ fn plan_batch(state: &mut State, jobs: Vec<WriteJob>) -> Planned {
                 }
                 out.changes.extend(effects.changes);
                 out.soft.extend(effects.soft);
+                out.ends.push((out.changes.len(), out.soft.len()));
                 out.replies.push((job.reply, Ok(effects.value)));
             }
             Err(e) => out.replies.push((job.reply, Err(e))),
@@ -899,7 +907,7 @@ async fn writer(master: Arc<Master>, mut rx: mpsc::Receiver<WriteJob>, state: St
             (working, planned)
         })
         .await;
-        let Planned { changes, soft, mut events, replies } = match planned {
+        let Planned { changes, soft, ends, mut events, replies } = match planned {
             Ok((working, planned)) => {
                 state = Some(working);
                 planned
@@ -915,11 +923,11 @@ async fn writer(master: Arc<Master>, mut rx: mpsc::Receiver<WriteJob>, state: St
             Ok(()) => {
                 {
                     let mut published = master.state.write().await;
-                    for c in &changes {
-                        published.apply(c);
-                    }
-                    for s in &soft {
-                        published.note(s);
+                    let (mut c0, mut s0) = (0, 0);
+                    for (c1, s1) in ends {
+                        changes[c0..c1].iter().for_each(|c| published.apply(c));
+                        soft[s0..s1].iter().for_each(|s| published.note(s));
+                        (c0, s0) = (c1, s1);
                     }
                 }
                 for (reply, r) in replies {
@@ -939,9 +947,15 @@ async fn writer(master: Arc<Master>, mut rx: mpsc::Receiver<WriteJob>, state: St
                 tracing::error!("commit failed, reloading state from the store: {e}");
                 match master.store.load().await {
                     Ok(snap) => {
-                        let loaded = State::from_snapshot(snap);
-                        *master.state.write().await = loaded.clone();
+                        // What agents reported stays (for the tasks still there); they
+                        // are asked to register again, which refreshes it.
+                        let mut loaded = State::from_snapshot(snap);
+                        let mut published = master.state.write().await;
+                        loaded.keep_soft(&published);
+                        *published = loaded.clone();
+                        drop(published);
                         state = Some(loaded);
+                        master.request_reconciliation();
                     }
                     // The published copy holds what was committed before this batch.
                     Err(e2) => {

@@ -95,6 +95,20 @@ impl State {
         }
     }
 
+    /// Takes over `from`'s soft state for the tasks this state has (after a reload).
+    pub fn keep_soft(&mut self, from: &State) {
+        let tasks = &self.tasks;
+        self.health =
+            from.health.iter().filter(|(t, _)| tasks.contains_key(*t)).map(|(t, h)| (t.clone(), h.clone())).collect();
+        self.readiness = from
+            .readiness
+            .iter()
+            .filter(|(t, _)| tasks.contains_key(*t))
+            .map(|(t, r)| (t.clone(), r.clone()))
+            .collect();
+        self.deployment_failures = from.deployment_failures.clone();
+    }
+
     pub fn from_snapshot(s: Snapshot) -> State {
         let mut st = State::default();
         let mut versions: BTreeMap<PathId, Vec<Timestamp>> = s.versions.into_iter().collect();

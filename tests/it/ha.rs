@@ -350,3 +350,81 @@ fn a_single_master_abdicates_and_leads_again_from_the_store() {
     wait_for("2 running", T, || (d.app("/solo")["tasksRunning"] == 2).then_some(()));
     assert_eq!(d.live_sandboxes(), sandboxes, "the same tasks, adopted by each term");
 }
+
+/// Reliability cases 1 and 15 across masters: `kill -9` of the leader in the middle of a
+/// rolling upgrade. The other master takes over, carries on with the stored deployment
+/// and ends with every instance on the new version, the running processes within
+/// `[minimumHealthCapacity × n, (1 + maximumOverCapacity) × n]` throughout, and only
+/// the final four running.
+#[test]
+fn a_new_leader_finishes_a_rolling_upgrade_within_its_bounds() {
+    let mut c = cluster(2, 1);
+    let leader = c.leader(&[]);
+    let version = |tag: &str| {
+        json!({
+            "id": "/rolling", "instances": 4, "cpus": 0.05, "mem": 32, "env": {"TAG": tag},
+            "cmd": "touch ok; exec python3 -m http.server $PORT0 --bind $HOST",
+            "upgradeStrategy": {"minimumHealthCapacity": 0.75, "maximumOverCapacity": 0.25},
+            "healthChecks": [{"protocol": "HTTP", "path": "/ok", "gracePeriodSeconds": 0, "intervalSeconds": 1,
+                              "timeoutSeconds": 1, "maxConsecutiveFailures": 0}]
+        })
+    };
+    // ceil(4 × 0.75) = 3 and floor(4 × 1.25) = 5 processes at any time.
+    let in_bounds = |c: &Cluster| {
+        let live = c.agent.live_sandboxes().len();
+        assert!((3..=5).contains(&live), "{live} task processes run, outside [3, 5]");
+    };
+    assert_eq!(c.write(leader, "POST", "/v2/apps", &version("v1")).status, 201);
+    wait_for("four healthy v1 tasks", T, || {
+        let app = c.masters[leader].app("/rolling");
+        (app["tasksHealthy"] == 4 && app["deployments"] == json!([])).then_some(())
+    });
+    let v1: BTreeSet<String> = c.agent.live_sandboxes().into_iter().map(|(t, _, _)| t).collect();
+    assert_eq!(c.write(leader, "PUT", "/v2/apps/rolling", &version("v2")).status, 200);
+    wait_for("some but not all v1 tasks replaced", T, || {
+        in_bounds(&c);
+        let live: BTreeSet<String> = c.agent.live_sandboxes().into_iter().map(|(t, _, _)| t).collect();
+        let old_left = live.intersection(&v1).count();
+        (old_left > 0 && old_left < 4).then_some(())
+    });
+    c.masters[leader].kill9();
+    let next = c.leader(&[leader]);
+    wait_for("four healthy v2 tasks and the deployment done", T, || {
+        in_bounds(&c);
+        let r = c.masters[next].call("GET", "/v2/apps/rolling", None);
+        if r.status != 200 {
+            return None;
+        }
+        let app = r.json()["app"].clone();
+        let tasks = app["tasks"].as_array().unwrap().clone();
+        let all_new = tasks.iter().all(|t| !v1.contains(t["id"].as_str().unwrap()));
+        (app["tasksHealthy"] == 4 && tasks.len() == 4 && all_new && app["deployments"] == json!([])).then_some(())
+    });
+    let finals = c.tasks(next, "/rolling");
+    let live: BTreeSet<String> = c.agent.live_sandboxes().into_iter().map(|(t, _, _)| t).collect();
+    assert_eq!(live, finals, "only the final four tasks run");
+    assert_eq!(c.masters[next].app("/rolling")["env"]["TAG"], "v2");
+}
+
+/// A leader stopped with SIGTERM while an event stream is open resigns and exits
+/// promptly (its streams end), and the other master leads.
+#[test]
+fn a_leader_stopped_with_sigterm_resigns_and_exits() {
+    let mut c = cluster(2, 1);
+    let leader = c.leader(&[]);
+    let bearer = format!("Bearer {TOKEN}");
+    let events = EventStream::open(
+        &c.masters[leader].url,
+        "/v2/events",
+        &[("Authorization", &bearer), ("Accept", "text/event-stream")],
+    );
+    assert_eq!(events.status, 200, "{}", events.head);
+    let stopped = Instant::now();
+    c.masters[leader].signal(libc::SIGTERM);
+    events.until_closed(T);
+    c.masters[leader].wait_crash();
+    assert!(stopped.elapsed() < Duration::from_secs(8), "exited after {:?}", stopped.elapsed());
+    let next = c.leader(&[leader]);
+    assert_ne!(next, leader);
+    assert_eq!(c.write(next, "POST", "/v2/apps", &app("/ha/after-stop", 0)).status, 201);
+}
