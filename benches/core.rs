@@ -28,7 +28,7 @@
 //! 14. Web UI: every page rendered with 10,000 apps, 100,000 tasks and 10,000 jobs
 //!     (p50/p99 and size), the script's size, and, in a real headless Chromium, the time
 //!     from a task's kill until the open app page shows the change.
-//! 15. Failover (`ha`): two `dromos serve` on a real PostgreSQL and etcd, 10,000
+//! 15. Failover (`failover`): two `dromos serve` on a real PostgreSQL and etcd, 10,000
 //!     simulated agents (each the real agent link over its own WebSocket) running
 //!     100,000 tasks; the time from `kill -9` of the leader until the other master takes
 //!     a write, and the latency a follower adds to writes it forwards.
@@ -1181,7 +1181,7 @@ fn main() {
     if on("web") {
         bench_web(&rt);
     }
-    if on("ha") {
+    if on("failover") {
         bench_failover(&rt);
     }
 }
@@ -1278,10 +1278,26 @@ fn bench_failover(rt: &tokio::runtime::Runtime) {
     let pg = postgres::Postgres::start();
     let etcd = etcd::Etcd::start(1);
     let endpoints = etcd.endpoints();
+    // The masters log when they lead, loaded the state, and took writes again (the
+    // parts of a failover).
+    const LOG: &str = "warn,dromos::server=info,dromos::master::leadership=info,dromos::master::agents=info,\
+                       dromos::api::forward=error";
     let start = |i: usize| {
-        let d = dir.path().join(format!("m{i}"));
-        let args = ["serve", "--listen", "127.0.0.1:0", "--no-agent", "--store", &pg.url, "--etcd", &endpoints];
-        start_dromos(&args, &d)
+        let d = dir.path().join(format!("m{i}")).to_string_lossy().to_string();
+        let args = [
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-agent",
+            "--store",
+            &pg.url,
+            "--etcd",
+            &endpoints,
+            "--data-dir",
+            &d,
+        ];
+        let (child, line) = spawn_dromos(&args, LOG);
+        (child, line.trim_start_matches("dromos listening on ").to_string())
     };
     let (mut masters, mut urls): (Vec<std::process::Child>, Vec<String>) = (0..2).map(start).unzip();
     for i in 0..AGENTS {
@@ -1293,8 +1309,30 @@ fn bench_failover(rt: &tokio::runtime::Runtime) {
         (v["agents"].as_array()?.len() == AGENTS).then_some(())
     });
     println!("ha: {AGENTS} simulated agents registered in {:.1} s", t.elapsed().as_secs_f64());
-    let t = Instant::now();
     let leader = wait_for("a leader", Duration::from_secs(60), || leader_of(&urls));
+    // Writes through the follower against writes to the leader, interleaved.
+    let agent = ureq::AgentBuilder::new().build();
+    let overhead = |leader: usize, when: &str, tag: &str| {
+        let (mut direct, mut forwarded) = (Vec::new(), Vec::new());
+        for n in 0..500 {
+            direct.extend(timed_write(&agent, &urls[leader], &format!("/ha/w{tag}/d{n}")));
+            forwarded.extend(timed_write(&agent, &urls[1 - leader], &format!("/ha/w{tag}/f{n}")));
+        }
+        direct.sort_by(f64::total_cmp);
+        forwarded.sort_by(f64::total_cmp);
+        println!(
+            "ha: app create {when}: on the leader p50 {:.2} ms, p99 {:.2} ms; through a follower p50 {:.2} ms, \
+             p99 {:.2} ms (adds {:.2} ms at p50, {:.2} ms at p99)",
+            percentile(&direct, 0.5),
+            percentile(&direct, 0.99),
+            percentile(&forwarded, 0.5),
+            percentile(&forwarded, 0.99),
+            percentile(&forwarded, 0.5) - percentile(&direct, 0.5),
+            percentile(&forwarded, 0.99) - percentile(&direct, 0.99)
+        );
+    };
+    overhead(leader, &format!("with {AGENTS} agents and no tasks"), "a");
+    let t = Instant::now();
     for a in 0..APPS {
         let body =
             json!({"id": format!("/ha/app-{a}"), "cmd": "sleep 3600", "instances": PER_APP, "cpus": 0.01, "mem": 1});
@@ -1306,25 +1344,7 @@ fn bench_failover(rt: &tokio::runtime::Runtime) {
         (running == (APPS * PER_APP) as u64).then_some(())
     });
     println!("ha: {} tasks running in {:.1} s", APPS * PER_APP, t.elapsed().as_secs_f64());
-
-    // Writes through the follower against writes to the leader, interleaved.
-    let agent = ureq::AgentBuilder::new().build();
-    let (mut direct, mut forwarded) = (Vec::new(), Vec::new());
-    for n in 0..500 {
-        direct.extend(timed_write(&agent, &urls[leader], &format!("/ha/w/d{n}")));
-        forwarded.extend(timed_write(&agent, &urls[1 - leader], &format!("/ha/w/f{n}")));
-    }
-    direct.sort_by(f64::total_cmp);
-    forwarded.sort_by(f64::total_cmp);
-    println!(
-        "ha: app create on the leader p50 {:.2} ms, p99 {:.2} ms; through a follower p50 {:.2} ms, p99 {:.2} ms \
-         (adds {:.2} ms at p99)",
-        percentile(&direct, 0.5),
-        percentile(&direct, 0.99),
-        percentile(&forwarded, 0.5),
-        percentile(&forwarded, 0.99),
-        percentile(&forwarded, 0.99) - percentile(&direct, 0.99)
-    );
+    overhead(leader, &format!("with {} tasks", APPS * PER_APP), "b");
 
     // Failover, three times: kill -9 the leader, write through the other until taken.
     let mut leader = leader;
@@ -1332,6 +1352,7 @@ fn bench_failover(rt: &tokio::runtime::Runtime) {
         let other = 1 - leader;
         let _ = masters[leader].kill();
         let killed = Instant::now();
+        println!("ha: round {} killed the leader at {}", round + 1, chrono::Utc::now().format("%H:%M:%S%.3f"));
         let _ = masters[leader].wait();
         wait_for("a write taken by the new leader", Duration::from_secs(120), || {
             timed_write(&agent, &urls[other], &format!("/ha/failover-{round}"))
@@ -1345,10 +1366,11 @@ fn bench_failover(rt: &tokio::runtime::Runtime) {
         );
         // The killed master comes back as a follower on its old address.
         let addr = urls[leader].trim_start_matches("http://").to_string();
-        let d = dir.path().join(format!("m{leader}"));
-        let args = ["serve", "--listen", &addr, "--no-agent", "--store", &pg.url, "--etcd", &endpoints];
-        let (child, url) = start_dromos(&args, &d);
-        (masters[leader], urls[leader]) = (child, url);
+        let d = dir.path().join(format!("m{leader}")).to_string_lossy().to_string();
+        let args =
+            ["serve", "--listen", &addr, "--no-agent", "--store", &pg.url, "--etcd", &endpoints, "--data-dir", &d];
+        let (child, line) = spawn_dromos(&args, LOG);
+        (masters[leader], urls[leader]) = (child, line.trim_start_matches("dromos listening on ").to_string());
         wait_for("the old leader back as a follower", Duration::from_secs(60), || {
             timed_write(&agent, &urls[leader], &format!("/ha/back-{round}"))
         });

@@ -271,7 +271,10 @@ impl Terms {
             r => r?,
         };
         tracing::info!(epoch = store.epoch(), "leading: loading the state");
+        let loading = std::time::Instant::now();
         let master = Master::start(store, self.config.master.clone()).await?;
+        let tasks = master.read().await.tasks.len();
+        tracing::info!(tasks, took = ?loading.elapsed(), "state loaded");
         if let Some(local) = &self.local {
             local.attach(&master);
         }

@@ -32,6 +32,13 @@ pub struct State {
     pub apps: BTreeMap<PathId, AppRecord>,
     pub tasks: BTreeMap<TaskId, Task>,
     pub tasks_by_app: BTreeMap<PathId, BTreeSet<TaskId>>,
+    /// The tasks on each agent (an index into `tasks`): a registration reconciles the
+    /// agent's own tasks without a pass over all of them.
+    pub tasks_by_agent: HashMap<AgentId, BTreeSet<TaskId>>,
+    /// How many tasks of each app are staged, running and active, kept as tasks change:
+    /// summaries of every app (the dashboard, the app list by status) cost per app,
+    /// not per task.
+    pub task_counts: HashMap<PathId, TaskCounts>,
     pub deployments: BTreeMap<String, Deployment>,
     pub agents: BTreeMap<AgentId, AgentRecord>,
     /// Explicit groups (created or changed through the group API).
@@ -57,6 +64,40 @@ pub struct State {
     pub active_runs: BTreeSet<RunKey>,
     /// Tasks that carry out job runs (an index into `tasks`).
     pub job_tasks: BTreeSet<TaskId>,
+}
+
+/// Task counts of one app ([`State::task_counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskCounts {
+    /// Staging or starting.
+    pub staged: usize,
+    pub running: usize,
+    /// Not terminal: what takes resources on an agent.
+    pub active: usize,
+}
+
+impl TaskCounts {
+    /// What one task adds.
+    pub fn of(t: &Task) -> TaskCounts {
+        use crate::domain::TaskState;
+        TaskCounts {
+            staged: usize::from(matches!(t.state, TaskState::Staging | TaskState::Starting)),
+            running: usize::from(t.state == TaskState::Running),
+            active: usize::from(t.is_active()),
+        }
+    }
+
+    fn add(&mut self, o: TaskCounts) {
+        self.staged += o.staged;
+        self.running += o.running;
+        self.active += o.active;
+    }
+
+    fn sub(&mut self, o: TaskCounts) {
+        self.staged = self.staged.saturating_sub(o.staged);
+        self.running = self.running.saturating_sub(o.running);
+        self.active = self.active.saturating_sub(o.active);
+    }
 }
 
 /// A deployment that missed its progress deadline.
@@ -149,7 +190,34 @@ impl State {
             self.job_tasks.insert(t.id.clone());
         }
         self.tasks_by_app.entry(t.app_id.clone()).or_default().insert(t.id.clone());
-        self.tasks.insert(t.id.clone(), t);
+        self.tasks_by_agent.entry(t.agent_id.clone()).or_default().insert(t.id.clone());
+        self.task_counts.entry(t.app_id.clone()).or_default().add(TaskCounts::of(&t));
+        if let Some(old) = self.tasks.insert(t.id.clone(), t) {
+            self.uncount(&old);
+            let moved = self.tasks.get(&old.id).is_some_and(|t| t.agent_id != old.agent_id);
+            if moved {
+                self.unindex_agent(&old.agent_id, &old.id);
+            }
+        }
+    }
+
+    /// Takes `t` out of its app's counts.
+    fn uncount(&mut self, t: &Task) {
+        if let Some(c) = self.task_counts.get_mut(&t.app_id) {
+            c.sub(TaskCounts::of(t));
+            if *c == TaskCounts::default() {
+                self.task_counts.remove(&t.app_id);
+            }
+        }
+    }
+
+    fn unindex_agent(&mut self, agent: &AgentId, task: &TaskId) {
+        if let Some(set) = self.tasks_by_agent.get_mut(agent) {
+            set.remove(task);
+            if set.is_empty() {
+                self.tasks_by_agent.remove(agent);
+            }
+        }
     }
 
     /// Applies one committed change.
@@ -197,6 +265,8 @@ impl State {
                             self.tasks_by_app.remove(&t.app_id);
                         }
                     }
+                    self.unindex_agent(&t.agent_id, id);
+                    self.uncount(&t);
                 }
             }
             Change::PutDeployment(d) => {
@@ -308,15 +378,16 @@ impl State {
 
     /// Active tasks placed on `agent` (a scan: used for agent views and liveness, not
     /// on the placement path).
+    /// The active tasks on `agent`, in task id order.
     pub fn tasks_on<'a>(&'a self, agent: &'a AgentId) -> impl Iterator<Item = &'a Task> + 'a {
-        self.tasks.values().filter(move |t| t.agent_id == *agent && t.is_active())
+        let ids = self.tasks_by_agent.get(agent).into_iter().flatten();
+        ids.filter_map(|id| self.tasks.get(id)).filter(|t| t.is_active())
     }
 
     /// Every task grouped by its app, each app's in task id order (as [`State::tasks_of`]
     /// gives them), from one pass over the tasks: task ids begin with their app's id, so
     /// an app's tasks mostly come one after another and each run of them costs one map
-    /// operation instead of a lookup per task (the scheduler's pass and the summaries
-    /// over 100,000 tasks).
+    /// operation instead of a lookup per task (the scheduler's pass over 100,000 tasks).
     pub fn tasks_grouped_by_app(&self) -> HashMap<&PathId, Vec<&Task>> {
         let mut out: HashMap<&PathId, Vec<&Task>> = HashMap::with_capacity(self.apps.len());
         let mut run: Option<(&PathId, Vec<&Task>)> = None;
@@ -422,5 +493,71 @@ mod tests {
             let ids = |ts: Vec<&Task>| ts.into_iter().map(|t| t.id.clone()).collect::<Vec<_>>();
             assert_eq!(ids(grouped[id].clone()), ids(state.tasks_of(id).collect()), "{id}");
         }
+    }
+
+    #[test]
+    fn the_tasks_on_an_agent_follow_puts_moves_ends_and_deletes() {
+        let mut state = State::default();
+        let v = version(spec("/a", 3), 1);
+        let on = |state: &State, agent: &str| -> Vec<TaskId> {
+            let agent = AgentId(agent.into());
+            let scanned: Vec<TaskId> =
+                state.tasks.values().filter(|t| t.agent_id == agent && t.is_active()).map(|t| t.id.clone()).collect();
+            let indexed: Vec<TaskId> = state.tasks_on(&agent).map(|t| t.id.clone()).collect();
+            assert_eq!(indexed, scanned, "the index and a scan agree");
+            indexed
+        };
+        let put = |state: &mut State, n: u32, agent: &str, st: TaskState| {
+            let mut t = task(&v, n, st, 1);
+            t.agent_id = AgentId(agent.into());
+            state.apply(&Change::PutTask(Box::new(t)));
+        };
+        put(&mut state, 0, "a1", TaskState::Running);
+        put(&mut state, 1, "a1", TaskState::Staging);
+        put(&mut state, 2, "a2", TaskState::Running);
+        assert_eq!((on(&state, "a1").len(), on(&state, "a2").len()), (2, 1));
+        put(&mut state, 1, "a2", TaskState::Running); // the same task, now on a2
+        assert_eq!((on(&state, "a1").len(), on(&state, "a2").len()), (1, 2));
+        put(&mut state, 0, "a1", TaskState::Finished); // ended: no longer active
+        assert!(on(&state, "a1").is_empty());
+        let t2 = task(&v, 2, TaskState::Running, 1).id;
+        state.apply(&Change::DeleteTask(t2));
+        assert_eq!(on(&state, "a2").len(), 1);
+        state.apply(&Change::DeleteTask(task(&v, 0, TaskState::Running, 1).id));
+        assert!(!state.tasks_by_agent.contains_key(&AgentId("a1".into())), "empty sets are dropped");
+    }
+
+    #[test]
+    fn task_counts_follow_every_change() {
+        let mut state = State::default();
+        let (a, b) = (version(spec("/a", 3), 1), version(spec("/b", 3), 1));
+        let recount = |state: &State| {
+            let mut counts: HashMap<PathId, TaskCounts> = HashMap::new();
+            for t in state.tasks.values() {
+                counts.entry(t.app_id.clone()).or_default().add(TaskCounts::of(t));
+            }
+            counts.retain(|_, c| *c != TaskCounts::default());
+            assert_eq!(state.task_counts, counts);
+        };
+        let steps = [
+            (&a, 0, Some(TaskState::Staging)),
+            (&a, 0, Some(TaskState::Running)),
+            (&a, 1, Some(TaskState::Starting)),
+            (&b, 0, Some(TaskState::Running)),
+            (&a, 1, Some(TaskState::Failed)),
+            (&a, 0, Some(TaskState::Unreachable)),
+            (&a, 1, None),
+            (&b, 0, Some(TaskState::Killed)),
+            (&b, 0, None),
+            (&a, 0, None),
+        ];
+        for (v, n, st) in steps {
+            match st {
+                Some(st) => state.apply(&Change::PutTask(Box::new(task(v, n, st, 1)))),
+                None => state.apply(&Change::DeleteTask(task(v, n, TaskState::Running, 1).id)),
+            }
+            recount(&state);
+        }
+        assert!(state.task_counts.is_empty());
     }
 }

@@ -116,26 +116,34 @@ pub fn app_summary(rec: &AppRecord, state: &State, queued: Option<&QueueInfo>, n
     tally.summary(rec, state, queued, now)
 }
 
-/// Every app's summary, in id order, from one pass over the tasks
-/// ([`State::tasks_grouped_by_app`]; looking each app's tasks up would cost a map
-/// lookup per task), and what the active tasks take of the agents (by their app's
-/// definition): the dashboard and the app list filtered by status.
+/// Every app's summary, in id order, and what the active tasks take of the agents (by
+/// their app's definition): the dashboard and the app list filtered by status. The
+/// counts come from [`State::task_counts`]; only apps with health checks look at their
+/// tasks (for the health verdicts).
 pub fn app_summaries<'a>(
     state: &'a State,
     queue: &BTreeMap<PathId, QueueInfo>,
     now: Timestamp,
 ) -> (Vec<(&'a AppRecord, AppSummary)>, Resources) {
-    let grouped = state.tasks_grouped_by_app();
     let mut used = Resources::default();
     let summaries = state
         .apps
         .iter()
         .map(|(id, rec)| {
             let spec = &rec.current.spec;
-            let mut tally = Tally::default();
-            for t in grouped.get(id).into_iter().flatten() {
-                tally.add(state, t, spec.health_checks.len());
-            }
+            let tally = match spec.health_checks.len() {
+                0 => {
+                    let c = state.task_counts.get(id).copied().unwrap_or_default();
+                    Tally { staged: c.staged, running: c.running, healthy: 0, unhealthy: 0, active: c.active }
+                }
+                checks => {
+                    let mut tally = Tally::default();
+                    for t in state.tasks_of(id) {
+                        tally.add(state, t, checks);
+                    }
+                    tally
+                }
+            };
             let need = spec.task_resources();
             for _ in 0..tally.active {
                 used.add(&need);
@@ -149,12 +157,14 @@ pub fn app_summaries<'a>(
 /// What the active tasks on each of `agents` take (by their app's current definition)
 /// and how many there are: the agents page's bars, for the agents it shows.
 pub fn agent_usage<'a>(state: &State, agents: &[&'a AgentId]) -> HashMap<&'a AgentId, (Resources, usize)> {
-    let mut out: HashMap<&AgentId, (Resources, usize)> = agents.iter().map(|a| (*a, Default::default())).collect();
-    for t in state.tasks.values().filter(|t| t.is_active()) {
-        let Some((used, n)) = out.get_mut(&t.agent_id) else { continue };
-        *n += 1;
-        if let Some(app) = state.apps.get(&t.app_id) {
-            used.add(&app.current.spec.task_resources());
+    let mut out: HashMap<&AgentId, (Resources, usize)> = HashMap::with_capacity(agents.len());
+    for agent in agents {
+        let (used, n) = out.entry(*agent).or_default();
+        for t in state.tasks_on(agent) {
+            *n += 1;
+            if let Some(app) = state.apps.get(&t.app_id) {
+                used.add(&app.current.spec.task_resources());
+            }
         }
     }
     out

@@ -6,7 +6,7 @@ use super::session::{ui, Session};
 use super::{Page, Ui, Usage};
 use crate::api::jobs::last_state;
 use crate::api::AppState;
-use crate::domain::{AgentMark, TaskState};
+use crate::domain::AgentMark;
 use crate::master::summary::{app_summaries, cluster_total, AppStatus};
 use askama::Template;
 use axum::extract::State;
@@ -43,7 +43,7 @@ pub async fn page(State(st): State<AppState>, session: Option<Extension<Session>
     let state = st.master.read().await;
     let (summaries, used) = app_summaries(&state, &queue, now);
     let total = cluster_total(&state);
-    let tasks_running = state.tasks.values().filter(|t| t.state == TaskState::Running).count();
+    let tasks_running = state.task_counts.values().map(|c| c.running).sum();
     let mut by_status: BTreeMap<AppStatus, usize> = BTreeMap::new();
     let mut unhealthy = vec![];
     for (rec, s) in summaries {
