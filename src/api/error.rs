@@ -114,7 +114,12 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(m) = &self {
             tracing::error!("internal error: {m}");
         }
-        (self.status(), Json(self.body())).into_response()
+        let mut resp = (self.status(), Json(self.body())).into_response();
+        if let ApiError::Unavailable(_) = self {
+            // Every 503 is a moment's condition (a takeover, the store away): retry.
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        }
+        resp
     }
 }
 
@@ -135,6 +140,11 @@ impl From<MasterError> for ApiError {
             MasterError::Retry | MasterError::CannotRollBack(_) => ApiError::Conflict(e.to_string()),
             MasterError::AppLocked(ref ids) => ApiError::Locked { message: e.to_string(), deployments: ids.clone() },
             MasterError::ShuttingDown | MasterError::NotLeader(_) => ApiError::Unavailable(e.to_string()),
+            // The database is away or refused the transaction: nothing was changed
+            // (reliability case 19), and the client may retry.
+            MasterError::Store(s @ crate::store::StoreError::Db(_)) => {
+                ApiError::Unavailable(format!("the store did not take the write, so nothing changed; retry: {s}"))
+            }
             MasterError::Store(s) => ApiError::Internal(s.to_string()),
         }
     }

@@ -211,3 +211,26 @@ fn dromos_serves_from_postgres_and_survives_a_crash() {
     });
     assert_eq!(d.live_sandboxes(), live, "adopted, not relaunched");
 }
+
+/// Reliability case 19: with PostgreSQL down, writes answer 503 with `Retry-After` and
+/// change nothing, reads go on from memory, and all resumes once it is back.
+#[test]
+fn writes_wait_for_postgres_and_resume() {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = Dromos::start(dir.path(), &["--store", &pg.url, "--no-agent"]);
+    let app = |id: &str| json!({"id": id, "cmd": "sleep 1", "instances": 0});
+    assert_eq!(d.call("POST", "/v2/apps", Some(&app("/before"))).status, 201);
+    pg.stop();
+    let r = d.call("POST", "/v2/apps", Some(&app("/during")));
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert_eq!(r.header("Retry-After"), Some("1"));
+    assert_eq!(d.call("GET", "/v2/apps/before", None).status, 200, "reads go on");
+    assert_eq!(d.call("GET", "/v2/apps/during", None).status, 404, "the refused write changed nothing");
+    pg.start_again();
+    wait_for("writes to resume", Duration::from_secs(60), || {
+        (d.call("POST", "/v2/apps", Some(&app("/after"))).status == 201).then_some(())
+    });
+    assert_eq!(d.call("GET", "/v2/apps/during", None).status, 404);
+    assert_eq!(d.get("/v2/apps")["apps"].as_array().unwrap().len(), 2);
+}

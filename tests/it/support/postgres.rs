@@ -7,6 +7,8 @@ use std::process::Command;
 
 pub struct Postgres {
     pub url: String,
+    /// The server options (`pg_ctl -o`), kept for restarts.
+    opts: String,
     dir: tempfile::TempDir,
     bin: PathBuf,
     as_postgres: bool,
@@ -37,7 +39,7 @@ impl Postgres {
             let st = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status().unwrap();
             assert!(st.success(), "chown of the PostgreSQL temp dir failed");
         }
-        let mut pg = Postgres { url: String::new(), dir, bin, as_postgres };
+        let mut pg = Postgres { url: String::new(), opts: String::new(), dir, bin, as_postgres };
         let data = pg.dir.path().join("data");
         pg.run("initdb", &["-D", data.to_str().unwrap(), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"]);
         let port = free_port();
@@ -45,10 +47,26 @@ impl Postgres {
             "-k {} -c listen_addresses=127.0.0.1 -p {port} -c fsync=off -c max_connections=50",
             pg.dir.path().display()
         );
-        let log = pg.dir.path().join("log");
-        pg.run("pg_ctl", &["-D", data.to_str().unwrap(), "-o", &opts, "-l", log.to_str().unwrap(), "-w", "start"]);
+        pg.opts = opts;
+        pg.start_again();
         pg.url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
         pg
+    }
+
+    /// Starts the server (again, after [`Postgres::stop`]) on the same data and port.
+    pub fn start_again(&self) {
+        let data = self.dir.path().join("data");
+        let log = self.dir.path().join("log");
+        self.run(
+            "pg_ctl",
+            &["-D", data.to_str().unwrap(), "-o", &self.opts, "-l", log.to_str().unwrap(), "-w", "start"],
+        );
+    }
+
+    /// Stops the server at once (`-m immediate`, as a crash would), keeping its data.
+    pub fn stop(&self) {
+        let data = self.dir.path().join("data");
+        self.run("pg_ctl", &["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
     }
 
     fn run(&self, tool: &str, args: &[&str]) {
