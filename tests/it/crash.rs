@@ -137,15 +137,7 @@ fn a_crash_after_a_task_started_but_before_it_was_reported_adopts_it() {
 fn kill_9_mid_rolling_upgrade_resumes_within_the_capacity_bounds() {
     let dir = tempfile::tempdir().unwrap();
     let mut d = Dromos::start(dir.path(), &[]);
-    let version = |tag: &str| {
-        json!({
-            "id": "/rolling", "instances": 4, "cpus": 0.05, "mem": 32, "env": {"TAG": tag},
-            "cmd": "touch ok; exec python3 -m http.server $PORT0 --bind $HOST",
-            "upgradeStrategy": {"minimumHealthCapacity": 0.75, "maximumOverCapacity": 0.25},
-            "healthChecks": [{"protocol": "HTTP", "path": "/ok", "gracePeriodSeconds": 0, "intervalSeconds": 1,
-                              "timeoutSeconds": 1, "maxConsecutiveFailures": 0}]
-        })
-    };
+    let version = crate::support::rolling_app;
     // ceil(4 × 0.75) = 3 and floor(4 × 1.25) = 5 processes at any time.
     let in_bounds = |d: &Dromos| {
         let live = d.live_sandboxes().len();

@@ -360,15 +360,7 @@ fn a_single_master_abdicates_and_leads_again_from_the_store() {
 fn a_new_leader_finishes_a_rolling_upgrade_within_its_bounds() {
     let mut c = cluster(2, 1);
     let leader = c.leader(&[]);
-    let version = |tag: &str| {
-        json!({
-            "id": "/rolling", "instances": 4, "cpus": 0.05, "mem": 32, "env": {"TAG": tag},
-            "cmd": "touch ok; exec python3 -m http.server $PORT0 --bind $HOST",
-            "upgradeStrategy": {"minimumHealthCapacity": 0.75, "maximumOverCapacity": 0.25},
-            "healthChecks": [{"protocol": "HTTP", "path": "/ok", "gracePeriodSeconds": 0, "intervalSeconds": 1,
-                              "timeoutSeconds": 1, "maxConsecutiveFailures": 0}]
-        })
-    };
+    let version = crate::support::rolling_app;
     // ceil(4 × 0.75) = 3 and floor(4 × 1.25) = 5 processes at any time.
     let in_bounds = |c: &Cluster| {
         let live = c.agent.live_sandboxes().len();

@@ -113,3 +113,15 @@ pub fn alive(pid: i32) -> bool {
         Err(_) => false,
     }
 }
+
+/// The app of the rolling-upgrade tests: 4 HTTP servers with a health check, upgraded
+/// one extra task at a time within (0.75, 0.25); `tag` tells versions apart.
+pub fn rolling_app(tag: &str) -> Value {
+    serde_json::json!({
+        "id": "/rolling", "instances": 4, "cpus": 0.05, "mem": 32, "env": {"TAG": tag},
+        "cmd": "touch ok; exec python3 -m http.server $PORT0 --bind $HOST",
+        "upgradeStrategy": {"minimumHealthCapacity": 0.75, "maximumOverCapacity": 0.25},
+        "healthChecks": [{"protocol": "HTTP", "path": "/ok", "gracePeriodSeconds": 0, "intervalSeconds": 1,
+                          "timeoutSeconds": 1, "maxConsecutiveFailures": 0}]
+    })
+}
