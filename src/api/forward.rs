@@ -18,7 +18,7 @@
 use crate::master::leadership::{Leadership, Role};
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::http::{HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use futures_util::StreamExt;
@@ -107,10 +107,10 @@ async fn dispatch(State(node): State<Arc<Node>>, req: Request) -> Response {
     forward(&node, &leader, req).await
 }
 
-/// 503 in the API's error format, with `Retry-After` and the leader if known.
+/// 503 in the API's error format (which carries `Retry-After`), with the leader if
+/// known.
 fn unavailable(message: &str, leader: Option<&str>) -> Response {
     let mut resp = super::error::ApiError::Unavailable(message.to_string()).into_response();
-    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     if let Some(v) = leader.and_then(|l| HeaderValue::from_str(l).ok()) {
         resp.headers_mut().insert("x-marathon-leader", v);
     }

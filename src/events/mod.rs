@@ -110,7 +110,7 @@ impl Bus {
         }
         ring.frames.push_back(f.clone());
         // No subscriber is fine.
-        if let Some(tx) = self.tx.lock().ok().as_ref().and_then(|t| t.as_ref()) {
+        if let Some(tx) = self.sender() {
             let _ = tx.send(f);
         }
     }
@@ -127,7 +127,7 @@ impl Bus {
             Ok(r) => r,
             Err(p) => p.into_inner(),
         };
-        let live = match self.tx.lock().ok().as_ref().and_then(|t| t.as_ref()) {
+        let live = match self.sender() {
             Some(tx) => tx.subscribe(),
             None => broadcast::channel(1).1, // its sender is gone: the stream ends
         };
@@ -174,7 +174,12 @@ impl Bus {
 
     /// How many subscribers are connected.
     pub fn subscribers(&self) -> usize {
-        self.tx.lock().ok().as_ref().and_then(|t| t.as_ref()).map_or(0, |t| t.receiver_count())
+        self.sender().map_or(0, |t| t.receiver_count())
+    }
+
+    /// The live sender, unless the bus was closed.
+    fn sender(&self) -> Option<broadcast::Sender<Arc<Frame>>> {
+        self.tx.lock().ok().and_then(|t| t.clone())
     }
 
     /// Ends every subscriber's stream (the master's term is over: clients reconnect,

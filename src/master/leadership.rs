@@ -70,6 +70,17 @@ struct Shared {
 }
 
 impl Shared {
+    /// Starts in `role`, with `terms` terms begun.
+    fn new(role: Role, terms: u64, advertise: &str) -> Arc<Shared> {
+        Arc::new(Shared {
+            known: Mutex::new(Known { terms, ..Known::default() }),
+            tx: watch::channel(role).0,
+            abdicate: Notify::new(),
+            stopping: Default::default(),
+            advertise: advertise.to_string(),
+        })
+    }
+
     fn update(&self, f: impl FnOnce(&mut Known)) {
         let Ok(mut k) = self.known.lock() else { return };
         f(&mut k);
@@ -101,14 +112,7 @@ impl Leadership {
     /// The one master without etcd: leads from the start; an abdication ends the term,
     /// and the next one starts at once (after the state was reloaded).
     pub fn single(advertise: &str) -> Leadership {
-        let (tx, _) = watch::channel(Role::Leader { epoch: None, term: 1 });
-        let shared = Arc::new(Shared {
-            known: Mutex::new(Known { terms: 1, ..Known::default() }),
-            tx,
-            abdicate: Notify::new(),
-            stopping: Default::default(),
-            advertise: advertise.to_string(),
-        });
+        let shared = Shared::new(Role::Leader { epoch: None, term: 1 }, 1, advertise);
         Leadership { shared, elected: false }
     }
 
@@ -120,14 +124,7 @@ impl Leadership {
             .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2))
             .with_keep_alive_while_idle(true);
         let client = etcd_client::Client::connect(&cfg.endpoints, Some(opts)).await?;
-        let (tx, _) = watch::channel(Role::Follower { leader: None });
-        let shared = Arc::new(Shared {
-            known: Mutex::new(Known::default()),
-            tx,
-            abdicate: Notify::new(),
-            stopping: Default::default(),
-            advertise: cfg.advertise.clone(),
-        });
+        let shared = Shared::new(Role::Follower { leader: None }, 0, &cfg.advertise);
         tokio::spawn(observe(client.clone(), cfg.name.clone(), shared.clone()));
         tokio::spawn(campaign(client, cfg, shared.clone()));
         Ok(Leadership { shared, elected: true })

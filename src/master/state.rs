@@ -87,7 +87,7 @@ impl TaskCounts {
         }
     }
 
-    fn add(&mut self, o: TaskCounts) {
+    pub fn add(&mut self, o: TaskCounts) {
         self.staged += o.staged;
         self.running += o.running;
         self.active += o.active;

@@ -2,7 +2,7 @@
 //! the state (and the launch queue), shared by the API (`tasksRunning`, ...) and the web
 //! UI, so both say the same thing.
 
-use super::state::{AppRecord, State};
+use super::state::{AppRecord, State, TaskCounts};
 use super::QueueInfo;
 use crate::domain::health::{verdict, Verdict};
 use crate::domain::{AgentId, PathId, Resources, Task, TaskState, Timestamp};
@@ -57,30 +57,20 @@ pub fn task_health(state: &State, t: &Task, checks: usize) -> Option<Verdict> {
     (checks > 0 && t.state == TaskState::Running).then(|| verdict(state.health.get(&t.id), checks))
 }
 
-/// Task counts of one app, gathered task by task.
+/// Task counts of one app with the health verdicts of its running tasks.
 #[derive(Debug, Clone, Copy, Default)]
 struct Tally {
-    staged: usize,
-    running: usize,
+    counts: TaskCounts,
     healthy: usize,
     unhealthy: usize,
-    /// Not terminal: what takes resources on an agent.
-    active: usize,
 }
 
 impl Tally {
     fn add(&mut self, state: &State, t: &Task, checks: usize) {
-        self.active += usize::from(t.is_active());
-        match t.state {
-            TaskState::Staging | TaskState::Starting => self.staged += 1,
-            TaskState::Running => {
-                self.running += 1;
-                match task_health(state, t, checks) {
-                    Some(Verdict::Healthy) => self.healthy += 1,
-                    Some(Verdict::Unhealthy) => self.unhealthy += 1,
-                    _ => {}
-                }
-            }
+        self.counts.add(TaskCounts::of(t));
+        match task_health(state, t, checks) {
+            Some(Verdict::Healthy) => self.healthy += 1,
+            Some(Verdict::Unhealthy) => self.unhealthy += 1,
             _ => {}
         }
     }
@@ -101,7 +91,7 @@ impl Tally {
         } else {
             AppStatus::Running
         };
-        let Tally { staged, running, healthy, unhealthy, .. } = self;
+        let Tally { counts: TaskCounts { staged, running, .. }, healthy, unhealthy } = self;
         AppSummary { instances: spec.instances, staged, running, healthy, unhealthy, status }
     }
 }
@@ -132,10 +122,7 @@ pub fn app_summaries<'a>(
         .map(|(id, rec)| {
             let spec = &rec.current.spec;
             let tally = match spec.health_checks.len() {
-                0 => {
-                    let c = state.task_counts.get(id).copied().unwrap_or_default();
-                    Tally { staged: c.staged, running: c.running, healthy: 0, unhealthy: 0, active: c.active }
-                }
+                0 => Tally { counts: state.task_counts.get(id).copied().unwrap_or_default(), ..Tally::default() },
                 checks => {
                     let mut tally = Tally::default();
                     for t in state.tasks_of(id) {
@@ -145,7 +132,7 @@ pub fn app_summaries<'a>(
                 }
             };
             let need = spec.task_resources();
-            for _ in 0..tally.active {
+            for _ in 0..tally.counts.active {
                 used.add(&need);
             }
             (rec, tally.summary(rec, state, queue.get(id), now))
@@ -186,7 +173,7 @@ mod tests {
     use crate::store::Change;
 
     #[test]
-    fn one_pass_summaries_match_the_per_app_ones() {
+    fn summaries_of_every_app_match_the_per_app_ones() {
         let mut state = State::default();
         let apps = [version(spec("/a", 3), 1), version(spec("/a.b", 2), 1), version(spec("/c/d", 0), 1)];
         for v in &apps {

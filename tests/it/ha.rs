@@ -101,6 +101,12 @@ impl Cluster {
     }
 }
 
+/// `/v2/events` of a master, with the token.
+fn events_of(master: &Dromos) -> EventStream {
+    let bearer = format!("Bearer {TOKEN}");
+    EventStream::open(&master.url, "/v2/events", &[("Authorization", &bearer), ("Accept", "text/event-stream")])
+}
+
 fn app(id: &str, instances: u32) -> Value {
     json!({"id": id, "cmd": "exec sleep 1000", "instances": instances, "cpus": 0.01, "mem": 4})
 }
@@ -115,12 +121,7 @@ fn followers_forward_and_a_new_leader_takes_over_without_touching_tasks() {
     let follower = (leader + 1) % 3;
 
     // The event stream, read through a follower, streams the leader's events.
-    let bearer = format!("Bearer {TOKEN}");
-    let events = EventStream::open(
-        &c.masters[follower].url,
-        "/v2/events",
-        &[("Authorization", &bearer), ("Accept", "text/event-stream")],
-    );
+    let events = events_of(&c.masters[follower]);
     assert_eq!(events.status, 200, "{}", events.head);
     // A write sent to a follower is forwarded to the leader.
     let r = c.write(follower, "POST", "/v2/apps", &app("/ha/web", 2));
@@ -404,12 +405,7 @@ fn a_new_leader_finishes_a_rolling_upgrade_within_its_bounds() {
 fn a_leader_stopped_with_sigterm_resigns_and_exits() {
     let mut c = cluster(2, 1);
     let leader = c.leader(&[]);
-    let bearer = format!("Bearer {TOKEN}");
-    let events = EventStream::open(
-        &c.masters[leader].url,
-        "/v2/events",
-        &[("Authorization", &bearer), ("Accept", "text/event-stream")],
-    );
+    let events = events_of(&c.masters[leader]);
     assert_eq!(events.status, 200, "{}", events.head);
     let stopped = Instant::now();
     c.masters[leader].signal(libc::SIGTERM);
