@@ -11,6 +11,7 @@ use crate::api::{self, AppState};
 use crate::config::{AgentSettings, Config};
 use crate::domain::AgentId;
 use crate::master::leadership::{Leadership, Role};
+use crate::master::warm::WarmCopy;
 use crate::master::Master;
 use crate::store::Store;
 use std::fs::File;
@@ -208,8 +209,13 @@ impl Terms {
         // to start (not tried again).
         let mut term: Option<(u64, Arc<Master>)> = None;
         let mut failed: Option<u64> = None;
+        // A follower in an election keeps the store loaded (see `WarmCopy`).
+        let mut warm: Option<WarmCopy> = None;
         loop {
             let now = role.borrow_and_update().clone();
+            if leadership.is_elected() && term.is_none() && warm.is_none() {
+                warm = Some(WarmCopy::start(self.store.clone()));
+            }
             let current = match now {
                 Role::Leader { term, .. } => Some(term),
                 Role::Follower { .. } => None,
@@ -222,7 +228,7 @@ impl Terms {
             }
             if let (Role::Leader { epoch, term: n }, None) = (&now, &term) {
                 if failed != Some(*n) {
-                    match self.start(*epoch).await {
+                    match self.start(*epoch, warm.take()).await {
                         Ok(master) => term = Some((*n, master)),
                         Err(e) => {
                             tracing::error!("cannot take over as leader: {e}");
@@ -252,8 +258,9 @@ impl Terms {
     }
 
     /// A term begins: claim the store with the term's epoch (fencing older leaders
-    /// out), load the state, start the loops, serve the API.
-    async fn start(&self, epoch: Option<i64>) -> boxed::Result<Arc<Master>> {
+    /// out), load the state (or take the follower's copy if it is current), start the
+    /// loops, serve the API.
+    async fn start(&self, epoch: Option<i64>, warm: Option<WarmCopy>) -> boxed::Result<Arc<Master>> {
         let advertise = &self.config.advertise;
         let claimed = match epoch {
             Some(e) => self.store.claim(e, advertise).await,
@@ -272,9 +279,18 @@ impl Terms {
         };
         tracing::info!(epoch = store.epoch(), "leading: loading the state");
         let loading = std::time::Instant::now();
-        let master = Master::start(store, self.config.master.clone()).await?;
+        // Nobody else writes once claimed: a copy at the current revision is current.
+        let copy = match warm {
+            Some(w) => w.take(store.leadership().await?.revision).await,
+            None => None,
+        };
+        let warm = copy.is_some();
+        let master = match copy {
+            Some(state) => Master::start_from(store, self.config.master.clone(), state),
+            None => Master::start(store, self.config.master.clone()).await?,
+        };
         let tasks = master.read().await.tasks.len();
-        tracing::info!(tasks, took = ?loading.elapsed(), "state loaded");
+        tracing::info!(tasks, warm, took = ?loading.elapsed(), "state loaded");
         if let Some(local) = &self.local {
             local.attach(&master);
         }

@@ -30,6 +30,7 @@ pub mod logs;
 pub mod plans;
 pub mod state;
 pub mod summary;
+pub mod warm;
 
 pub use agents::{Connection, Liveness, Recovering, RemovalLimit};
 
@@ -211,9 +212,14 @@ impl Master {
     /// start the loops.
     pub async fn start(store: Store, config: MasterConfig) -> Result<Arc<Master>, MasterError> {
         let snapshot = store.load().await?;
+        Ok(Master::start_from(store, config, State::from_snapshot(snapshot)))
+    }
+
+    /// Starts a master from a state already loaded from `store` (a follower's
+    /// [`warm::WarmCopy`]), which must be what the store holds.
+    pub fn start_from(store: Store, config: MasterConfig, state: State) -> Arc<Master> {
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
         let (inbox, inbox_rx) = mpsc::unbounded_channel();
-        let state = State::from_snapshot(snapshot);
         let known_at_start =
             state.agents.values().filter(|r| r.mark == AgentMark::Active).map(|r| r.info.id.clone()).collect();
         let master = Arc::new(Master {
@@ -248,7 +254,7 @@ impl Master {
             stopped: Default::default(),
         });
         master.spawn(writer(master.clone(), rx, state));
-        Ok(master)
+        master
     }
 
     /// Spawns a task of this master's, which [`Master::stop`] ends.
@@ -919,17 +925,17 @@ async fn writer(master: Arc<Master>, mut rx: mpsc::Receiver<WriteJob>, state: St
                 continue;
             }
         };
+        let publish = |published: &mut State| {
+            let (mut c0, mut s0) = (0, 0);
+            for &(c1, s1) in &ends {
+                changes[c0..c1].iter().for_each(|c| published.apply(c));
+                soft[s0..s1].iter().for_each(|s| published.note(s));
+                (c0, s0) = (c1, s1);
+            }
+        };
         match master.store.apply(&changes).await {
             Ok(()) => {
-                {
-                    let mut published = master.state.write().await;
-                    let (mut c0, mut s0) = (0, 0);
-                    for (c1, s1) in ends {
-                        changes[c0..c1].iter().for_each(|c| published.apply(c));
-                        soft[s0..s1].iter().for_each(|s| published.note(s));
-                        (c0, s0) = (c1, s1);
-                    }
-                }
+                publish(&mut *master.state.write().await);
                 for (reply, r) in replies {
                     let _ = reply.send(r);
                 }
@@ -942,6 +948,17 @@ async fn writer(master: Arc<Master>, mut rx: mpsc::Receiver<WriteJob>, state: St
                     let _ = reply.send(Err(MasterError::NotLeader(e.to_string())));
                 }
                 return;
+            }
+            // Only the fence check of a batch with nothing durable failed: the store
+            // holds what both copies do. The soft changes stay (in both copies); the
+            // callers learn that nothing may follow (no command is sent unchecked).
+            Err(e) if changes.is_empty() => {
+                tracing::warn!("cannot check the leadership in the store: {e}");
+                publish(&mut *master.state.write().await);
+                let msg = e.to_string();
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(MasterError::Store(StoreError::Db(sqlx::Error::Protocol(msg.clone())))));
+                }
             }
             Err(e) => {
                 tracing::error!("commit failed, reloading state from the store: {e}");

@@ -437,9 +437,12 @@ impl Store {
     }
 
     /// Commits a batch of changes in one transaction. Returns only once it is durable.
+    /// A fenced store checks its epoch even for an empty batch: commands that follow a
+    /// batch with no durable change (kill retries, acks, orphan kills) are not sent by
+    /// a leader that was deposed.
     pub async fn apply(&self, changes: &[Change]) -> Result<()> {
         if changes.is_empty() {
-            return Ok(());
+            return self.check_fence().await;
         }
         let stmts = statements(changes);
         with_backend!(self, |pool, builder| {
@@ -470,6 +473,16 @@ impl Store {
             }
             tx.commit().await?;
         });
+        Ok(())
+    }
+
+    /// Fails with [`StoreError::Fenced`] if a newer leader claimed the store.
+    pub async fn check_fence(&self) -> Result<()> {
+        let Some(ours) = self.fence else { return Ok(()) };
+        let now = self.leadership().await?;
+        if now.epoch != ours {
+            return Err(StoreError::Fenced { ours, current: now.epoch, holder: now.holder });
+        }
         Ok(())
     }
 

@@ -165,12 +165,15 @@ async fn exercise(url: &str, dir: &std::path::Path) {
     let refused =
         first.apply(&[Change::DeleteApp(fenced.spec.id.clone()), Change::PutTask(Box::new(task(&fenced, 1)))]).await;
     assert!(matches!(refused, Err(StoreError::Fenced { ours: 5, current: 7, .. })), "{refused:?}");
+    // An empty batch (the commit before commands that change nothing durable) too.
+    assert!(matches!(first.apply(&[]).await, Err(StoreError::Fenced { ours: 5, current: 7, .. })));
     let snap = store.load().await.unwrap();
     assert!(has(&snap) && snap.tasks.iter().all(|t| t.app_id != fenced.spec.id), "nothing of the refused batch");
     assert!(matches!(store.claim(6, "http://m1").await, Err(StoreError::Fenced { current: 7, .. })));
     assert!(matches!(store.claim(7, "http://m3").await, Err(StoreError::Fenced { .. })), "an epoch claims once");
     let before = store.leadership().await.unwrap();
     assert_eq!((before.epoch, before.holder.as_str()), (7, "http://m2"));
+    second.apply(&[]).await.unwrap();
     second.apply(&[Change::DeleteApp(fenced.spec.id.clone())]).await.unwrap();
     assert!(!has(&store.load().await.unwrap()));
     assert_eq!(store.leadership().await.unwrap().revision, before.revision + 1, "each write counts");
@@ -193,6 +196,44 @@ async fn store_round_trips_on_postgres() {
     let pg = Postgres::start();
     let dir = tempfile::tempdir().unwrap();
     exercise(&pg.url, dir.path()).await;
+}
+
+/// A follower's warm copy follows the store's writes, and is handed over only at the
+/// revision the new leader reads after claiming.
+#[tokio::test]
+async fn a_warm_copy_follows_the_store() {
+    use dromos::master::{state::State, warm::WarmCopy};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open("", dir.path()).await.unwrap();
+    let a1 = app("/warm/one", 1_000, 1);
+    store.apply(&[Change::PutApp(Box::new(a1.clone())), Change::PutTask(Box::new(task(&a1, 1)))]).await.unwrap();
+    let warm = WarmCopy::start(store.clone());
+    async fn held_at(warm: &WarmCopy, revision: i64) {
+        for _ in 0..200 {
+            if warm.revision().await == Some(revision) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the warm copy never reached revision {revision}");
+    }
+    let first = store.leadership().await.unwrap().revision;
+    held_at(&warm, first).await;
+    // A write moves the revision; the copy loads again.
+    let a2 = app("/warm/two", 2_000, 1);
+    store.apply(&[Change::PutApp(Box::new(a2.clone())), Change::DeleteTask(task(&a1, 1).id)]).await.unwrap();
+    let second = store.leadership().await.unwrap().revision;
+    assert_eq!(second, first + 1);
+    held_at(&warm, second).await;
+    let copy = warm.take(second).await.expect("the copy at the current revision");
+    let loaded = State::from_snapshot(store.load().await.unwrap());
+    assert_eq!(copy.apps.keys().collect::<Vec<_>>(), loaded.apps.keys().collect::<Vec<_>>());
+    assert_eq!(copy.apps.len(), 2);
+    assert!(copy.tasks.is_empty() && loaded.tasks.is_empty());
+    // A copy behind the revision read after the claim is not used.
+    let warm = WarmCopy::start(store.clone());
+    held_at(&warm, second).await;
+    assert!(warm.take(second + 1).await.is_none());
 }
 
 #[test]
