@@ -141,7 +141,7 @@ pub struct ServeArgs {
     #[arg(long, env = "DROMOS_ELECTION")]
     pub election: Option<String>,
     /// Time to live of the leader's etcd lease: how long a dead leader holds up the next
-    /// one [default: 3s].
+    /// one [default: 2s].
     #[arg(long, env = "DROMOS_LEADER_LEASE")]
     pub leader_lease: Option<String>,
     /// How often the master pings agents [default: 15s].
@@ -669,7 +669,7 @@ impl Config {
                         "give at least one endpoint, e.g. http://etcd1:2379",
                     ));
                 }
-                let ttl = dur("leader lease", args.leader_lease.or(file.leader_lease), Duration::from_secs(3))?;
+                let ttl = dur("leader lease", args.leader_lease.or(file.leader_lease), Duration::from_secs(2))?;
                 if ttl < Duration::from_secs(2) {
                     return Err(ConfigError::Setting(
                         "--leader-lease",
@@ -807,7 +807,7 @@ mod tests {
         let c = Config::resolve(ha(None)).unwrap();
         let e = c.election.unwrap();
         assert_eq!(e.endpoints, vec!["http://e1:2379", "http://e2:2379"]);
-        assert_eq!((e.name.as_str(), e.ttl), ("/dromos/leader", Duration::from_secs(3)));
+        assert_eq!((e.name.as_str(), e.ttl), ("/dromos/leader", Duration::from_secs(2)));
         assert_eq!((c.advertise.as_str(), e.advertise.as_str()), ("http://m1:8080", "http://m1:8080"));
         assert_eq!(Config::resolve(ha(Some("10s"))).unwrap().election.unwrap().ttl, Duration::from_secs(10));
         assert!(Config::resolve(ha(Some("1s"))).is_err(), "etcd leases last 2 s at least");

@@ -214,7 +214,11 @@ impl Terms {
         loop {
             let now = role.borrow_and_update().clone();
             if leadership.is_elected() && term.is_none() && warm.is_none() {
-                warm = Some(WarmCopy::start(self.store.clone()));
+                let node = self.node.clone();
+                warm = Some(WarmCopy::start(self.store.clone(), move || {
+                    let node = node.clone();
+                    async move { node.leader_answers().await }
+                }));
             }
             let current = match now {
                 Role::Leader { term, .. } => Some(term),

@@ -26,7 +26,7 @@ use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tower::ServiceExt;
 
@@ -35,6 +35,11 @@ pub const FORWARDED_BY: HeaderName = HeaderName::from_static("x-dromos-forwarded
 /// How long the leader may take to connect and to answer with a response head.
 const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Longest an agent's session request waits at a master for a leader to be up.
+const AGENT_HOLD: Duration = Duration::from_secs(5);
+/// How long the leader may take to answer a follower's `/ping`.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// Headers that belong to one connection, not to the request (RFC 9110, 7.6.1).
 const HOP_BY_HOP: &[&str] =
     &["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host"];
@@ -42,7 +47,9 @@ const HOP_BY_HOP: &[&str] =
 pub struct Node {
     leadership: Leadership,
     /// The API of this master's current term, while it leads.
-    serving: RwLock<Option<Router>>,
+    serving: tokio::sync::watch::Sender<Option<Router>>,
+    /// The leader that last failed to answer [`Node::leader_answers`], if it did.
+    silent: Mutex<Option<String>>,
     client: Client<HttpConnector, Body>,
 }
 
@@ -52,19 +59,37 @@ impl Node {
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
-        Arc::new(Node { leadership, serving: RwLock::new(None), client })
+        let serving = tokio::sync::watch::channel(None).0;
+        Arc::new(Node { leadership, serving, silent: Mutex::new(None), client })
     }
 
     /// Starts (`Some`) or ends (`None`) serving a term's API.
     pub fn serve(&self, api: Option<Router>) {
-        if let Ok(mut s) = self.serving.write() {
-            *s = api;
-        }
+        self.serving.send_replace(api);
     }
 
     /// Whether a term's API is being served.
     pub fn is_serving(&self) -> bool {
-        self.serving.read().is_ok_and(|s| s.is_some())
+        self.serving.borrow().is_some()
+    }
+
+    /// Whether another master leads and answers its `/ping` within [`PROBE_TIMEOUT`]
+    /// (a follower's warm copy loads only when it does not).
+    pub async fn leader_answers(&self) -> bool {
+        let Role::Follower { leader: Some(leader) } = self.leadership.role() else { return false };
+        let Ok(uri) = format!("{}/ping", leader.trim_end_matches('/')).parse::<Uri>() else { return false };
+        let Ok(req) = Request::get(uri).body(Body::empty()) else { return false };
+        let answer = tokio::time::timeout(PROBE_TIMEOUT, self.client.request(req)).await;
+        let answered = matches!(answer, Ok(Ok(r)) if r.status().is_success());
+        if let Ok(mut silent) = self.silent.lock() {
+            *silent = (!answered).then_some(leader);
+        }
+        answered
+    }
+
+    /// Whether `leader` is the one that last failed to answer the probe.
+    fn is_silent(&self, leader: &str) -> bool {
+        self.silent.lock().is_ok_and(|s| s.as_deref() == Some(leader))
     }
 
     pub fn leadership(&self) -> &Leadership {
@@ -78,16 +103,16 @@ impl Node {
 }
 
 async fn dispatch(State(node): State<Arc<Node>>, req: Request) -> Response {
-    let api = node.serving.read().ok().and_then(|s| s.clone());
+    let api = node.serving.borrow().clone();
     if let Some(api) = api {
-        return match api.oneshot(req).await {
-            Ok(r) => r,
-            Err(never) => match never {},
-        };
+        return serve(api, req).await;
     }
     let path = req.uri().path();
     if path == "/ping" {
         return super::system::ping().await.into_response();
+    }
+    if path == "/v1/agent/stream" {
+        return agent_stream(&node, req).await;
     }
     let leader = match node.leadership.role() {
         Role::Leader { .. } => {
@@ -98,13 +123,60 @@ async fn dispatch(State(node): State<Arc<Node>>, req: Request) -> Response {
     let Some(leader) = leader else {
         return unavailable("no leader is known right now (an election is under way); retry shortly", None);
     };
-    if path == "/v1/agent/stream" {
-        return unavailable("this master does not lead: connect to the leader", Some(&leader));
-    }
     if req.headers().contains_key(FORWARDED_BY) {
         return unavailable("the masters do not agree on the leader yet; retry shortly", Some(&leader));
     }
     forward(&node, &leader, req).await
+}
+
+async fn serve(api: Router, req: Request) -> Response {
+    match api.oneshot(req).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    }
+}
+
+/// An agent's session request to a master that does not serve. Agents talk to the
+/// leader itself: while the known leader answers, the agent is turned away with its
+/// URL. While no leader is known, or the known one stopped answering (killed, frozen,
+/// cut off), the request is held until a leader is up (at most [`AGENT_HOLD`]): this
+/// master's own next term takes it, or the 503 names the new leader. So thousands of
+/// agents wait for the next leader rather than retry in a storm, and register the
+/// moment it serves.
+async fn agent_stream(node: &Node, req: Request) -> Response {
+    let known = match node.leadership.role() {
+        Role::Leader { .. } => None, // taking over: wait for the term to serve
+        Role::Follower { leader } => leader,
+    };
+    if let Some(leader) = known.as_deref().filter(|l| !node.is_silent(l)) {
+        return unavailable("this master does not lead: connect to the leader", Some(leader));
+    }
+    let mut role = node.leadership.watch();
+    let mut serving = node.serving.subscribe();
+    let up = tokio::time::timeout(AGENT_HOLD, async {
+        loop {
+            if let Some(api) = serving.borrow_and_update().clone() {
+                return Some(api);
+            }
+            if matches!(&*role.borrow_and_update(), Role::Follower { leader: Some(l) } if known.as_ref() != Some(l)) {
+                return None;
+            }
+            tokio::select! {
+                r = role.changed() => if r.is_err() { return None },
+                s = serving.changed() => if s.is_err() { return None },
+            }
+        }
+    })
+    .await;
+    if let Ok(Some(api)) = up {
+        return serve(api, req).await;
+    }
+    match node.leadership.role() {
+        Role::Follower { leader: Some(leader) } => {
+            unavailable("this master does not lead: connect to the leader", Some(&leader))
+        }
+        _ => unavailable("no leader is serving yet (an election or a takeover is under way); retry shortly", None),
+    }
 }
 
 /// 503 in the API's error format (which carries `Retry-After`), with the leader if

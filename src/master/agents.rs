@@ -401,12 +401,14 @@ impl Master {
             .await?;
         let (acks, orphans, failures) = out;
         self.links().registered.extend(registering);
-        for (agent, task_id, state) in acks {
-            self.send_to(&agent, ToAgent::Ack { task_id, state });
-        }
-        for (agent, task_id) in orphans {
-            tracing::info!(task = %task_id, "killing a task the master does not know");
-            self.send_to(&agent, ToAgent::Kill { task_id });
+        if (!acks.is_empty() || !orphans.is_empty()) && self.may_command().await {
+            for (agent, task_id, state) in acks {
+                self.send_to(&agent, ToAgent::Ack { task_id, state });
+            }
+            for (agent, task_id) in orphans {
+                tracing::info!(task = %task_id, "killing a task the master does not know");
+                self.send_to(&agent, ToAgent::Kill { task_id });
+            }
         }
         self.count_failures(failures).await;
         self.wake();

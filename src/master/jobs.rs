@@ -705,7 +705,7 @@ impl super::Master {
     /// Stops one run of a job.
     pub async fn stop_job_run(&self, key: RunKey) -> Result<(), MasterError> {
         let kills = self.write(move |state, now| stop_one(state, now, &key)).await?;
-        self.send_kills(kills);
+        self.send_kills(kills).await;
         Ok(())
     }
 
@@ -713,7 +713,7 @@ impl super::Master {
     /// their tasks.
     pub async fn kill_job_runs(&self, name: JobName) -> Result<(), MasterError> {
         let kills = self.write(move |state, now| kill_runs(state, now, &name)).await?;
-        self.send_kills(kills);
+        self.send_kills(kills).await;
         Ok(())
     }
 }

@@ -486,13 +486,34 @@ impl Master {
                 Ok((changes, out))
             })
             .await?;
-        self.send_kills(out.kills);
+        self.send_kills(out.kills).await;
         self.publish_job_events(out.events);
         Ok(())
     }
 
+    /// Whether commands that follow no write of their own (kill retries, acks) may go
+    /// out: only while the store still holds this master's epoch. A deposed master
+    /// learns it here (and its term ends); a store it cannot reach sends nothing.
+    pub(crate) async fn may_command(&self) -> bool {
+        match self.store.check_fence().await {
+            Ok(()) => true,
+            Err(e @ StoreError::Fenced { .. }) => {
+                tracing::error!("{e}");
+                self.deposed.send_replace(true);
+                false
+            }
+            Err(e) => {
+                tracing::warn!("commands held back: cannot check the leadership in the store: {e}");
+                false
+            }
+        }
+    }
+
     /// Sends kills and notes when, so the tick does not send them again at once.
-    fn send_kills(&self, kills: Vec<(AgentId, TaskId)>) {
+    async fn send_kills(&self, kills: Vec<(AgentId, TaskId)>) {
+        if kills.is_empty() || !self.may_command().await {
+            return;
+        }
         if let Ok(mut ks) = self.kills_sent.lock() {
             for (_, id) in &kills {
                 ks.insert(id.clone(), Instant::now());
@@ -543,8 +564,10 @@ impl Master {
                 ks.insert(id.clone(), Instant::now());
             }
         }
-        for (agent, task_id) in outcome.kills {
-            self.send_to(&agent, ToAgent::Kill { task_id });
+        if !outcome.kills.is_empty() && self.may_command().await {
+            for (agent, task_id) in outcome.kills {
+                self.send_to(&agent, ToAgent::Kill { task_id });
+            }
         }
         for (dep, reason) in outcome.failed {
             self.deployment_failed(dep, reason).await;
@@ -948,17 +971,6 @@ async fn writer(master: Arc<Master>, mut rx: mpsc::Receiver<WriteJob>, state: St
                     let _ = reply.send(Err(MasterError::NotLeader(e.to_string())));
                 }
                 return;
-            }
-            // Only the fence check of a batch with nothing durable failed: the store
-            // holds what both copies do. The soft changes stay (in both copies); the
-            // callers learn that nothing may follow (no command is sent unchecked).
-            Err(e) if changes.is_empty() => {
-                tracing::warn!("cannot check the leadership in the store: {e}");
-                publish(&mut *master.state.write().await);
-                let msg = e.to_string();
-                for (reply, _) in replies {
-                    let _ = reply.send(Err(MasterError::Store(StoreError::Db(sqlx::Error::Protocol(msg.clone())))));
-                }
             }
             Err(e) => {
                 tracing::error!("commit failed, reloading state from the store: {e}");

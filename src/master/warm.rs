@@ -2,24 +2,28 @@
 //!
 //! Every write transaction bumps the store's `revision` (and claiming does not), so a
 //! copy loaded at revision `r` is exactly what the store holds as long as the revision
-//! is still `r`. A follower polls the revision and loads again when it moved; a load is
-//! kept only if the revision did not move while it ran. When the follower wins the
-//! election it claims the store (from then on only it writes) and reads the revision
-//! once more: if the copy is at that revision, the new term starts from it.
+//! is still `r`. A follower loads when the leader stops answering its probe (or none is
+//! known) and the revision moved since its last load; a load is kept only if the
+//! revision did not move while it ran. When the follower wins the election it claims
+//! the store (from then on only it writes) and reads the revision once more: if the
+//! copy is at that revision, the new term starts from it.
 //!
-//! While a leader lives and writes, the copy is often one load behind; once the leader
-//! dies its writes stop, and the next load (usually finished before the old lease has
-//! expired) is the one the next leader takes. A follower spends at most about half its
-//! time loading: after a load it waits at least as long as the load took.
+//! While the leader answers, a follower loads nothing: a copy would go stale with the
+//! leader's next write, and loading all the time would cost the follower (and the
+//! database) as much as the leader's own work. A killed leader stops answering at once
+//! and a frozen one within the probe's timeout, well before its lease expires, so the
+//! copy is usually loaded (or loading) by the time the election is won.
 
 use super::state::State;
 use crate::store::Store;
+use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
-/// How often a follower looks at the store's revision.
+/// How often a follower probes the leader (and, when it does not answer, looks at the
+/// store's revision).
 const POLL: Duration = Duration::from_millis(250);
 /// `loading_at` when no load runs.
 const IDLE: i64 = -1;
@@ -39,11 +43,15 @@ pub struct WarmCopy {
 }
 
 impl WarmCopy {
-    /// Starts keeping a copy of `store` loaded.
-    pub fn start(store: Store) -> WarmCopy {
+    /// Starts keeping a copy of `store` loaded whenever `leader_answers` says no.
+    pub fn start<P, F>(store: Store, leader_answers: P) -> WarmCopy
+    where
+        P: Fn() -> F + Send + 'static,
+        F: Future<Output = bool> + Send + 'static,
+    {
         let held = Arc::new(Mutex::new(None::<Loaded>));
         let loading_at = Arc::new(AtomicI64::new(IDLE));
-        let task = tokio::spawn(keep(store, held.clone(), loading_at.clone())).abort_handle();
+        let task = tokio::spawn(keep(store, held.clone(), loading_at.clone(), leader_answers)).abort_handle();
         WarmCopy { held, loading_at, task }
     }
 
@@ -71,10 +79,14 @@ impl Drop for WarmCopy {
     }
 }
 
-async fn keep(store: Store, held: Arc<Mutex<Option<Loaded>>>, loading_at: Arc<AtomicI64>) {
+async fn keep<P, F>(store: Store, held: Arc<Mutex<Option<Loaded>>>, loading_at: Arc<AtomicI64>, leader_answers: P)
+where
+    P: Fn() -> F,
+    F: Future<Output = bool>,
+{
     loop {
         let mut pause = POLL;
-        {
+        if !leader_answers().await {
             let mut held = held.lock().await;
             let revision = match store.leadership().await {
                 Ok(l) => l.revision,

@@ -14,10 +14,10 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(60);
-const TOKEN: &str = "ha-test-token";
+pub(crate) const TOKEN: &str = "ha-test-token";
 
-struct Cluster {
-    masters: Vec<Dromos>,
+pub(crate) struct Cluster {
+    pub(crate) masters: Vec<Dromos>,
     // Dropped after the masters: tasks first, then the agent, then etcd and PostgreSQL.
     agent: Agent,
     etcd: Etcd,
@@ -47,7 +47,7 @@ fn master(dir: &std::path::Path, pg: &Postgres, etcd: &Etcd) -> Dromos {
 
 /// `n` masters on one PostgreSQL and an etcd of `members`, and one agent that knows
 /// every master.
-fn cluster(n: usize, members: usize) -> Cluster {
+pub(crate) fn cluster(n: usize, members: usize) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let pg = Postgres::start();
     let etcd = Etcd::start(members);
@@ -59,7 +59,7 @@ fn cluster(n: usize, members: usize) -> Cluster {
 
 impl Cluster {
     /// The leader's index once every live master (not `except`) names the same one.
-    fn leader(&self, except: &[usize]) -> usize {
+    pub(crate) fn leader(&self, except: &[usize]) -> usize {
         wait_for("one leader that every master names", T, || {
             let named: BTreeSet<String> = (0..self.masters.len())
                 .filter(|i| !except.contains(i))
@@ -93,7 +93,7 @@ impl Cluster {
     }
 
     /// Retries a write while the masters answer 503 (a takeover); returns the answer.
-    fn write(&self, through: usize, method: &str, path: &str, body: &Value) -> Resp {
+    pub(crate) fn write(&self, through: usize, method: &str, path: &str, body: &Value) -> Resp {
         wait_for("a write to be taken", T, || {
             let r = self.masters[through].call(method, path, Some(body));
             (r.status != 503 && r.status != 502).then_some(r)
@@ -359,6 +359,23 @@ fn a_single_master_abdicates_and_leads_again_from_the_store() {
 /// the final four running.
 #[test]
 fn a_new_leader_finishes_a_rolling_upgrade_within_its_bounds() {
+    rolling_upgrade_across_a_leader_change(|c, leader| c.masters[leader].kill9());
+}
+
+/// Reliability case 15 as the issue states it: the leader abdicates (`DELETE
+/// /v2/leader`) in the middle of a rolling upgrade; it stays up as a follower, and the
+/// new leader finishes the upgrade within its bounds.
+#[test]
+fn a_leader_abdicating_mid_upgrade_leaves_it_to_the_next() {
+    rolling_upgrade_across_a_leader_change(|c, leader| {
+        assert_eq!(c.masters[leader].call("DELETE", "/v2/leader", None).status, 200);
+        wait_for("the other master to lead", T, || (c.leader(&[]) != leader).then_some(()));
+    });
+}
+
+/// A rolling upgrade of four instances from v1 to v2, with `change` moving the
+/// leadership away from the leader (its index) halfway.
+fn rolling_upgrade_across_a_leader_change(change: impl FnOnce(&mut Cluster, usize)) {
     let mut c = cluster(2, 1);
     let leader = c.leader(&[]);
     let version = crate::support::rolling_app;
@@ -380,7 +397,7 @@ fn a_new_leader_finishes_a_rolling_upgrade_within_its_bounds() {
         let old_left = live.intersection(&v1).count();
         (old_left > 0 && old_left < 4).then_some(())
     });
-    c.masters[leader].kill9();
+    change(&mut c, leader);
     let next = c.leader(&[leader]);
     wait_for("four healthy v2 tasks and the deployment done", T, || {
         in_bounds(&c);

@@ -34,6 +34,11 @@ struct Sidecar {
 
 impl Sidecar {
     fn start(master: &str, dir: &Path) -> Sidecar {
+        Sidecar::start_with(master, dir, &[])
+    }
+
+    /// A sidecar with more flags (a token, say).
+    fn start_with(master: &str, dir: &Path, more: &[&str]) -> Sidecar {
         let http_port = free_port();
         let stats = free_port();
         let listen = format!("127.0.0.1:{}", free_port());
@@ -62,6 +67,7 @@ impl Sidecar {
             "lb-test",
         ]
         .iter()
+        .chain(more)
         .map(|s| s.to_string())
         .collect();
         let mut s = Sidecar {
@@ -364,6 +370,54 @@ fn traffic_through_haproxy_survives_scaling_a_lost_task_an_upgrade_and_a_sidecar
     assert!(bodies.contains_key("v1") && bodies.contains_key("v2"), "{bodies:?}");
     assert!(bodies.keys().all(|b| b == "v1" || b == "v2"), "{bodies:?}");
     assert_eq!(reloads_after, 1);
+}
+
+/// The sidecar given every master of an HA cluster: when the leader is killed, HAProxy
+/// goes on serving what it has, the sidecar follows the new leader (its event stream
+/// through a follower is cut when the leader changes), and a scale-up made through the
+/// new leader reaches HAProxy. No request fails meanwhile.
+#[test]
+fn the_sidecar_follows_a_new_leader() {
+    require_haproxy();
+    let mut c = crate::ha::cluster(2, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("app.py");
+    std::fs::write(&script, APP).unwrap();
+    let leader = c.leader(&[]);
+    // Its own loopback address (the other tests bind theirs).
+    let mut app = web(&script, "v1", 2);
+    app["labels"]["HAPROXY_0_BIND_ADDR"] = json!("127.0.0.13");
+    assert_eq!(c.write(leader, "POST", "/v2/apps", &app).status, 201);
+    no_deployments(&c.masters[leader]);
+    let service_port = c.masters[leader].app("/lb/web")["portDefinitions"][0]["port"].as_u64().unwrap();
+    let backend = format!("lb_web_{service_port}");
+    let urls: Vec<String> = c.masters.iter().map(|m| m.url.clone()).collect();
+    let lb = Sidecar::start_with(&urls.join(","), dir.path(), &["--auth-token", crate::ha::TOKEN]);
+    let in_step = |through: &Dromos, what: &str| {
+        wait_for(what, T, || {
+            let want = task_addrs(through, "/lb/web");
+            (lb.servers(&backend) == want).then_some(want)
+        })
+    };
+    assert_eq!(in_step(&c.masters[leader], "HAProxy to route to the two tasks").len(), 2);
+    let load = Load::start(lb.http_port, "shop.example.com", 2);
+
+    c.masters[leader].kill9();
+    let next = c.leader(&[leader]);
+    assert_ne!(next, leader);
+    assert_eq!(c.write(next, "PUT", "/v2/apps/lb/web", &json!({"instances": 3})).status, 200);
+    no_deployments(&c.masters[next]);
+    assert_eq!(in_step(&c.masters[next], "HAProxy to route to the third task").len(), 3);
+
+    let (ok, failures, bodies) = load.finish();
+    assert!(
+        failures.is_empty(),
+        "{} of {ok} requests failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(ok > 10, "the load ran: {ok} requests");
+    assert_eq!(bodies.keys().collect::<Vec<_>>(), ["v1"]);
 }
 
 #[test]

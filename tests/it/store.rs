@@ -165,15 +165,15 @@ async fn exercise(url: &str, dir: &std::path::Path) {
     let refused =
         first.apply(&[Change::DeleteApp(fenced.spec.id.clone()), Change::PutTask(Box::new(task(&fenced, 1)))]).await;
     assert!(matches!(refused, Err(StoreError::Fenced { ours: 5, current: 7, .. })), "{refused:?}");
-    // An empty batch (the commit before commands that change nothing durable) too.
-    assert!(matches!(first.apply(&[]).await, Err(StoreError::Fenced { ours: 5, current: 7, .. })));
+    // Commands that follow no write of their own check the fence alone.
+    assert!(matches!(first.check_fence().await, Err(StoreError::Fenced { ours: 5, current: 7, .. })));
     let snap = store.load().await.unwrap();
     assert!(has(&snap) && snap.tasks.iter().all(|t| t.app_id != fenced.spec.id), "nothing of the refused batch");
     assert!(matches!(store.claim(6, "http://m1").await, Err(StoreError::Fenced { current: 7, .. })));
     assert!(matches!(store.claim(7, "http://m3").await, Err(StoreError::Fenced { .. })), "an epoch claims once");
     let before = store.leadership().await.unwrap();
     assert_eq!((before.epoch, before.holder.as_str()), (7, "http://m2"));
-    second.apply(&[]).await.unwrap();
+    second.check_fence().await.unwrap();
     second.apply(&[Change::DeleteApp(fenced.spec.id.clone())]).await.unwrap();
     assert!(!has(&store.load().await.unwrap()));
     assert_eq!(store.leadership().await.unwrap().revision, before.revision + 1, "each write counts");
@@ -198,8 +198,9 @@ async fn store_round_trips_on_postgres() {
     exercise(&pg.url, dir.path()).await;
 }
 
-/// A follower's warm copy follows the store's writes, and is handed over only at the
-/// revision the new leader reads after claiming.
+/// A follower's warm copy follows the store's writes while the leader does not answer
+/// (and loads nothing while it does), and is handed over only at the revision the new
+/// leader reads after claiming.
 #[tokio::test]
 async fn a_warm_copy_follows_the_store() {
     use dromos::master::{state::State, warm::WarmCopy};
@@ -207,7 +208,7 @@ async fn a_warm_copy_follows_the_store() {
     let store = Store::open("", dir.path()).await.unwrap();
     let a1 = app("/warm/one", 1_000, 1);
     store.apply(&[Change::PutApp(Box::new(a1.clone())), Change::PutTask(Box::new(task(&a1, 1)))]).await.unwrap();
-    let warm = WarmCopy::start(store.clone());
+    let warm = WarmCopy::start(store.clone(), || async { false });
     async fn held_at(warm: &WarmCopy, revision: i64) {
         for _ in 0..200 {
             if warm.revision().await == Some(revision) {
@@ -230,8 +231,12 @@ async fn a_warm_copy_follows_the_store() {
     assert_eq!(copy.apps.keys().collect::<Vec<_>>(), loaded.apps.keys().collect::<Vec<_>>());
     assert_eq!(copy.apps.len(), 2);
     assert!(copy.tasks.is_empty() && loaded.tasks.is_empty());
+    // While the leader answers, a follower loads nothing.
+    let idle = WarmCopy::start(store.clone(), || async { true });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(idle.revision().await, None);
     // A copy behind the revision read after the claim is not used.
-    let warm = WarmCopy::start(store.clone());
+    let warm = WarmCopy::start(store.clone(), || async { false });
     held_at(&warm, second).await;
     assert!(warm.take(second + 1).await.is_none());
 }
