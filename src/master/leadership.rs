@@ -117,16 +117,32 @@ impl Leadership {
     }
 
     /// Joins the etcd election: connects (failing if no endpoint answers) and starts
-    /// campaigning and observing in the background.
+    /// campaigning and observing in the background, on a thread and runtime of their
+    /// own: a lease of a couple of seconds must be kept alive however busy the
+    /// process's runtime is (a leader at full load would otherwise lose it).
     pub async fn etcd(cfg: EtcdElection) -> Result<Leadership, etcd_client::Error> {
-        let opts = etcd_client::ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(3))
-            .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2))
-            .with_keep_alive_while_idle(true);
-        let client = etcd_client::Client::connect(&cfg.endpoints, Some(opts)).await?;
-        let shared = Shared::new(Role::Follower { leader: None }, 0, &cfg.advertise);
-        tokio::spawn(observe(client.clone(), cfg.name.clone(), shared.clone()));
-        tokio::spawn(campaign(client, cfg, shared.clone()));
+        let (joined, join) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new().name("dromos-election".into()).spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => return drop(joined.send(Err(etcd_client::Error::IoError(e)))),
+            };
+            rt.block_on(async move {
+                let opts = etcd_client::ConnectOptions::new()
+                    .with_connect_timeout(Duration::from_secs(3))
+                    .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2))
+                    .with_keep_alive_while_idle(true);
+                let client = match etcd_client::Client::connect(&cfg.endpoints, Some(opts)).await {
+                    Ok(c) => c,
+                    Err(e) => return drop(joined.send(Err(e))),
+                };
+                let shared = Shared::new(Role::Follower { leader: None }, 0, &cfg.advertise);
+                let _ = joined.send(Ok(shared.clone()));
+                let name = cfg.name.clone();
+                tokio::join!(observe(client.clone(), name, shared.clone()), campaign(client, cfg, shared));
+            });
+        })?;
+        let shared = join.await.map_err(|_| etcd_client::Error::InvalidArgs("the election thread ended".into()))??;
         Ok(Leadership { shared, elected: true })
     }
 
