@@ -290,7 +290,7 @@ impl Terms {
         };
         let warm = copy.is_some();
         let master = match copy {
-            Some(state) => Master::start_from(store, self.config.master.clone(), state),
+            Some((state, published)) => Master::start_from(store, self.config.master.clone(), state, published),
             None => Master::start(store, self.config.master.clone()).await?,
         };
         let tasks = master.read().await.tasks.len();

@@ -396,10 +396,11 @@ impl Master {
                     }
                 }
                 let StatusHandling { changes, acks, orphans, failures, .. } = h;
-                Ok((changes, (acks, orphans, failures)))
+                let changed = !changes.is_empty();
+                Ok((changes, (acks, orphans, failures, changed)))
             })
             .await?;
-        let (acks, orphans, failures) = out;
+        let (acks, orphans, failures, changed) = out;
         self.links().registered.extend(registering);
         if (!acks.is_empty() || !orphans.is_empty()) && self.may_command().await {
             for (agent, task_id, state) in acks {
@@ -411,7 +412,12 @@ impl Master {
             }
         }
         self.count_failures(failures).await;
-        self.wake();
+        // Only a change is news to the scheduler: agents registering again with what
+        // the master knows (ten thousand of them after a failover) leave its next
+        // pass to the periodic one, and the write path to their registrations.
+        if changed {
+            self.wake();
+        }
         Ok(())
     }
 }

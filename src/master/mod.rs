@@ -212,18 +212,20 @@ impl Master {
     /// start the loops.
     pub async fn start(store: Store, config: MasterConfig) -> Result<Arc<Master>, MasterError> {
         let snapshot = store.load().await?;
-        Ok(Master::start_from(store, config, State::from_snapshot(snapshot)))
+        let state = State::from_snapshot(snapshot);
+        Ok(Master::start_from(store, config, state.clone(), state))
     }
 
     /// Starts a master from a state already loaded from `store` (a follower's
-    /// [`warm::WarmCopy`]), which must be what the store holds.
-    pub fn start_from(store: Store, config: MasterConfig, state: State) -> Arc<Master> {
+    /// [`warm::WarmCopy`]), which must be what the store holds: the writer's copy and
+    /// the published one, equal.
+    pub fn start_from(store: Store, config: MasterConfig, state: State, published: State) -> Arc<Master> {
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
         let (inbox, inbox_rx) = mpsc::unbounded_channel();
         let known_at_start =
             state.agents.values().filter(|r| r.mark == AgentMark::Active).map(|r| r.info.id.clone()).collect();
         let master = Arc::new(Master {
-            state: RwLock::new(state.clone()),
+            state: RwLock::new(published),
             known_at_start,
             store,
             writes: tx,

@@ -226,7 +226,8 @@ async fn a_warm_copy_follows_the_store() {
     let second = store.leadership().await.unwrap().revision;
     assert_eq!(second, first + 1);
     held_at(&warm, second).await;
-    let copy = warm.take(second).await.expect("the copy at the current revision");
+    let (copy, published) = warm.take(second).await.expect("the copy at the current revision");
+    assert_eq!(copy.apps.keys().collect::<Vec<_>>(), published.apps.keys().collect::<Vec<_>>());
     let loaded = State::from_snapshot(store.load().await.unwrap());
     assert_eq!(copy.apps.keys().collect::<Vec<_>>(), loaded.apps.keys().collect::<Vec<_>>());
     assert_eq!(copy.apps.len(), 2);
