@@ -247,3 +247,60 @@ fn leader_changes(node: &Node, leader: &str) -> impl std::future::Future<Output 
         let _ = role.wait_for(|r| !matches!(r, Role::Follower { leader: Some(l) } if *l == leader)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+
+    fn agent_request() -> Request {
+        Request::get("/v1/agent/stream").body(Body::empty()).expect("a valid request")
+    }
+
+    async fn text(resp: Response) -> String {
+        let bytes = resp.into_body().collect().await.expect("a body").to_bytes();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// A term's API that answers agents' session requests.
+    fn term_api() -> Router {
+        Router::new().route("/v1/agent/stream", get(|| async { "taken by the new term" }))
+    }
+
+    /// While no leader serves, an agent's session request waits, and the term that
+    /// starts serving takes it.
+    #[tokio::test]
+    async fn agents_wait_for_the_next_term() {
+        let leadership = Leadership::single("http://127.0.0.1:1");
+        let node = Node::new(leadership.clone());
+        node.serve(Some(term_api()));
+        // The term ends: no leader for a moment, then a term that does not serve yet.
+        node.serve(None);
+        leadership.abdicate();
+        let pending = tokio::spawn(node.router().oneshot(agent_request()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(matches!(leadership.role(), Role::Leader { .. }), "the next term leads");
+        assert!(!pending.is_finished(), "held while no term serves");
+        node.serve(Some(term_api()));
+        let resp = pending.await.expect("the request task").expect("infallible");
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(text(resp).await, "taken by the new term");
+    }
+
+    /// A follower whose leader answers turns agents away at once with the leader's URL;
+    /// once the leader fails the probe, agents are held instead.
+    #[tokio::test]
+    async fn agents_are_sent_to_a_live_leader_and_held_while_it_is_silent() {
+        // Nothing listens on port 1: the probe fails.
+        let leader = "http://127.0.0.1:1";
+        let node = Node::new(Leadership::following(leader, "http://127.0.0.1:2"));
+        let resp = node.router().oneshot(agent_request()).await.expect("infallible");
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers().get("x-marathon-leader").and_then(|v| v.to_str().ok()), Some(leader));
+        assert!(!node.leader_answers().await);
+        let pending = tokio::spawn(node.router().oneshot(agent_request()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!pending.is_finished(), "held while the leader is silent");
+        pending.abort();
+    }
+}

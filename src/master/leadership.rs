@@ -146,6 +146,13 @@ impl Leadership {
         Ok(Leadership { shared, elected: true })
     }
 
+    /// A follower of `leader` that no election moves (for tests of what followers do).
+    #[cfg(test)]
+    pub(crate) fn following(leader: &str, advertise: &str) -> Leadership {
+        let shared = Shared::new(Role::Follower { leader: Some(leader.to_string()) }, 0, advertise);
+        Leadership { shared, elected: true }
+    }
+
     /// The role now and every change after.
     pub fn watch(&self) -> watch::Receiver<Role> {
         self.shared.tx.subscribe()

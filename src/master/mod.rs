@@ -559,11 +559,14 @@ impl Master {
         for (agent, launch) in outcome.launches {
             self.send_to(&agent, ToAgent::Launch(launch));
         }
-        let live: std::collections::HashSet<TaskId> = self.state.read().await.tasks.keys().cloned().collect();
-        if let Ok(mut ks) = self.kills_sent.lock() {
-            ks.retain(|id, _| live.contains(id));
-            for (_, id) in &outcome.kills {
-                ks.insert(id.clone(), Instant::now());
+        {
+            // The read lock is let go before anything below waits for the writer.
+            let state = self.state.read().await;
+            if let Ok(mut ks) = self.kills_sent.lock() {
+                ks.retain(|id, _| state.tasks.contains_key(id));
+                for (_, id) in &outcome.kills {
+                    ks.insert(id.clone(), Instant::now());
+                }
             }
         }
         if !outcome.kills.is_empty() && self.may_command().await {
@@ -974,24 +977,34 @@ async fn writer(master: Arc<Master>, mut rx: mpsc::Receiver<WriteJob>, state: St
                 }
                 return;
             }
+            // No connection to begin with: nothing can have been committed, so the
+            // published copy is the store's state and the next batch starts from it
+            // (a reload would only wait for the unreachable store once more, holding
+            // up the writes queued behind). Otherwise the commit may or may not have
+            // happened: reload.
             Err(e) => {
-                tracing::error!("commit failed, reloading state from the store: {e}");
-                match master.store.load().await {
-                    Ok(snap) => {
-                        // What agents reported stays (for the tasks still there); they
-                        // are asked to register again, which refreshes it.
-                        let mut loaded = State::from_snapshot(snap);
-                        let mut published = master.state.write().await;
-                        loaded.keep_soft(&published);
-                        *published = loaded.clone();
-                        drop(published);
-                        state = Some(loaded);
-                        master.request_reconciliation();
-                    }
-                    // The published copy holds what was committed before this batch.
-                    Err(e2) => {
-                        tracing::error!("reload failed: {e2}");
-                        state = None;
+                if matches!(e, StoreError::Db(sqlx::Error::PoolTimedOut)) {
+                    tracing::error!("commit failed, the store cannot be reached: {e}");
+                    state = None;
+                } else {
+                    tracing::error!("commit failed, reloading state from the store: {e}");
+                    match master.store.load().await {
+                        Ok(snap) => {
+                            // What agents reported stays (for the tasks still there); they
+                            // are asked to register again, which refreshes it.
+                            let mut loaded = State::from_snapshot(snap);
+                            let mut published = master.state.write().await;
+                            loaded.keep_soft(&published);
+                            *published = loaded.clone();
+                            drop(published);
+                            state = Some(loaded);
+                            master.request_reconciliation();
+                        }
+                        // The published copy holds what was committed before this batch.
+                        Err(e2) => {
+                            tracing::error!("reload failed: {e2}");
+                            state = None;
+                        }
                     }
                 }
                 let msg = e.to_string();
