@@ -279,6 +279,12 @@ impl Master {
         self.events.close();
     }
 
+    /// The store refused this master (`e`: a newer leader claimed it): its term ends.
+    fn depose(&self, e: &StoreError) {
+        tracing::error!("{e}");
+        self.deposed.send_replace(true);
+    }
+
     /// Resolves once the store refused this master's writes because a newer leader
     /// claimed it: the term must end.
     pub async fn deposed(&self) {
@@ -500,8 +506,7 @@ impl Master {
         match self.store.check_fence().await {
             Ok(()) => true,
             Err(e @ StoreError::Fenced { .. }) => {
-                tracing::error!("{e}");
-                self.deposed.send_replace(true);
+                self.depose(&e);
                 false
             }
             Err(e) => {
@@ -560,20 +565,14 @@ impl Master {
             self.send_to(&agent, ToAgent::Launch(launch));
         }
         {
-            // The read lock is let go before anything below waits for the writer.
+            // Kills of tasks that are gone need no retry. (The read lock is let go
+            // before anything below waits for the writer.)
             let state = self.state.read().await;
             if let Ok(mut ks) = self.kills_sent.lock() {
                 ks.retain(|id, _| state.tasks.contains_key(id));
-                for (_, id) in &outcome.kills {
-                    ks.insert(id.clone(), Instant::now());
-                }
             }
         }
-        if !outcome.kills.is_empty() && self.may_command().await {
-            for (agent, task_id) in outcome.kills {
-                self.send_to(&agent, ToAgent::Kill { task_id });
-            }
-        }
+        self.send_kills(outcome.kills).await;
         for (dep, reason) in outcome.failed {
             self.deployment_failed(dep, reason).await;
         }
@@ -923,6 +922,36 @@ fn plan_batch(state: &mut State, jobs: Vec<WriteJob>) -> Planned {
     out
 }
 
+/// The writer's copy after a commit failed with `e`. With no connection to begin with
+/// nothing can have been committed, so the published copy is the store's state and the
+/// next batch starts from it (`None`; a reload would only wait for the unreachable
+/// store once more, holding up the writes queued behind). Otherwise the commit may or
+/// may not have happened: the state is reloaded, keeping what agents reported for the
+/// tasks still there, and agents are asked to register again, which refreshes it.
+async fn after_failed_commit(master: &Master, e: &StoreError) -> Option<State> {
+    if matches!(e, StoreError::Db(sqlx::Error::PoolTimedOut)) {
+        tracing::error!("commit failed, the store cannot be reached: {e}");
+        return None;
+    }
+    tracing::error!("commit failed, reloading state from the store: {e}");
+    match master.store.load().await {
+        Ok(snap) => {
+            let mut loaded = State::from_snapshot(snap);
+            let mut published = master.state.write().await;
+            loaded.keep_soft(&published);
+            *published = loaded.clone();
+            drop(published);
+            master.request_reconciliation();
+            Some(loaded)
+        }
+        // The published copy holds what was committed before this batch.
+        Err(e2) => {
+            tracing::error!("reload failed: {e2}");
+            None
+        }
+    }
+}
+
 /// The writer task: runs queued plans in batches against its own copy of the state,
 /// one transaction per batch, then hands the batch's changes to the published copy.
 /// Planning runs on a blocking thread: a pass over a large cluster takes long enough
@@ -970,43 +999,14 @@ async fn writer(master: Arc<Master>, mut rx: mpsc::Receiver<WriteJob>, state: St
                 master.events.publish_all(events.drain(..));
             }
             Err(e @ StoreError::Fenced { .. }) => {
-                tracing::error!("{e}");
-                master.deposed.send_replace(true);
+                master.depose(&e);
                 for (reply, _) in replies {
                     let _ = reply.send(Err(MasterError::NotLeader(e.to_string())));
                 }
                 return;
             }
-            // No connection to begin with: nothing can have been committed, so the
-            // published copy is the store's state and the next batch starts from it
-            // (a reload would only wait for the unreachable store once more, holding
-            // up the writes queued behind). Otherwise the commit may or may not have
-            // happened: reload.
             Err(e) => {
-                if matches!(e, StoreError::Db(sqlx::Error::PoolTimedOut)) {
-                    tracing::error!("commit failed, the store cannot be reached: {e}");
-                    state = None;
-                } else {
-                    tracing::error!("commit failed, reloading state from the store: {e}");
-                    match master.store.load().await {
-                        Ok(snap) => {
-                            // What agents reported stays (for the tasks still there); they
-                            // are asked to register again, which refreshes it.
-                            let mut loaded = State::from_snapshot(snap);
-                            let mut published = master.state.write().await;
-                            loaded.keep_soft(&published);
-                            *published = loaded.clone();
-                            drop(published);
-                            state = Some(loaded);
-                            master.request_reconciliation();
-                        }
-                        // The published copy holds what was committed before this batch.
-                        Err(e2) => {
-                            tracing::error!("reload failed: {e2}");
-                            state = None;
-                        }
-                    }
-                }
+                state = after_failed_commit(&master, &e).await;
                 let msg = e.to_string();
                 for (reply, r) in replies {
                     let _ =

@@ -134,6 +134,13 @@ pub struct Leadership {
     pub revision: i64,
 }
 
+impl Leadership {
+    /// Why this row refuses a write or claim that asserts epoch `ours`.
+    fn refusing(self, ours: i64) -> StoreError {
+        StoreError::Fenced { ours, current: self.epoch, holder: self.holder }
+    }
+}
+
 /// Held while a master without etcd uses a PostgreSQL database: a session advisory lock
 /// on a connection of its own, released when the process (or connection) ends.
 pub struct SingleMaster {
@@ -457,8 +464,7 @@ impl Store {
             let bumped = sqlx::query_with(&sql, values).execute(&mut *tx).await?.rows_affected();
             if let (Some(ours), 0) = (self.fence, bumped) {
                 drop(tx);
-                let now = self.leadership().await?;
-                return Err(StoreError::Fenced { ours, current: now.epoch, holder: now.holder });
+                return Err(self.leadership().await?.refusing(ours));
             }
             for s in &stmts {
                 let (sql, values) = match s {
@@ -478,10 +484,10 @@ impl Store {
     pub async fn check_fence(&self) -> Result<()> {
         let Some(ours) = self.fence else { return Ok(()) };
         let now = self.leadership().await?;
-        if now.epoch != ours {
-            return Err(StoreError::Fenced { ours, current: now.epoch, holder: now.holder });
+        match now.epoch == ours {
+            true => Ok(()),
+            false => Err(now.refusing(ours)),
         }
-        Ok(())
     }
 
     /// The store's leadership row.
@@ -514,8 +520,7 @@ impl Store {
             sqlx::query_with(&sql, values).execute(pool).await?.rows_affected()
         });
         if claimed == 0 {
-            let now = self.leadership().await?;
-            return Err(StoreError::Fenced { ours: epoch, current: now.epoch, holder: now.holder });
+            return Err(self.leadership().await?.refusing(epoch));
         }
         Ok(Store { backend: self.backend.clone(), fence: Some(epoch) })
     }
